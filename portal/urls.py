@@ -19,6 +19,9 @@ accounts = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include(accounts)),
+    path("api/v1/", include("portal.api_urls")),
+    path("api/v1/", include("marketplace.api_urls")),
+    path("api/v1/", include("inference.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v2/", include("inference.v2_urls")),

@@ -1,0 +1,3 @@
+"""Routes under /api/v1/ owned by this app."""
+
+urlpatterns: list = []

@@ -1,0 +1,110 @@
+"""The catalog: a model owned by a user, and its immutable, numbered versions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+
+class Task(models.TextChoices):
+    IMAGE_CLASSIFICATION = "image-classification"
+    TABULAR_CLASSIFICATION = "tabular-classification"
+    TABULAR_REGRESSION = "tabular-regression"
+    TEXT_CLASSIFICATION = "text-classification"
+    FEATURE_EXTRACTION = "feature-extraction"
+    OTHER = "other"
+
+
+class Visibility(models.TextChoices):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class Format(models.TextChoices):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch-export"
+
+
+model_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "Use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+)
+
+
+class ModelQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ModelQuerySet:
+        """Public models, plus the user's own private ones; staff see everything."""
+        if user is not None and user.is_authenticated:
+            if user.is_staff:
+                return self
+            return self.filter(Q(visibility=Visibility.PUBLIC) | Q(owner=user))
+        return self.filter(visibility=Visibility.PUBLIC)
+
+
+class Model(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models")
+    name = models.CharField(max_length=100, validators=[model_name_validator])
+    task = models.CharField(max_length=32, choices=Task.choices, default=Task.OTHER)
+    description = models.TextField(blank=True, help_text="Model card, in Markdown.")
+    tags = models.JSONField(default=list, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    labels = models.JSONField(default=list, blank=True, help_text="Class labels, in output order.")
+    preprocessing = models.JSONField(
+        default=dict, blank=True, help_text="Image models: size, color mode, mean, std, layout."
+    )
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    downloads = models.PositiveBigIntegerField(default=0)
+    runs = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint("owner", Lower("name"), name="model_name_unique_per_owner")]
+        indexes = [models.Index(fields=["visibility", "-updated_at"]), models.Index(fields=["visibility", "-runs"])]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def slug(self) -> str:
+        return f"{self.owner.username}/{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return f"/models/{self.owner.username}/{self.name}/"
+
+
+def version_upload_path(version: ModelVersion, filename: str) -> str:
+    # Files are named by content, never by the uploader's file name.
+    return f"models/{version.sha256[:2]}/{version.sha256}"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        VALIDATING = "validating"
+        READY = "ready"
+        REJECTED = "rejected"
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    file = models.FileField(upload_to=version_upload_path, max_length=255)
+    format = models.CharField(max_length=16, choices=Format.choices, blank=True)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.VALIDATING)
+    reason = models.TextField(blank=True)
+    signature = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model.slug} v{self.number}"

@@ -109,3 +109,65 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     worker.start()
     yield worker
     worker.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebServer:
+    """`gunicorn portal.wsgi` with several worker processes, on the test database; `url` is its address."""
+
+    def __init__(self, log_path: Path, workers: int = 2, threads: int = 8):
+        self.log_path = log_path
+        self.workers = workers
+        self.threads = threads
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import requests
+
+        env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{self.port}",
+             "--worker-class", "gthread", "--workers", str(self.workers), "--threads", str(self.threads),
+             "--timeout", "120", "--no-control-socket"],
+            cwd=PROJECT_ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def live_web(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A live multi-process web server; tests that use it need `transactional_db` (rows must be committed)."""
+    server = WebServer(tmp_path_factory.mktemp("web") / "gunicorn.log")
+    server.start()
+    yield server
+    server.stop()

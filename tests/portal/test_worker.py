@@ -17,3 +17,11 @@ def test_the_worker_answers_celery_inspect_ping(celery_worker_process):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pong" in result.stdout
+
+
+def test_a_live_web_server_runs_in_separate_processes(live_web):
+    import requests
+
+    response = requests.get(f"{live_web.url}/v2/health/ready", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["ready"] is True

@@ -52,7 +52,7 @@ class Command(BaseCommand):
         processes = [
             subprocess.Popen(
                 [os.path.join(bin_dir, "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}",
-                 "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-"],
+                 "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"],
                 env=env,
             ),
             subprocess.Popen(

@@ -243,3 +243,11 @@ if not DEBUG:
     CSRF_COOKIE_SAMESITE = "Lax"
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- marketplace ---
+# How long an upload request waits for the worker's validation before answering 202 with a status URL.
+MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
+# Limits of the child process that inspects and trial-runs an uploaded model.
+MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
+MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
+MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)

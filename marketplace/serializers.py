@@ -148,7 +148,7 @@ class ModelUpdateSerializer(serializers.ModelSerializer):
 
 class ModelUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, validators=[model_name_validator])
-    file = serializers.FileField()
+    file = serializers.FileField(allow_empty_file=True)
     task = serializers.ChoiceField(choices=Task.choices, default=Task.OTHER)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=100_000)
     tags = CommaSeparatedListField(required=False, default=list)
@@ -165,7 +165,7 @@ class ModelUploadSerializer(serializers.Serializer):
 
 
 class VersionUploadSerializer(serializers.Serializer):
-    file = serializers.FileField()
+    file = serializers.FileField(allow_empty_file=True)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     signature = JSONObjectField(required=False, default=dict)
 

@@ -42,13 +42,7 @@ def onnx_model_bytes(bias: float = 0.0) -> bytes:
 def tiny_torch_module():
     import torch
 
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(4, 3)
-
-        def forward(self, features):
-            return torch.relu(self.linear(features))
+    from .torch_modules import Tiny
 
     torch.manual_seed(0)
     return Tiny().eval()

@@ -94,14 +94,14 @@ def _array_from_values(values, datatype: str, name: str) -> np.ndarray:
     if dtype.kind in "iu":
         if kind == "f":
             if not np.all(np.isfinite(raw)) or not np.all(np.mod(raw, 1) == 0):
-                bad = raw[~(np.isfinite(raw) & (np.mod(raw, 1) == 0))].ravel()[0]
+                bad = raw[~(np.isfinite(raw) & (np.mod(raw, 1) == 0))].ravel()[0].item()
                 raise TensorError(f"input '{name}' is {datatype}: {bad!r} is not an integer")
         info = np.iinfo(dtype)
         low, high = (
             (min(raw.ravel().tolist()), max(raw.ravel().tolist())) if kind == "O" else (raw.min(), raw.max())
         )
         if low < info.min or high > info.max:
-            bad = low if low < info.min else high
+            bad = int(low if low < info.min else high)
             raise TensorError(f"input '{name}' is {datatype}: {bad} is out of range [{info.min}, {info.max}]")
         if kind == "O":
             return np.array(raw.ravel().tolist(), dtype=dtype).reshape(raw.shape)
@@ -113,7 +113,7 @@ def _array_from_values(values, datatype: str, name: str) -> np.ndarray:
         finite = np.isfinite(raw)
         limit = np.finfo(dtype).max
         if np.any(np.abs(raw[finite]) > limit):
-            bad = raw[finite][np.abs(raw[finite]) > limit].ravel()[0]
+            bad = raw[finite][np.abs(raw[finite]) > limit].ravel()[0].item()
             raise TensorError(f"input '{name}' is {datatype}: {bad} is out of range (largest {float(limit)})")
     return raw.astype(dtype)
 

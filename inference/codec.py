@@ -93,18 +93,23 @@ def _array_from_values(values, datatype: str, name: str) -> np.ndarray:
         raise TensorError(f"input '{name}' ({datatype}) must hold {_expected(datatype)}, not true/false")
     if dtype.kind in "iu":
         if kind == "f":
-            if not np.all(np.isfinite(raw)) or not np.all(np.mod(raw, 1) == 0):
-                bad = raw[~(np.isfinite(raw) & (np.mod(raw, 1) == 0))].ravel()[0].item()
-                raise TensorError(f"input '{name}' is {datatype}: {bad!r} is not an integer")
+            # Python ints beyond int64 come out of numpy as floats: look at the values themselves.
+            raw = np.array(values, dtype=object)
+            kind = "O"
+            for value in raw.ravel().tolist():
+                if isinstance(value, float) and not value.is_integer():
+                    raise TensorError(f"input '{name}' is {datatype}: {value!r} is not an integer")
         info = np.iinfo(dtype)
-        low, high = (
-            (min(raw.ravel().tolist()), max(raw.ravel().tolist())) if kind == "O" else (raw.min(), raw.max())
-        )
+        if kind == "O":
+            flat = [int(v) for v in raw.ravel().tolist()]
+            low, high = min(flat), max(flat)
+        else:
+            low, high = int(raw.min()), int(raw.max())
         if low < info.min or high > info.max:
-            bad = int(low if low < info.min else high)
+            bad = low if low < info.min else high
             raise TensorError(f"input '{name}' is {datatype}: {bad} is out of range [{info.min}, {info.max}]")
         if kind == "O":
-            return np.array(raw.ravel().tolist(), dtype=dtype).reshape(raw.shape)
+            return np.array(flat, dtype=dtype).reshape(raw.shape)
         return raw.astype(dtype)
     # floating point
     if kind == "O":

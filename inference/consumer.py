@@ -31,7 +31,9 @@ def run_batch(runtime, signature: dict, batch: list[dict[str, np.ndarray]], seco
         joined = {name: np.concatenate([tensors[name] for tensors in batch]) for name in batch[0]}
         try:
             outputs = runtime.run_with_limit(joined, seconds)
-        except RuntimeFailure:
+        except RuntimeFailure as exc:
+            if exc.timed_out:
+                return [exc] * len(batch)
             outputs = None  # one bad request must not fail the others: run them one by one
         if outputs is not None and all(o.ndim and o.shape[0] == sum(sizes) for o in outputs.values()):
             cuts = np.cumsum(sizes)[:-1]
@@ -104,7 +106,10 @@ def serve_batch(items: list[bytes], consumer: str) -> None:
         )
         if isinstance(result, RuntimeFailure):
             item.status, item.error = "failed", str(result)
-            interactive.reply(pipe, header["id"], {"status": "failed", "error": item.error})
+            # A timeout is the server's limit, not the caller's mistake: /v2 answers 503 for it.
+            interactive.reply(
+                pipe, header["id"], {"status": "failed", "error": item.error, "unavailable": result.timed_out}
+            )
         else:
             item.outputs = result
             interactive.reply(pipe, header["id"], {"status": "succeeded", "compute_ms": compute_ms}, result)

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 class RuntimeFailure(RuntimeError):
     """The model could not be opened or run: the message is shown as the prediction's error."""
 
+    def __init__(self, message: str, *, timed_out: bool = False):
+        super().__init__(message)
+        self.timed_out = timed_out
+
 
 @dataclass(frozen=True)
 class VersionRef:
@@ -125,7 +129,9 @@ class OnnxRuntime(Runtime):
             return self.session.run(self.output_names, feed, options)
         except Exception as exc:
             if options is not None and options.terminate:
-                raise RuntimeFailure(f"Timed out: the model ran past the {seconds:g} s time limit.") from exc
+                raise RuntimeFailure(
+                    f"Timed out: the model ran past the {seconds:g} s time limit.", timed_out=True
+                ) from exc
             raise RuntimeFailure(f"the model failed: {exc}") from exc
 
     def _decode(self, results) -> dict[str, np.ndarray]:

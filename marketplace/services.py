@@ -134,7 +134,10 @@ def version_publish(*, version: ModelVersion, wait: float | None = None, inline:
     takes its model with it (the returned row keeps its reason, but is no longer in the database).
     """
     if inline:
-        return validate_version(version_id=version.pk)
+        version = validate_version(version_id=version.pk)
+        if version.status == ModelVersion.Status.REJECTED:
+            discard_unpublished_model(version=version)
+        return version
     from .tasks import validate_version_task
 
     transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))

@@ -20,8 +20,15 @@ from .models import Model, ModelVersion, Task
 DEMO_USERNAME = "demo"
 DIGITS_MIN_ACCURACY = 0.95
 DIGITS_PREPROCESSING = {
-    "input": "pixels", "width": 8, "height": 8, "mode": "L", "layout": "flat",
-    "invert": True, "scale": 0.0627451, "mean": [0.0], "std": [1.0],
+    "input": "pixels",
+    "width": 8,
+    "height": 8,
+    "mode": "L",
+    "layout": "flat",
+    "invert": True,
+    "scale": 0.0627451,
+    "mean": [0.0],
+    "std": [1.0],
 }
 
 
@@ -64,7 +71,9 @@ def train_digits_network():
     )
     torch.manual_seed(0)
     network = torch.nn.Sequential(
-        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
     )
     inputs, targets = torch.from_numpy(x_train / 16.0), torch.from_numpy(y_train)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
@@ -79,8 +88,9 @@ def train_digits_network():
         predicted = scaled(torch.from_numpy(x_test)).argmax(dim=1).numpy()
     accuracy = float((predicted == y_test).mean())
     if accuracy < DIGITS_MIN_ACCURACY:
-        raise DemoModelFailed(f"The digits network reached {accuracy:.3f} held-out accuracy, below "
-                              f"{DIGITS_MIN_ACCURACY}.")
+        raise DemoModelFailed(
+            f"The digits network reached {accuracy:.3f} held-out accuracy, below {DIGITS_MIN_ACCURACY}."
+        )
     return scaled, x_test, accuracy, len(x_train), len(x_test)
 
 
@@ -106,8 +116,14 @@ def export_digits(folder: Path) -> list[DemoModel]:
     network, x_test, accuracy, n_train, n_test = train_digits_network()
     onnx_path = folder / "digits.onnx"
     torch.onnx.export(
-        network, (torch.zeros(1, 64),), str(onnx_path), dynamo=False, input_names=["pixels"],
-        output_names=["logits"], dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+        network,
+        (torch.zeros(1, 64),),
+        str(onnx_path),
+        dynamo=False,
+        input_names=["pixels"],
+        output_names=["logits"],
+        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
     )
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
@@ -119,24 +135,36 @@ def export_digits(folder: Path) -> list[DemoModel]:
     torch.jit.save(torch.jit.trace(network, torch.zeros(1, 64)), str(script_path))
     labels = [str(d) for d in range(10)]
     models = []
-    for name, path, fmt, output in (("digits", onnx_path, "ONNX", "logits"),
-                                    ("digits-torchscript", script_path, "TorchScript", "output")):
+    for name, path, fmt, output in (
+        ("digits", onnx_path, "ONNX", "logits"),
+        ("digits-torchscript", script_path, "TorchScript", "output"),
+    ):
         card = digits_card(fmt=fmt, accuracy=accuracy, n_train=n_train, n_test=n_test, output=output)
-        models.append(DemoModel(name=name, path=path, task=Task.IMAGE_CLASSIFICATION, description=card,
-                                tags=["vision", "digits", "mlp", "demo", fmt.lower()], labels=labels,
-                                preprocessing=DIGITS_PREPROCESSING, accuracy=accuracy))
+        models.append(
+            DemoModel(
+                name=name,
+                path=path,
+                task=Task.IMAGE_CLASSIFICATION,
+                description=card,
+                tags=["vision", "digits", "mlp", "demo", fmt.lower()],
+                labels=labels,
+                preprocessing=DIGITS_PREPROCESSING,
+                accuracy=accuracy,
+            )
+        )
     return models
 
 
 def digits_card(*, fmt: str, accuracy: float, n_train: int, n_test: int, output: str) -> str:
     return f"""# Handwritten digits ({fmt})
 
-A small multilayer perceptron (64 → 64 → 10, ReLU) that reads an 8×8 grayscale image of a handwritten digit and
-scores the ten classes 0–9. Trained when this catalog was seeded.
+A small multilayer perceptron (64 → 64 → 10, ReLU) that reads an 8×8 grayscale image of a handwritten
+digit and scores the ten classes 0–9. Trained when this catalog was seeded.
 
 ## Data
-scikit-learn's bundled *digits* dataset (UCI optical recognition of handwritten digits): 1,797 images of 8×8 pixels,
-values 0 (background) to 16 (ink). {n_train} images for training, {n_test} held out (stratified, seed 0).
+scikit-learn's bundled *digits* dataset (UCI optical recognition of handwritten digits):
+1,797 images of 8×8 pixels, values 0 (background) to 16 (ink). {n_train} images for training,
+{n_test} held out (stratified, seed 0).
 
 ## Measured accuracy
 **Held-out accuracy: {accuracy * 100:.2f}%** on the {n_test} held-out images.
@@ -145,9 +173,9 @@ values 0 (background) to 16 (ink). {n_train} images for training, {n_test} held 
 `0` `1` `2` `3` `4` `5` `6` `7` `8` `9` (output order).
 
 ## Input
-`pixels`: FP32, shape `[-1, 64]` — one row per image, the 8×8 pixels row by row, values 0..16 (white background 0,
-ink 16). Images from a browser are converted by the preprocessing: grayscale, resized to 8×8, inverted (dark ink
-becomes high values) and scaled by 16/255.
+`pixels`: FP32, shape `[-1, 64]` — one row per image, the 8×8 pixels row by row, values 0..16
+(white background 0, ink 16). Images from a browser are converted by the preprocessing: grayscale, resized to
+8×8, inverted (dark ink becomes high values) and scaled by 16/255.
 
 ## Output
 `{output}`: FP32, shape `[-1, 10]` — unnormalised scores (logits); the highest is the predicted digit.
@@ -174,8 +202,10 @@ def export_wine(folder: Path) -> DemoModel:
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
     accuracy = float(pipeline.score(x_test, y_test))
     converted = convert_sklearn(
-        pipeline, initial_types=[("features", FloatTensorType([None, 13]))],
-        options={id(pipeline): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3},
+        pipeline,
+        initial_types=[("features", FloatTensorType([None, 13]))],
+        options={id(pipeline): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
     )
     path = folder / "wine.onnx"
     path.write_bytes(converted.SerializeToString())
@@ -183,7 +213,8 @@ def export_wine(folder: Path) -> DemoModel:
     card = f"""# Wine cultivar (logistic regression)
 
 Predicts which of three cultivars a wine comes from, given 13 results of its chemical analysis. A scikit-learn
-pipeline (standard scaling + logistic regression) converted to ONNX with skl2onnx when this catalog was seeded.
+pipeline (standard scaling + logistic regression) converted to ONNX with skl2onnx when this
+catalog was seeded.
 
 ## Data
 scikit-learn's bundled *wine* dataset (UCI): 178 wines from one region of Italy. {len(x_train)} for training,
@@ -204,13 +235,22 @@ scikit-learn's bundled *wine* dataset (UCI): 178 wines from one region of Italy.
 ## Intended use
 Demonstrations of tabular models. The dataset is small and old: not for real wine analysis.
 """
-    return DemoModel(name="wine", path=path, task=Task.TABULAR_CLASSIFICATION, description=card,
-                     tags=["tabular", "wine", "scikit-learn", "demo", "onnx"], labels=list(wine.target_names),
-                     preprocessing={}, accuracy=accuracy)
+    return DemoModel(
+        name="wine",
+        path=path,
+        task=Task.TABULAR_CLASSIFICATION,
+        description=card,
+        tags=["tabular", "wine", "scikit-learn", "demo", "onnx"],
+        labels=list(wine.target_names),
+        preprocessing={},
+        accuracy=accuracy,
+    )
 
 
 def demo_is_ready(owner, name: str) -> bool:
-    return ModelVersion.objects.filter(model__owner=owner, model__name=name, status=ModelVersion.Status.READY).exists()
+    return ModelVersion.objects.filter(
+        model__owner=owner, model__name=name, status=ModelVersion.Status.READY
+    ).exists()
 
 
 def seed_demo_catalog(*, log=print) -> list[Model]:
@@ -231,12 +271,22 @@ def seed_demo_catalog(*, log=print) -> list[Model]:
             with open(demo.path, "rb") as handle:
                 stored = services.store_upload(file=File(handle, name=demo.path.name), limit=1 << 30)
             version = services.model_create(
-                owner=owner, name=demo.name, stored=stored, task=demo.task, description=demo.description,
-                tags=demo.tags, license="BSD-3-Clause", labels=demo.labels, preprocessing=demo.preprocessing,
+                owner=owner,
+                name=demo.name,
+                stored=stored,
+                task=demo.task,
+                description=demo.description,
+                tags=demo.tags,
+                license="BSD-3-Clause",
+                labels=demo.labels,
+                preprocessing=demo.preprocessing,
                 notes="Trained at seed time.",
             )
             version = services.version_publish(version=version, inline=True)
             if version.status != ModelVersion.Status.READY:
                 raise DemoModelFailed(f"The demo model {demo.name} was rejected: {version.reason}")
-            log(f"Loaded {owner.username}/{demo.name} ({version.format}, held-out accuracy {demo.accuracy:.3f}).")
+            log(
+                f"Loaded {owner.username}/{demo.name} ({version.format}, "
+                f"held-out accuracy {demo.accuracy:.3f})."
+            )
     return list(Model.objects.filter(owner=owner, name__in=wanted))

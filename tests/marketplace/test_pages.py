@@ -44,13 +44,16 @@ def test_browse_filters_searches_and_paginates(client, publish):
 
 @pytest.mark.django_db
 def test_the_model_page_shows_signature_versions_snippets_and_try_it_data(client, publish):
-    publish("tiny", task="image-classification", labels=["a", "b", "c"], preprocessing={"width": 8, "height": 8})
+    publish(
+        "tiny", task="image-classification", labels=["a", "b", "c"], preprocessing={"width": 8, "height": 8}
+    )
     page = client.get("/models/alice/tiny/").content.decode()
     assert "<code>features</code>" in page and "<code>[-1, 4]</code>" in page
     assert "/api/v1/models/alice/tiny/versions/1/file" in page
     assert "curl -X POST http://testserver/api/v1/models/alice/tiny/predict" in page
-    assert html.escape('{"inputs": {"features": [[0, 0, 0, 0]]}}', quote=False) in html.unescape(page) or \
-        '{"inputs": {"features": [[0, 0, 0, 0]]}}' in html.unescape(page)
+    assert html.escape('{"inputs": {"features": [[0, 0, 0, 0]]}}', quote=False) in html.unescape(
+        page
+    ) or '{"inputs": {"features": [[0, 0, 0, 0]]}}' in html.unescape(page)
     assert 'httpclient.InferInput("features", [1, 4], "FP32")' in html.unescape(page)
     section = page.split('id="try-it"', 1)[1].split(">", 1)[0]
     attributes = dict(re.findall(r'(data-[a-z]+)="([^"]*)"', section))
@@ -68,9 +71,18 @@ def test_the_owner_edits_toggles_visibility_and_deletes(alice_client, publish):
 
     publish("tiny")
     assert "Upload a new version" in alice_client.get("/models/alice/tiny/").content.decode()
-    response = alice_client.post("/models/alice/tiny/edit/", {
-        "task": "tabular-regression", "description": "# New card", "tags": "x, y", "labels": "",
-        "license": "MIT", "visibility": "public", "preprocessing": ""})
+    response = alice_client.post(
+        "/models/alice/tiny/edit/",
+        {
+            "task": "tabular-regression",
+            "description": "# New card",
+            "tags": "x, y",
+            "labels": "",
+            "license": "MIT",
+            "visibility": "public",
+            "preprocessing": "",
+        },
+    )
     assert response.status_code == 302
     model = Model.objects.get(name="tiny")
     assert model.tags == ["x", "y"] and model.license == "MIT" and model.task == "tabular-regression"
@@ -106,8 +118,15 @@ def test_the_upload_page_has_a_progress_bar(alice_client):
 def test_the_web_form_refuses_a_pickle_at_once(alice_client):
     import pickle
 
-    response = alice_client.post("/models/new/", {
-        "name": "p", "file": upload_file(pickle.dumps({"a": 1}), "m.pt"), "task": "other", "visibility": "public"})
+    response = alice_client.post(
+        "/models/new/",
+        {
+            "name": "p",
+            "file": upload_file(pickle.dumps({"a": 1}), "m.pt"),
+            "task": "other",
+            "visibility": "public",
+        },
+    )
     assert response.status_code == 415
     assert "pickle" in response.content.decode()
     assert not Model.objects.filter(name="p").exists()
@@ -115,18 +134,29 @@ def test_the_web_form_refuses_a_pickle_at_once(alice_client):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_web_form_uploads_a_model_and_a_new_version(alice_client, celery_worker_process):
-    response = alice_client.post("/models/new/", {
-        "name": "web-tiny", "file": upload_file(onnx_model_bytes(), "w.onnx"), "task": "other",
-        "visibility": "public", "description": "# Web", "tags": "web"})
+    response = alice_client.post(
+        "/models/new/",
+        {
+            "name": "web-tiny",
+            "file": upload_file(onnx_model_bytes(), "w.onnx"),
+            "task": "other",
+            "visibility": "public",
+            "description": "# Web",
+            "tags": "web",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert response["Location"] == "/models/alice/web-tiny/"
     model = Model.objects.get(name="web-tiny")
     assert model.versions.get().status == "ready" and model.latest_format == "onnx"
-    response = alice_client.post("/models/alice/web-tiny/versions/new/",
-                                 {"file": upload_file(torchscript_bytes(), "v2.pt"), "notes": "ts"})
+    response = alice_client.post(
+        "/models/alice/web-tiny/versions/new/",
+        {"file": upload_file(torchscript_bytes(), "v2.pt"), "notes": "ts"},
+    )
     assert response.status_code == 302
     assert list(model.versions.values_list("number", "format")) == [(2, "torchscript"), (1, "onnx")]
-    response = alice_client.post("/models/alice/web-tiny/versions/new/",
-                                 {"file": upload_file(onnx_model_bytes()[:30], "bad.onnx")})
+    response = alice_client.post(
+        "/models/alice/web-tiny/versions/new/", {"file": upload_file(onnx_model_bytes()[:30], "bad.onnx")}
+    )
     assert response.status_code == 415
     assert "rejected" in response.content.decode()

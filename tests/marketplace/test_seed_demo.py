@@ -24,7 +24,9 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     assert accuracy >= 95.0
     assert digits.labels == [str(d) for d in range(10)]
     assert digits.preprocessing["layout"] == "flat"
-    assert digits.versions.get().signature["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
+    assert digits.versions.get().signature["inputs"] == [
+        {"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}
+    ]
     assert demo.get(name="digits-torchscript").versions.get().format == "torchscript"
     wine = demo.get(name="wine").versions.get().signature
     assert [o["datatype"] for o in wine["outputs"]] == ["INT64", "FP32"]

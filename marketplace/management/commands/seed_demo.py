@@ -4,7 +4,10 @@ from marketplace.demo import DemoModelFailed, seed_demo_catalog
 
 
 class Command(BaseCommand):
-    help = "Load the demo catalog: models trained now on scikit-learn's bundled datasets, owned by the demo user."
+    help = (
+        "Load the demo catalog: models trained now on scikit-learn's bundled datasets, "
+        "owned by the demo user."
+    )
 
     def handle(self, *args, **options):
         try:

@@ -192,6 +192,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
 
 class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
     serializer_class = VersionSerializer
+    queryset = ModelVersion.objects.none()  # versions are looked up through their visible model
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(summary="A model's versions", responses=VersionSerializer(many=True))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Format, Model, ModelVersion, Task, Visibility, model_name_validator
@@ -20,6 +22,7 @@ def parse_comma_list(value) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
 class CommaSeparatedListField(serializers.Field):
     """A list given as "a, b, c" (multipart) or as a JSON list."""
 
@@ -33,6 +36,7 @@ class CommaSeparatedListField(serializers.Field):
         return list(value)
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
     """A JSON object given as a string (multipart) or as an object."""
 

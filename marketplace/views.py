@@ -114,6 +114,17 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
     )
 
 
+# Multipart framing around the file: a request this much over the limit is refused before it is read.
+MULTIPART_ALLOWANCE = 1 << 20
+
+
+def declared_too_large(request, limit: int) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_ALLOWANCE
+    except ValueError:
+        return False
+
+
 def too_large(request, template: str, context: dict, limit: int):
     context["error"] = f"The file is over the upload limit of {limit} bytes."
     return render(request, template, context, status=413)
@@ -125,6 +136,13 @@ def model_upload(request):
     if request.method != "POST":
         return render(
             request, "marketplace/upload.html", {"form": ModelUploadForm(owner=request.user), "limit": limit}
+        )
+    if declared_too_large(request, limit):
+        return too_large(
+            request,
+            "marketplace/upload.html",
+            {"form": ModelUploadForm(owner=request.user), "limit": limit},
+            limit,
         )
     form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
     context = {"form": form, "limit": limit}
@@ -171,6 +189,10 @@ def model_upload(request):
 def version_upload(request, owner: str, name: str):
     model = editable_model_or_404(request, owner, name)
     limit = services.upload_limit_for(request.user)
+    if declared_too_large(request, limit):
+        form = VersionUploadForm()
+        form.add_error(None, f"The file is over the upload limit of {limit} bytes.")
+        return render_model_page(request, model, version_form=form, status=413)
     form = VersionUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         return render_model_page(request, model, version_form=form, status=400)

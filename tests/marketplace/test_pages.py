@@ -10,7 +10,7 @@ import pytest
 
 from marketplace.models import Model
 
-from .conftest import onnx_model_bytes, torchscript_bytes, upload_file
+from .conftest import onnx_model_bytes, torch_export_bytes, torchscript_bytes, upload_file
 
 
 @pytest.mark.django_db
@@ -115,6 +115,23 @@ def test_the_upload_page_has_a_progress_bar(alice_client):
 
 
 @pytest.mark.django_db
+def test_the_web_form_refuses_a_file_over_the_limit_with_413(alice_client, settings):
+    settings.MODEL_UPLOAD_MAX_BYTES = 64
+    response = alice_client.post(
+        "/models/new/",
+        {
+            "name": "big",
+            "file": upload_file(onnx_model_bytes(), "m.onnx"),
+            "task": "other",
+            "visibility": "public",
+        },
+    )
+    assert response.status_code == 413
+    assert "upload limit" in response.content.decode()
+    assert not Model.objects.filter(name="big").exists()
+
+
+@pytest.mark.django_db
 def test_the_web_form_refuses_a_pickle_at_once(alice_client):
     import pickle
 
@@ -154,7 +171,15 @@ def test_the_web_form_uploads_a_model_and_a_new_version(alice_client, celery_wor
         {"file": upload_file(torchscript_bytes(), "v2.pt"), "notes": "ts"},
     )
     assert response.status_code == 302
-    assert list(model.versions.values_list("number", "format")) == [(2, "torchscript"), (1, "onnx")]
+    response = alice_client.post(
+        "/models/alice/web-tiny/versions/new/", {"file": upload_file(torch_export_bytes(), "v3.pt2")}
+    )
+    assert response.status_code == 302
+    assert list(model.versions.values_list("number", "format")) == [
+        (3, "torch-export"),
+        (2, "torchscript"),
+        (1, "onnx"),
+    ]
     response = alice_client.post(
         "/models/alice/web-tiny/versions/new/", {"file": upload_file(onnx_model_bytes()[:30], "bad.onnx")}
     )

@@ -7,7 +7,6 @@ from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from . import services
 from .filters import ModelFilterSet
 from .models import Model, ModelVersion
+from .pagination import CatalogPagination
 from .serializers import (
     FORMAT_EXTENSIONS,
     ModelDetailSerializer,
@@ -42,12 +42,6 @@ class UnsupportedModel(APIException):
     default_code = "unsupported_model"
 
 
-class CatalogPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 class ScopedByMethod:
     """Reads need the `read` scope, writes the `upload` scope."""
 
@@ -63,7 +57,7 @@ def visible_model_or_404(request, owner: str, name: str) -> Model:
         .filter(owner__username=owner, name__iexact=name)
         .first()
     )
-    if model is None:
+    if model is None or not model.is_published_for(request.user):
         raise Http404("No such model.")
     return model
 

@@ -103,6 +103,10 @@ class Model(models.Model):
     def is_editable_by(self, user) -> bool:
         return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
 
+    def is_published_for(self, user) -> bool:
+        """Until a version is ready, only its owner (and staff) can see a model, even a public one."""
+        return bool(self.latest_format) or self.is_editable_by(user)
+
 
 def version_upload_path(version: ModelVersion, filename: str) -> str:
     # Files are named by content, never by the uploader's file name.

@@ -6,7 +6,6 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
@@ -16,6 +15,7 @@ from .cards import render_card
 from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
 from .models import Model, ModelVersion, Visibility
+from .pagination import CatalogPaginator
 from .snippets import code_snippets
 
 BROWSE_PAGE_SIZE = 20
@@ -39,7 +39,7 @@ def home(request):
 
 def browse(request):
     filterset = ModelFilterSet(request.GET, queryset=listed_models(request.user), request=request)
-    page = Paginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CatalogPaginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -60,7 +60,7 @@ def visible_model_or_404(request, owner: str, name: str) -> Model:
         .filter(owner__username=owner, name__iexact=name)
         .first()
     )
-    if model is None:
+    if model is None or not model.is_published_for(request.user):
         raise Http404("No such model.")
     return model
 

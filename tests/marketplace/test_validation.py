@@ -41,7 +41,7 @@ def test_validate_version_records_the_signature_and_format(alice):
 
 
 @pytest.mark.django_db
-def test_an_upload_not_validated_in_time_answers_202_with_a_status_url(api, settings):
+def test_an_upload_not_validated_in_time_answers_202_with_a_status_url(api, client, settings):
     # No worker here and a zero wait: the request must not block, and must say where to look.
     settings.MODEL_UPLOAD_WAIT_SECONDS = 0
     response = api.post(
@@ -51,3 +51,6 @@ def test_an_upload_not_validated_in_time_answers_202_with_a_status_url(api, sett
     assert response.json()["url"] == "/api/v1/models/alice/slow/versions/1"
     assert response.json()["status"] == "validating"
     assert api.get("/api/v1/models/alice/slow/versions/1").json()["status"] == "validating"
+    # Not published yet: other people do not see it, even though it is public.
+    assert client.get("/api/v1/models/alice/slow").status_code == 404
+    assert client.get("/models/alice/slow/").status_code == 404

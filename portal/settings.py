@@ -253,6 +253,9 @@ MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 6
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
 # `?format=` filters the catalog by model file format (API.md), so DRF must not read it as a renderer override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
+MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
+MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)
 
 # --- inference ------------------------------------------------------------------------------------------------
 # Jobs: time limits are CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT above (PREDICTION_*_TIME_LIMIT).

@@ -108,6 +108,20 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
     )
 
 
+_refs: dict[int, VersionRef] = {}
+
+
+def version_ref_cached(*, version_id: int) -> VersionRef:
+    """Versions are immutable: a worker looks each one up once. Only ready versions are ever opened."""
+    ref = _refs.get(version_id)
+    if ref is None:
+        version = ModelVersion.objects.filter(id=version_id, status=ModelVersion.Status.READY).first()
+        if version is None:
+            raise RuntimeFailure("this model version is not ready to run")
+        ref = _refs[version_id] = version_ref(version)
+    return ref
+
+
 def version_ref(version: ModelVersion) -> VersionRef:
     return VersionRef(
         version_id=version.id,
@@ -162,7 +176,8 @@ def prediction_submit(
         "bytes_in": bytes_in,
         "created_at": submission.created_at.timestamp(),
         "model_id": target.model_id,
-        "ref": target.ref.__dict__,
+        "version_id": target.ref.version_id,
+        "sha256": target.ref.sha256,
     }
     submission.header, submission.tensors = header, inputs
     if not asynchronous and interactive.enabled():
@@ -394,7 +409,7 @@ def predictions_record(finished: list[Finished]) -> None:
                     id=item.id,
                     user_id=header["user_id"],
                     api_key_id=header["api_key_id"],
-                    version_id=header["ref"]["version_id"],
+                    version_id=header["version_id"],
                     source=header["source"],
                     created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),
                     bytes_in=header["bytes_in"],
@@ -445,7 +460,7 @@ def _interactive_row(header: dict, *, status: str) -> Prediction:
         id=header["id"],
         user_id=header["user_id"],
         api_key_id=header["api_key_id"],
-        version_id=header["ref"]["version_id"],
+        version_id=header["version_id"],
         source=header["source"],
         status=status,
         created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),

@@ -30,7 +30,7 @@ from .services import (
     target_find,
 )
 
-# --- serializers -----------------------------------------------------------------------------------------------
+# --- serializers --------------------------------------------------------------------------------------------
 
 
 class TensorSerializer(serializers.Serializer):
@@ -119,7 +119,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         return round((prediction.finished_at - prediction.created_at).total_seconds() * 1000, 3)
 
 
-# --- views -----------------------------------------------------------------------------------------------------
+# --- views --------------------------------------------------------------------------------------------------
 
 AUTHENTICATION = [CachedApiKeyAuthentication, SessionAuthentication]
 

@@ -50,4 +50,8 @@ class CachedApiKeyScheme(OpenApiAuthenticationExtension):
     name = "bearerApiKey"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "An API key: `Authorization: Bearer mp_…`."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer mp_…`.",
+        }

@@ -1,7 +1,7 @@
 """The interactive consumer: `python -m inference.consumer --name NAME`, started and watched by the worker.
 
-It drains the per-model queues in Redis, runs one batched call per model, replies to each caller, then records the
-batch in the database at once (`predictions_record`). See `inference.interactive` for the keys.
+It drains the per-model queues in Redis, runs one batched call per model, replies to each caller, then records
+the batch in the database at once (`predictions_record`). See `inference.interactive` for the keys.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ WAKE_DRAIN = 256
 
 
 def run_batch(runtime, signature: dict, batch: list[dict[str, np.ndarray]], seconds: float | None) -> list:
-    """One call for the whole batch when every input's dim 0 is dynamic and the rest agree, else one call each.
+    """One call for the batch when every input's dim 0 is dynamic and the rest agree, else one call each.
 
     Returns, per request, its outputs or the RuntimeFailure it met.
     """

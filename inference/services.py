@@ -2,7 +2,8 @@
 
 Two hook points for quotas and usage:
 - `prediction_submit` is the only place the web admits a prediction, before anything is queued or run.
-- `predictions_record` is the only place the worker records finished predictions (in bulk): compute is charged there.
+- `predictions_record` is the only place the worker records finished predictions (in bulk): compute is charged
+  there.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class VersionNotFound(LookupError):
     pass
 
 
-# --- looking up what to run (cached: the hot path must not query the catalog on every request) -----------------
+# --- looking up what to run (cached: the hot path must not query the catalog on every request) --------------
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def version_ref(version: ModelVersion) -> VersionRef:
     )
 
 
-# --- admission -------------------------------------------------------------------------------------------------
+# --- admission ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -162,8 +163,8 @@ def prediction_submit(
 ) -> Submission:
     """Admit one prediction (inputs already checked against the signature) and queue it.
 
-    Interactive calls go to the worker over Redis when it is configured (no database write here); jobs, and every
-    call when Redis is not configured, get a `Prediction` row and a Celery task.
+    Interactive calls go to the worker over Redis when it is configured (no database write here); jobs,
+    and every call when Redis is not configured, get a `Prediction` row and a Celery task.
     """
     submission = Submission(
         id=uuid.uuid4(), target=target, created_at=timezone.now(), started=time.monotonic()
@@ -231,8 +232,10 @@ class Outcome:
 def prediction_wait(
     *, submission: Submission, timeout: float, fall_back_to_job: bool, user, api_key
 ) -> Outcome:
-    """Wait up to `timeout` s for the result. Not done by then: `pending` (the record then exists, as a job or a
-    running row the worker completes) if `fall_back_to_job`, else `unavailable` (a 503)."""
+    """Wait up to `timeout` s for the result.
+
+    Not done by then: `pending` (the record then exists, as a job or a running row the worker completes)
+    if `fall_back_to_job`, else `unavailable` (a 503)."""
     if submission.call is not None:
         reply = interactive.wait(submission.call, timeout)
         if reply is not None:
@@ -327,7 +330,7 @@ def inputs_from_json(stored: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-# --- running (in the worker) -----------------------------------------------------------------------------------
+# --- running (in the worker) --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -360,7 +363,8 @@ def prediction_execute(*, prediction_id: str, soft_time_limit: float | None = No
     if prediction.attempts > settings.PREDICTION_MAX_ATTEMPTS:
         prediction_fail(
             prediction_id=prediction.id,
-            error=f"The worker running this prediction was lost {prediction.attempts - 1} times; not retried.",
+            error=f"The worker running this prediction was lost {prediction.attempts - 1} times; "
+            "not retried.",
         )
         return
     finished = Finished(
@@ -496,7 +500,7 @@ def prediction_cancel(*, prediction: Prediction) -> Prediction:
 
 
 def predictions_reap() -> int:
-    """Fail what no worker will finish: running past the hard time limit (plus a margin), or out of attempts."""
+    """Fail what no worker will finish: running past the hard limit (plus a margin), or out of attempts."""
     now = timezone.now()
     limit = settings.CELERY_TASK_TIME_LIMIT + settings.PREDICTION_REAP_MARGIN
     stuck = Prediction.objects.filter(
@@ -505,7 +509,8 @@ def predictions_reap() -> int:
     count = stuck.update(
         status=Prediction.Status.FAILED,
         finished_at=now,
-        error=f"Timed out: still running after {limit} s (the time limit is {settings.CELERY_TASK_TIME_LIMIT} s); "
+        error=f"Timed out: still running after {limit} s "
+        f"(the time limit is {settings.CELERY_TASK_TIME_LIMIT} s); "
         "its worker was lost or the model ran too long.",
     )
     count += Prediction.objects.filter(

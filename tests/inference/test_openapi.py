@@ -9,8 +9,12 @@ def test_the_schema_validates_without_warnings_and_lists_the_inference_paths(tmp
     target = tmp_path / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
     text = target.read_text()
-    for path in ("/api/v1/models/{owner}/{name}/predict:", "/api/v1/predictions:", "/api/v1/predictions/{id}:",
-                 "/api/v1/predictions/{id}/cancel:"):
+    for path in (
+        "/api/v1/models/{owner}/{name}/predict:",
+        "/api/v1/predictions:",
+        "/api/v1/predictions/{id}:",
+        "/api/v1/predictions/{id}/cancel:",
+    ):
         assert path in text
     assert "respond-async" in text
 

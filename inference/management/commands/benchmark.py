@@ -1,7 +1,7 @@
 """`python manage.py benchmark --url http://127.0.0.1:8000`: latency and throughput against a running server.
 
-For the demo digits model (or an equivalent MLP it builds) and a ResNet-shaped CNN it builds, it measures raw ONNX
-Runtime in this process, then `/api/v1/…/predict` and `/v2/…/infer` at concurrency 1 and 16 (keep-alive
+For the demo digits model (or an equivalent MLP it builds) and a ResNet-shaped CNN it builds, it measures raw
+ONNX Runtime in this process, then `/api/v1/…/predict` and `/v2/…/infer` at concurrency 1 and 16 (keep-alive
 connections), and prints each as a ratio to raw.
 """
 
@@ -52,7 +52,7 @@ def digits_mlp() -> bytes:
 
 
 def resnet_cnn(blocks: int = 3, width: int = 16) -> bytes:
-    """conv3x3 stem, `blocks` residual blocks (conv-relu-conv + skip, relu), global average pool, linear 10."""
+    """conv3x3 stem, `blocks` residual blocks (conv-relu-conv + skip, relu), global average pool, fc 10."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(1)

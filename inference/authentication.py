@@ -10,6 +10,7 @@ import threading
 import time
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 from portal.authentication import ApiKeyAuthentication, authenticate_bearer
 from portal.models import ApiKey
@@ -40,3 +41,17 @@ class CachedApiKeyAuthentication(ApiKeyAuthentication):
             return None
         key = bearer_key_cached(header)
         return key.user, key
+
+
+class CachedApiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents the bearer key in /api/schema/ (the same key as portal's ApiKeyAuthentication)."""
+
+    target_class = "inference.authentication.CachedApiKeyAuthentication"
+    name = "bearerApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer mp_…`.",
+        }

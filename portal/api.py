@@ -9,7 +9,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .authentication import SessionOnly
+from .authentication import HasScope, SessionOnly
 from .models import ApiKey, Scope
 from .selectors import usage_per_day, usage_summary
 from .services import key_create, key_revoke
@@ -145,7 +145,8 @@ class UsageOutput(serializers.Serializer):
 
 
 class UsageView(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scope = "read"
 
     @extend_schema(
         responses=UsageOutput,

@@ -50,14 +50,14 @@ def stacked_bars(
         y = top + plot_h * (1 - fraction)
         parts.append(
             format_html(
-                '<line x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}" class="chart-grid"/>'
-                '<text x="{}" y="{:.1f}" class="chart-axis" text-anchor="end">{}</text>',
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="chart-grid"/>'
+                '<text x="{}" y="{}" class="chart-axis" text-anchor="end">{}</text>',
                 left,
                 width - right,
-                y,
-                y,
+                _n(y),
+                _n(y),
                 left - 6,
-                y + 4,
+                _n(y + 4),
                 round(peak * fraction),
             )
         )
@@ -72,12 +72,12 @@ def stacked_bars(
             y -= bar_h
             parts.append(
                 format_html(
-                    '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}">'
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
                     "<title>{}: {} on {}</title></rect>",
-                    x,
-                    y,
-                    bar_w,
-                    bar_h,
+                    _n(x),
+                    _n(y),
+                    _n(bar_w),
+                    _n(bar_h),
                     colour,
                     name,
                     value,
@@ -87,8 +87,8 @@ def stacked_bars(
         if index % 5 == 0 or index == len(days) - 1:
             parts.append(
                 format_html(
-                    '<text x="{:.1f}" y="{}" class="chart-axis" text-anchor="middle">{}</text>',
-                    x + bar_w / 2,
+                    '<text x="{}" y="{}" class="chart-axis" text-anchor="middle">{}</text>',
+                    _n(x + bar_w / 2),
                     height - 8,
                     day[5:],
                 )
@@ -97,12 +97,12 @@ def stacked_bars(
         lx, ly = left + (index % 4) * (plot_w / 4), height + 6 + 22 * (index // 4)
         parts.append(
             format_html(
-                '<rect x="{:.1f}" y="{}" width="12" height="12" fill="{}"/>'
-                '<text x="{:.1f}" y="{}" class="chart-legend">{}</text>',
-                lx,
+                '<rect x="{}" y="{}" width="12" height="12" fill="{}"/>'
+                '<text x="{}" y="{}" class="chart-legend">{}</text>',
+                _n(lx),
                 ly,
                 colour,
-                lx + 18,
+                _n(lx + 18),
                 ly + 11,
                 name[:28],
             )
@@ -111,12 +111,16 @@ def stacked_bars(
         parts.append(
             format_html(
                 '<text x="{}" y="{}" class="chart-empty" text-anchor="middle">No predictions yet</text>',
-                left + plot_w / 2,
-                top + plot_h / 2,
+                _n(left + plot_w / 2),
+                _n(top + plot_h / 2),
             )
         )
     parts.append(mark_safe("</svg>"))  # noqa: S308 - a constant
     return mark_safe("".join(parts))  # noqa: S308 - every part above is escaped by format_html
+
+
+def _n(number: float) -> str:
+    return f"{number:.1f}"
 
 
 def _slug(text: str) -> str:

@@ -64,7 +64,8 @@ class UserWithQuotaAdmin(UserAdmin):
     list_select_related = ["quota__plan"]
 
     def get_inlines(self, request, obj):
-        # A new user gets its quota row from the post_save signal; an inline on the add form would make a second.
+        # A new user gets its quota row from the post_save signal; an inline on the add form would make a
+        # second.
         return self.inlines if obj is not None else []
 
     def get_queryset(self, request):
@@ -178,7 +179,7 @@ class UsageDayAdmin(admin.ModelAdmin):
         return usage_csv_response(queryset, "modelport-usage.csv")
 
 
-# --- The catalog and the prediction ledger (registered in PortalConfig.ready unless their apps did) ----------
+# --- The catalog and the prediction ledger (registered in PortalConfig.ready unless their apps did) ---------
 
 
 @admin.action(description="Unlist (make private)")

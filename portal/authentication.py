@@ -116,7 +116,7 @@ class HasScope(permissions.BasePermission):
 
 
 class SessionOnly(permissions.BasePermission):
-    """Key management needs a logged-in browser session: a leaked key must not be able to mint or revoke keys."""
+    """Key management needs a logged-in session: a leaked key must not be able to mint or revoke keys."""
 
     message = (
         "API keys can be managed only from a logged-in session (the /settings/keys/ page), not with a key."

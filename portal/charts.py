@@ -72,8 +72,7 @@ def stacked_bars(
             y -= bar_h
             parts.append(
                 format_html(
-                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}">'
-                    "<title>{}: {} on {}</title></rect>",
+                    '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {} on {}</title></rect>',
                     _n(x),
                     _n(y),
                     _n(bar_w),

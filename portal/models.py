@@ -21,7 +21,8 @@ KEY_PREFIX_LENGTH = 8
 
 
 def hash_secret(raw_key: str) -> str:
-    # Keys carry 256 bits of randomness, so a fast hash is enough; a password hash would only slow every request.
+    # Keys carry 256 bits of randomness, so a fast hash is enough; a password hash would only slow every
+    # request.
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
@@ -37,7 +38,8 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
-    # Optional caps below the user's own limits (e.g. a key handed to a script that must not eat the whole quota).
+    # Optional caps below the user's own limits (e.g. a key handed to a script that must not eat the whole
+    # quota).
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     requests_per_day = models.PositiveIntegerField(null=True, blank=True)
 
@@ -122,7 +124,9 @@ class Plan(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_plan")
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_plan"
+            )
         ]
 
     def __str__(self) -> str:
@@ -180,9 +184,15 @@ class UsageDay(models.Model):
     """Daily totals of finished predictions per user, key and model version, written by the worker."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_days")
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_days")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_days"
+    )
     version = models.ForeignKey(
-        "marketplace.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_days"
+        "marketplace.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_days",
     )
     day = models.DateField()
     requests = models.PositiveIntegerField(default=0)
@@ -195,7 +205,9 @@ class UsageDay(models.Model):
         ordering = ["-day"]
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "api_key", "version", "day"], nulls_distinct=False, name="one_usage_row_per_day"
+                fields=["user", "api_key", "version", "day"],
+                nulls_distinct=False,
+                name="one_usage_row_per_day",
             )
         ]
         indexes = [models.Index(fields=["user", "day"])]
@@ -206,14 +218,17 @@ class UsageDay(models.Model):
 
 
 class UsageCounter(models.Model):
-    """A fixed-window counter, one row per subject and window kind (e.g. `u:7:minute`), reused window after window.
+    """A fixed-window counter, one row per subject and window kind (e.g. `u:7:minute`), reused window after
+    window.
 
     Without Redis these rows are the rate limits (a conditional UPDATE admits a request); in every mode the
     `u:<id>:compute` row holds this month's charged compute milliseconds.
     """
 
     key = models.CharField(max_length=64, unique=True)
-    window = models.BigIntegerField(default=0, help_text="Window number: minutes, days or months since the epoch.")
+    window = models.BigIntegerField(
+        default=0, help_text="Window number: minutes, days or months since the epoch."
+    )
     used = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:

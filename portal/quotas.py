@@ -3,22 +3,23 @@
 For the inference app
 ---------------------
 ``admit_prediction(*, user, api_key) -> Admission``
-    Call once per prediction request (predict API, ``/v2/…/infer``, the browser's try-it) after authentication and
-    input validation, *before* anything is queued or run. It counts the request in every window that applies (the
-    user's minute and day, the key's minute and day caps) all-or-nothing and checks this month's compute. When a
-    limit is used up it raises ``QuotaExceeded`` and nothing was counted. ``QuotaExceeded`` is a DRF
-    ``APIException`` (429, ``{"detail", "limit", "retry_after"}``, ``Retry-After``), so DRF views just let it
-    propagate; in plain Django views (``/v2/``) ``portal.middleware.RateLimitHeadersMiddleware`` turns it into a
-    429 ``{"error": …, "limit": …}``. ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers.
-    The middleware adds the admission's ``RateLimit-*`` headers to the response by itself.
+        Call once per prediction request (predict API, ``/v2/…/infer``, the browser's try-it) after
+    authentication and input validation, *before* anything is queued or run. It counts the request in every
+    window that applies (the user's minute and day, the key's minute and day caps) all-or-nothing and checks
+    this month's compute. When a limit is used up it raises ``QuotaExceeded`` and nothing was counted.
+    ``QuotaExceeded`` is a DRF ``APIException`` (429, ``{"detail", "limit", "retry_after"}``, ``Retry-
+    After``), so DRF views just let it propagate; in plain Django views (``/v2/``)
+    ``portal.middleware.RateLimitHeadersMiddleware`` turns it into a 429 ``{"error": …, "limit": …}``.
+    ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers. The middleware adds the admission's
+    ``RateLimit-*`` headers to the response by itself.
 
 ``charge_finished(predictions) -> int``
-    Call from the worker's bulk record step with finished ``inference.Prediction`` rows (instances or ids) once they
-    are saved (inside the same transaction is fine). Each row is accounted exactly once (``Prediction.charged``
-    marks it, so a redelivered task charges nothing twice): it adds one request, its bytes and, if it succeeded,
-    its compute time to the daily ledger (``UsageDay``) and to the month's compute counter. Failed and canceled
-    predictions never cost compute: a failure through the server's fault (worker lost, timeout) is not charged.
-    Returns how many rows were accounted now.
+        Call from the worker's bulk record step with finished ``inference.Prediction`` rows (instances or ids)
+    once they are saved (inside the same transaction is fine). Each row is accounted exactly once
+    (``Prediction.charged`` marks it, so a redelivered task charges nothing twice): it adds one request, its
+    bytes and, if it succeeded, its compute time to the daily ledger (``UsageDay``) and to the month's compute
+    counter. Failed and canceled predictions never cost compute: a failure through the server's fault (worker
+    lost, timeout) is not charged. Returns how many rows were accounted now.
 
 ``portal.authentication.authenticate_bearer(header) -> ApiKey``
     The one bearer check (cached; revocation takes effect on the next request).
@@ -29,10 +30,10 @@ For the marketplace
 
 Backends
 --------
-With Redis (``QUOTA_BACKEND = "redis"``, the default when ``REDIS_URL`` is set) one Lua script checks and bumps
-all windows atomically. Without it (``"sql"``) each window is a ``UsageCounter`` row bumped by a conditional
-``UPDATE … WHERE used < limit`` inside one transaction, rolled back if any window is full. Both are fixed windows
-(UTC minute, UTC day, calendar month).
+With Redis (``QUOTA_BACKEND = "redis"``, the default when ``REDIS_URL`` is set) one Lua script checks and
+bumps all windows atomically. Without it (``"sql"``) each window is a ``UsageCounter`` row bumped by a
+conditional ``UPDATE … WHERE used < limit`` inside one transaction, rolled back if any window is full. Both
+are fixed windows (UTC minute, UTC day, calendar month).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ LIMIT_DESCRIPTIONS = {
 }
 
 
-# --- Limits ---------------------------------------------------------------------------------------------------
+# --- Limits -------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def invalidate_limits(user_ids) -> None:
         transaction.on_commit(lambda: cache.delete_many(cache_keys))
 
 
-# --- Windows --------------------------------------------------------------------------------------------------
+# --- Windows ------------------------------------------------------------------------------------------------
 
 
 def minute_number(now: float) -> int:
@@ -223,7 +224,7 @@ def tightest(windows: list[Window]) -> Window:
     return min(windows, key=lambda w: (w.remaining, w.reset))
 
 
-# --- Admission ------------------------------------------------------------------------------------------------
+# --- Admission ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -285,7 +286,7 @@ def quota_backend() -> str:
 
 
 def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
-    """Count one prediction request against every limit that applies, or raise QuotaExceeded counting nothing."""
+    """Count one prediction request in every limit that applies, or raise QuotaExceeded counting nothing."""
     now = time.time()
     limits = effective_limits(user)
     windows = windows_for(user, api_key, limits, now)
@@ -387,7 +388,7 @@ def _admit_redis(user_id: int, windows: list[Window], compute_limit_ms: int, now
 
 
 def _seed_compute_in_redis(user_id: int, month: int, now: float) -> None:
-    """Copy this month's charged compute from PostgreSQL (the record) into Redis, unless it is there already."""
+    """Copy this month's charged compute from PostgreSQL (the record) into Redis unless it is there."""
     row = UsageCounter.objects.filter(key=compute_counter_key(user_id)).values_list("window", "used").first()
     used = row[1] if row and row[0] == month else 0
     redis_client().set(
@@ -448,7 +449,7 @@ def _counter_used(window: Window) -> int:
     return row[1] if row and row[0] == window.number else 0
 
 
-# --- Reading the current windows (headers on uncounted calls, the usage page) --------------------------------
+# --- Reading the current windows (headers on uncounted calls, the usage page) -------------------------------
 
 
 def current_windows(user, api_key: ApiKey | None = None, *, now: float | None = None) -> list[Window]:
@@ -491,11 +492,11 @@ def compute_used_ms(user, *, now: float | None = None) -> int:
     return int(row[1]) if row and row[0] == month_number(now) else 0
 
 
-# --- Charging finished predictions ----------------------------------------------------------------------------
+# --- Charging finished predictions --------------------------------------------------------------------------
 
 
 def charge_finished(predictions) -> int:
-    """Account finished predictions once each: daily ledger rows and the month's compute. See the module doc."""
+    """Account finished predictions once each: daily ledger and the month's compute (see the module doc)."""
     Prediction = apps.get_model("inference", "Prediction")
     ids = [getattr(p, "pk", p) for p in predictions]
     if not ids:
@@ -591,7 +592,8 @@ def _add_compute(*, user_id: int, month: int, compute_ms: int) -> None:
 
 
 def _charge_redis(charges: dict[int, int], month: int) -> None:
-    # Only bumps a counter Redis already has; a missing one is seeded from PostgreSQL, which includes this charge.
+    # Only bumps a counter Redis already has; a missing one is seeded from PostgreSQL, which includes this
+    # charge.
     script = _script("charge", CHARGE_SCRIPT)
     for user_id, compute_ms in charges.items():
         script(keys=[compute_redis_key(user_id, month)], args=[compute_ms])

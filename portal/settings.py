@@ -244,7 +244,7 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
 
-# --- portal: API keys, plans, quotas ------------------------------------------------------------------------------
+# --- portal: API keys, plans, quotas ----------------------------------------------------------------------
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
 QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
 # RateLimit-* headers on every API response, and 429s for quota errors outside DRF.

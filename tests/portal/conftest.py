@@ -1,4 +1,5 @@
-"""Fixtures for the access tests: fresh counters and caches, keys, limits, and a catalog version to predict on."""
+"""Fixtures for the access tests: fresh counters and caches, keys, limits, and a catalog version to predict
+on."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def version(alice):
 
     model = Model.objects.create(owner=alice, name="digits", task="image-classification")
     return ModelVersion.objects.create(
-        model=model, number=1, file="models/ab/" + "ab" * 32, format="onnx", size=10, sha256="ab" * 32,
+        model=model,
+        number=1,
+        file="models/ab/" + "ab" * 32,
+        format="onnx",
+        size=10,
+        sha256="ab" * 32,
         status="ready",
     )

@@ -43,7 +43,9 @@ def run_in_processes(user, api_key, backend: str) -> list[tuple[int, int]]:
     barrier, results = context.Barrier(PROCESSES), context.Queue()
     connections.close_all()  # each child opens its own connection
     children = [
-        context.Process(target=admit_many, args=(user.pk, api_key.pk if api_key else None, backend, barrier, results))
+        context.Process(
+            target=admit_many, args=(user.pk, api_key.pk if api_key else None, backend, barrier, results)
+        )
         for _ in range(PROCESSES)
     ]
     for child in children:

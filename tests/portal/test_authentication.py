@@ -1,4 +1,5 @@
-"""Bearer keys: 401 for anything but a live key, 403 without the scope, cached look-ups that still obey revocation."""
+"""Bearer keys: 401 for anything but a live key, 403 without the scope, cached look-ups that still obey
+revocation."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def test_it_rejects_a_wrong_secret(client, alice):
     assert response.json()["detail"] == "Invalid API key."
 
 
-@pytest.mark.parametrize("header", ["Bearer", "Bearer not-a-key", "Token mp_abcdefgh_x", "Bearer mp_short_x y"])
+@pytest.mark.parametrize(
+    "header", ["Bearer", "Bearer not-a-key", "Token mp_abcdefgh_x", "Bearer mp_short_x y"]
+)
 def test_it_rejects_a_malformed_header(client, alice, header):
     response = client.get(USAGE, HTTP_AUTHORIZATION=header)
     assert response.status_code == 401

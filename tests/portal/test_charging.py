@@ -20,8 +20,18 @@ pytestmark = pytest.mark.django_db
 def finished(user, version, *, status="succeeded", compute_ms=1500.0, api_key=None, days_ago=0, **fields):
     created = timezone.now() - timedelta(days=days_ago)
     return Prediction.objects.create(
-        id=uuid.uuid4(), user=user, api_key=api_key, version=version, status=status, created_at=created,
-        finished_at=created, compute_ms=compute_ms, queue_ms=1.0, bytes_in=100, bytes_out=40, **fields,
+        id=uuid.uuid4(),
+        user=user,
+        api_key=api_key,
+        version=version,
+        status=status,
+        created_at=created,
+        finished_at=created,
+        compute_ms=compute_ms,
+        queue_ms=1.0,
+        bytes_in=100,
+        bytes_out=40,
+        **fields,
     )
 
 
@@ -30,7 +40,13 @@ def test_it_charges_compute_and_counts_the_day(quota_backend, alice, version):
     predictions = [finished(alice, version, api_key=key) for _ in range(3)]
     assert charge_finished(predictions) == 3
     row = UsageDay.objects.get(user=alice)
-    assert (row.requests, row.succeeded, row.compute_ms, row.bytes_in, row.bytes_out) == (3, 3, 4500.0, 300, 120)
+    assert (row.requests, row.succeeded, row.compute_ms, row.bytes_in, row.bytes_out) == (
+        3,
+        3,
+        4500.0,
+        300,
+        120,
+    )
     assert row.api_key == key and row.version == version and row.day == timezone.now().date()
     assert compute_used_ms(alice) == 4500
     assert all(p.charged for p in Prediction.objects.all())

@@ -1,4 +1,4 @@
-"""`createapikey` prints a working key alone on the last line; `quota` sets overrides and prints the limits."""
+"""`createapikey` prints a working key alone on its last line; `quota` sets overrides and prints limits."""
 
 from __future__ import annotations
 
@@ -38,14 +38,26 @@ def test_createapikey_rejects_an_unknown_user_or_scope(alice):
 
 
 def test_quota_sets_overrides_and_prints_effective_limits(alice):
-    output = run("quota", "alice", "--requests-per-minute", "7", "--requests-per-day", "70",
-                 "--compute-seconds-per-month", "700")
+    output = run(
+        "quota",
+        "alice",
+        "--requests-per-minute",
+        "7",
+        "--requests-per-day",
+        "70",
+        "--compute-seconds-per-month",
+        "700",
+    )
     assert "plan Free" in output
     assert "requests per minute:       7" in output
     assert "requests per day:          70" in output
     assert "compute seconds per month: 700" in output
     limits = effective_limits(alice)
-    assert (limits.requests_per_minute, limits.requests_per_day, limits.compute_seconds_per_month) == (7, 70, 700)
+    assert (limits.requests_per_minute, limits.requests_per_day, limits.compute_seconds_per_month) == (
+        7,
+        70,
+        700,
+    )
 
 
 def test_quota_without_options_prints_the_plan_limits(alice):

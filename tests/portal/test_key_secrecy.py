@@ -26,9 +26,7 @@ def every_row_as_text() -> str:
 
 def everything_in_redis() -> bytes:
     client = redis_client()
-    return b"\n".join(
-        key + b"=" + (client.dump(key) or b"") for key in client.scan_iter(count=1000)
-    )
+    return b"\n".join(key + b"=" + (client.dump(key) or b"") for key in client.scan_iter(count=1000))
 
 
 def test_the_secret_leaves_no_trace(alice_client, caplog):

@@ -73,8 +73,9 @@ def test_a_key_cannot_manage_keys(client, alice):
     listing = client.get("/api/v1/keys", **bearer(raw_key))
     assert listing.status_code == 403
     assert "session" in listing.json()["detail"]
-    created = client.post("/api/v1/keys", {"name": "x", "scopes": ["read"]}, content_type="application/json",
-                          **bearer(raw_key))
+    created = client.post(
+        "/api/v1/keys", {"name": "x", "scopes": ["read"]}, content_type="application/json", **bearer(raw_key)
+    )
     assert created.status_code == 403
     assert client.delete(f"/api/v1/keys/{key.pk}", **bearer(raw_key)).status_code == 403
     assert ApiKey.objects.filter(user=alice).count() == 1

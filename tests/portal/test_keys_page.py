@@ -36,13 +36,17 @@ def test_it_creates_a_key_through_the_form_and_shows_it_once(csrf_client, client
     assert b"No keys yet." in page.content
     response = csrf_client.post(
         "/settings/keys/",
-        {"csrfmiddlewaretoken": csrf_token(page), "name": "laptop", "scopes": ["read", "predict"],
-         "requests_per_minute": "5"},
+        {
+            "csrfmiddlewaretoken": csrf_token(page),
+            "name": "laptop",
+            "scopes": ["read", "predict"],
+            "requests_per_minute": "5",
+        },
     )
     assert response.status_code == 200
     html = response.content.decode()
     raw_key = re.search(r'id="new-key" class="key-value" value="(mp_[^"]+)"', html).group(1)
-    assert "data-copy-target=\"new-key\"" in html and "/static/js/keys.js" in html
+    assert 'data-copy-target="new-key"' in html and "/static/js/keys.js" in html
     assert response["Cache-Control"] == "no-store"
     key = ApiKey.objects.get(name="laptop")
     assert key.scopes == ["predict", "read"] and key.requests_per_minute == 5
@@ -65,8 +69,9 @@ def test_it_revokes_through_the_form(csrf_client, alice, client):
     key, raw_key = issue_key(alice, name="old laptop")
     page = csrf_client.get("/settings/keys/")
     assert f'action="/settings/keys/{key.pk}/revoke/"'.encode() in page.content
-    response = csrf_client.post(f"/settings/keys/{key.pk}/revoke/", {"csrfmiddlewaretoken": csrf_token(page)},
-                                follow=True)
+    response = csrf_client.post(
+        f"/settings/keys/{key.pk}/revoke/", {"csrfmiddlewaretoken": csrf_token(page)}, follow=True
+    )
     assert response.status_code == 200
     assert b"Revoked old laptop" in response.content
     assert b"revoked" in response.content

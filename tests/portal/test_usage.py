@@ -22,8 +22,16 @@ def record(user, version, *, api_key=None, count=1, days_ago=0, compute_ms=250.0
     created = timezone.now() - timedelta(days=days_ago)
     predictions = [
         Prediction.objects.create(
-            id=uuid.uuid4(), user=user, api_key=api_key, version=version, status="succeeded", created_at=created,
-            finished_at=created, compute_ms=compute_ms, bytes_in=10, bytes_out=20,
+            id=uuid.uuid4(),
+            user=user,
+            api_key=api_key,
+            version=version,
+            status="succeeded",
+            created_at=created,
+            finished_at=created,
+            compute_ms=compute_ms,
+            bytes_in=10,
+            bytes_out=20,
         )
         for _ in range(count)
     ]

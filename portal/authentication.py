@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiKey
@@ -124,3 +125,17 @@ class SessionOnly(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return not isinstance(request.auth, ApiKey)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes bearer keys in the OpenAPI document."""
+
+    target_class = "portal.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from /settings/keys/: `Authorization: Bearer mp_…`.",
+        }

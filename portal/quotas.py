@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from rest_framework import exceptions, status
 
@@ -502,51 +502,54 @@ def charge_finished(predictions) -> int:
     if not ids:
         return 0
     finished = [Prediction.Status.SUCCEEDED, Prediction.Status.FAILED, Prediction.Status.CANCELED]
-    now = time.time()
-    month = month_number(now)
-    with transaction.atomic():
-        # The row locks make two deliveries of the same prediction charge it once.
-        rows = list(
-            Prediction.objects.select_for_update()
-            .filter(pk__in=ids, charged=False, status__in=finished)
-            .values(
-                "id",
-                "user_id",
-                "api_key_id",
-                "version_id",
-                "status",
-                "created_at",
-                "compute_ms",
-                "bytes_in",
-                "bytes_out",
-            )
-        )
-        if not rows:
-            return 0
-        Prediction.objects.filter(pk__in=[row["id"] for row in rows]).update(charged=True)
-        days: dict[tuple, dict] = defaultdict(
-            lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
-        )
-        compute_by_user: dict[int, int] = defaultdict(int)
-        for row in rows:
-            day = row["created_at"].astimezone(UTC).date()
-            totals = days[(row["user_id"], row["api_key_id"], row["version_id"], day)]
-            totals["requests"] += 1
-            totals["bytes_in"] += row["bytes_in"] or 0
-            totals["bytes_out"] += row["bytes_out"] or 0
-            if row["status"] == Prediction.Status.SUCCEEDED:
-                compute_ms = row["compute_ms"] or 0.0
-                totals["succeeded"] += 1
-                totals["compute_ms"] += compute_ms
-                compute_by_user[row["user_id"]] += math.ceil(compute_ms)
-        for (user_id, api_key_id, version_id, day), totals in days.items():
-            _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
-        for user_id, compute_ms in compute_by_user.items():
-            _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
-        if quota_backend() == "redis" and compute_by_user:
-            charges = dict(compute_by_user)
-            transaction.on_commit(lambda: _charge_redis(charges, month))
-    return len(rows)
+    month = month_number(time.time())
+    # The claim flips `charged` and returns only the rows it flipped, so a redelivered batch is charged nothing.
+    # After it, every increment commits on its own: workers charging overlapping batches never hold locks on
+    # several ledger rows at once (no deadlocks), and a crash in between under-charges rather than double-charges.
+    claimed = _claim_unaccounted(Prediction, ids, finished)
+    if not claimed:
+        return 0
+    rows = Prediction.objects.filter(pk__in=claimed).values(
+        "user_id", "api_key_id", "version_id", "status", "created_at", "compute_ms", "bytes_in", "bytes_out"
+    )
+    days: dict[tuple, dict] = defaultdict(
+        lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
+    )
+    compute_by_user: dict[int, int] = defaultdict(int)
+    for row in rows:
+        day = row["created_at"].astimezone(UTC).date()
+        totals = days[(row["user_id"], row["api_key_id"], row["version_id"], day)]
+        totals["requests"] += 1
+        totals["bytes_in"] += row["bytes_in"] or 0
+        totals["bytes_out"] += row["bytes_out"] or 0
+        if row["status"] == Prediction.Status.SUCCEEDED:
+            compute_ms = row["compute_ms"] or 0.0
+            totals["succeeded"] += 1
+            totals["compute_ms"] += compute_ms
+            compute_by_user[row["user_id"]] += math.ceil(compute_ms)
+    for (user_id, api_key_id, version_id, day), totals in sorted(days.items(), key=lambda item: str(item[0])):
+        _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
+    for user_id, compute_ms in sorted(compute_by_user.items()):
+        _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
+    if quota_backend() == "redis" and compute_by_user:
+        charges = dict(compute_by_user)
+        transaction.on_commit(lambda: _charge_redis(charges, month))
+    return len(claimed)
+
+
+def _claim_unaccounted(Prediction, ids: list, statuses: list[str]) -> list:
+    """One `UPDATE … SET charged = true WHERE NOT charged … RETURNING id` (PostgreSQL and SQLite >= 3.35)."""
+    quote = connection.ops.quote_name
+    pk = Prediction._meta.pk
+    id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
+    sql = (
+        f"UPDATE {quote(Prediction._meta.db_table)} SET {quote('charged')} = %s "
+        f"WHERE {quote(pk.column)} IN ({', '.join(['%s'] * len(id_values))}) AND {quote('charged')} = %s "
+        f"AND {quote('status')} IN ({', '.join(['%s'] * len(statuses))}) RETURNING {quote(pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *id_values, False, *statuses])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _add_usage_day(

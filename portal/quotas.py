@@ -503,9 +503,9 @@ def charge_finished(predictions) -> int:
         return 0
     finished = [Prediction.Status.SUCCEEDED, Prediction.Status.FAILED, Prediction.Status.CANCELED]
     month = month_number(time.time())
-    # The claim flips `charged` and returns only the rows it flipped, so a redelivered batch is charged nothing.
-    # After it, every increment commits on its own: workers charging overlapping batches never hold locks on
-    # several ledger rows at once (no deadlocks), and a crash in between under-charges rather than double-charges.
+    # The claim flips `charged` and returns only the rows it flipped: a redelivered batch is charged nothing.
+    # After it every increment commits on its own: workers charging overlapping batches never hold locks on
+    # several ledger rows at once (no deadlocks), and a crash in between under-charges, never double-charges.
     claimed = _claim_unaccounted(Prediction, ids, finished)
     if not claimed:
         return 0
@@ -542,10 +542,17 @@ def _claim_unaccounted(Prediction, ids: list, statuses: list[str]) -> list:
     quote = connection.ops.quote_name
     pk = Prediction._meta.pk
     id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
+    # Table and column names come from the model; every value is a parameter.
+    table, id_column, charged, status_column = (
+        quote(Prediction._meta.db_table),
+        quote(pk.column),
+        quote("charged"),
+        quote("status"),
+    )
+    id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(statuses))
     sql = (
-        f"UPDATE {quote(Prediction._meta.db_table)} SET {quote('charged')} = %s "
-        f"WHERE {quote(pk.column)} IN ({', '.join(['%s'] * len(id_values))}) AND {quote('charged')} = %s "
-        f"AND {quote('status')} IN ({', '.join(['%s'] * len(statuses))}) RETURNING {quote(pk.column)}"
+        f"UPDATE {table} SET {charged} = %s WHERE {id_column} IN ({id_list}) AND {charged} = %s "  # noqa: S608
+        f"AND {status_column} IN ({status_list}) RETURNING {id_column}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [True, *id_values, False, *statuses])

@@ -1,7 +1,7 @@
 """Quotas end to end: a live multi-process web server and a real worker, many callers at once.
 
-Every request goes through gunicorn (2 processes) and the worker; the counters live in the test run's Redis, the
-ledger in its PostgreSQL. Each test waits until the worker has recorded what it ran before it ends.
+Every request goes through gunicorn (2 processes) and the worker; the counters live in the test run's Redis,
+the ledger in its PostgreSQL. Each test waits until the worker has recorded what it ran before it ends.
 """
 
 from __future__ import annotations

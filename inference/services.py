@@ -26,6 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from marketplace.models import Model, ModelVersion, Visibility
+from portal.quotas import admit_prediction, charge_finished
 
 from . import interactive
 from .codec import encode_outputs_json, tensor_from_bytes, tensor_to_bytes, top_classes
@@ -166,6 +167,8 @@ def prediction_submit(
     Interactive calls go to the worker over Redis when it is configured (no database write here); jobs,
     and every call when Redis is not configured, get a `Prediction` row and a Celery task.
     """
+    # Quotas and rate limits: counts the request or raises QuotaExceeded (429) before anything is queued.
+    admit_prediction(user=user, api_key=api_key)
     submission = Submission(
         id=uuid.uuid4(), target=target, created_at=timezone.now(), started=time.monotonic()
     )
@@ -446,6 +449,8 @@ def predictions_record(finished: list[Finished]) -> None:
             )
         for model_id, count in runs.items():
             Model.objects.filter(id=model_id).update(runs=F("runs") + count)
+    # Usage ledger and compute quota: each finished prediction is accounted once (Prediction.charged).
+    charge_finished([item.id for item in finished])
 
 
 def _stored_outputs(item: Finished) -> tuple[list | None, str, int]:

@@ -274,3 +274,9 @@ INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 1024)
 INFERENCE_THREADS_PER_SESSION = env_int("INFERENCE_THREADS_PER_SESSION", 0)  # 0: cores / worker processes
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
+
+# --- portal: API keys, plans, quotas ----------------------------------------------------------------------
+# "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
+QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
+# RateLimit-* headers on every API response, and 429s for quota errors outside DRF.
+MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from inference import authentication, services
+from inference import services
 from portal.models import ApiKey
 
 from . import builders
@@ -18,10 +18,8 @@ from . import builders
 def fresh_lookup_caches():
     # Rows are recreated for every test with new ids: cached look-ups from an earlier test would be stale.
     services._targets.clear()
-    authentication._keys.clear()
     yield
     services._targets.clear()
-    authentication._keys.clear()
 
 
 @pytest.fixture

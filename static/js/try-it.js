@@ -117,13 +117,16 @@
     return build(0);
   }
 
-  function formatTensor(tensor) {
-    // One row per innermost list keeps the editor readable for matrices.
-    var text = JSON.stringify(tensor);
-    if (text.length <= 80) return text;
-    return JSON.stringify(tensor, null, 1).replace(/\[\s+([^\[\]]*?)\s+\]/g, function (match, inner) {
-      return "[" + inner.replace(/\s+/g, " ") + "]";
+  // Indented JSON with every list of plain values on one line: matrices read row by row, outputs stay short.
+  function readableJson(value, indent) {
+    return JSON.stringify(value, null, indent).replace(/\[\s+([^\[\]{}]*?)\s+\]/g, function (match, inner) {
+      return "[" + inner.replace(/\s*\n\s*/g, " ") + "]";
     });
+  }
+
+  function formatTensor(tensor) {
+    var text = JSON.stringify(tensor);
+    return text.length <= 80 ? text : readableJson(tensor, 1);
   }
 
   function shapeText(shape) {
@@ -248,7 +251,7 @@
       body.appendChild(el("tr", {}, [
         el("td", {}, [el("code", { text: String(output.name) })]),
         el("td", { text: String(output.datatype || "") }),
-        el("td", { text: shapeText(output.shape) }),
+        el("td", { className: "try-it-shape", text: shapeText(output.shape) }),
         el("td", { className: "try-it-values", text: valuesText(output.data) }),
       ]));
     });
@@ -303,7 +306,7 @@
     }
     container.appendChild(el("details", { className: "try-it-raw" }, [
       el("summary", { text: "Raw JSON" }),
-      el("pre", {}, [el("code", { text: JSON.stringify(result, null, 2) })]),
+      el("pre", {}, [el("code", { text: readableJson(result, 2) })]),
     ]));
   }
 

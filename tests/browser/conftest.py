@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 DEFAULT_TIMEOUT_MS = 15_000
 
-# Sync Playwright drives the browser from an asyncio loop that it parks in this thread, so Django sees a
-# "running event loop" and would refuse ORM calls made by the test itself (fixtures, assertions on rows).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -47,8 +43,18 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture(scope="session")
-def chromium():
+@pytest.fixture(scope="module", autouse=True)
+def allow_orm_calls_beside_playwright():
+    # Sync Playwright parks its asyncio loop in this thread while the browser is open, so Django sees a
+    # "running event loop" and would refuse the test's own ORM calls (fixtures, assertions on rows). Only for
+    # these modules, while their browser is open: the rest of the suite keeps Django's check.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@pytest.fixture(scope="module")
+def chromium(allow_orm_calls_beside_playwright):
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing: run the suite with `make test`, which installs Debian's chromium."

@@ -169,7 +169,8 @@
     return Object.keys(data).map(function (key) {
       var words = errorWords(data[key]);
       if (!words) return "";
-      return key === "non_field_errors" || key === "detail" ? words : key + ": " + words;
+      // The API's messages about inputs name the input themselves; other fields (e.g. "wait") need naming.
+      return ["non_field_errors", "detail", "inputs", "image"].indexOf(key) >= 0 ? words : key + ": " + words;
     }).filter(Boolean).join(" ");
   }
 
@@ -278,6 +279,33 @@
   function latencyOf(result) {
     if (typeof result.latency_ms === "number") return result.latency_ms;
     if (typeof result.compute_ms === "number") return result.compute_ms + (result.queue_ms || 0);
+    return null;
+  }
+
+  // The prediction records polled after a 202 carry outputs but no `top`: derived here the way the server
+  // derives it (first float output with one score per label; probabilities as they are, logits softmaxed).
+  function topFromOutputs(outputs, labels) {
+    if (!labels.length || !Array.isArray(outputs)) return null;
+    for (var i = 0; i < outputs.length; i++) {
+      var output = outputs[i];
+      var shape = output.shape || [];
+      if (!/^FP/.test(output.datatype || "") || !shape.length || shape[shape.length - 1] !== labels.length) continue;
+      if (!Array.isArray(output.data) || output.data.length !== labels.length) return null;
+      var scores = output.data.map(Number);
+      var sum = scores.reduce(function (a, b) { return a + b; }, 0);
+      var isProbability = scores.every(function (v) { return v >= 0 && v <= 1; }) && Math.abs(sum - 1) < 1e-3;
+      if (!isProbability) {
+        var max = Math.max.apply(null, scores);
+        var exps = scores.map(function (v) { return Math.exp(v - max); });
+        var total = exps.reduce(function (a, b) { return a + b; }, 0);
+        scores = exps.map(function (v) { return v / total; });
+      }
+      return scores
+        .map(function (score, index) { return { label: String(labels[index]), score: score, index: index }; })
+        .sort(function (a, b) { return b.score - a.score || a.index - b.index; })
+        .slice(0, TOP_SHOWN)
+        .map(function (entry) { return { label: entry.label, score: entry.score }; });
+    }
     return null;
   }
 
@@ -769,7 +797,8 @@
           var record = response.data;
           show(record);
           if (record.status === "succeeded") {
-            renderResult(results, Object.assign({ model: model }, record));
+            var top = record.top || topFromOutputs(record.outputs, labels);
+            renderResult(results, Object.assign({ model: model }, record, top ? { top: top } : {}));
             finish();
           } else if (record.status === "failed") {
             fail("The prediction failed: " + (errorWords(record.error) || "no reason given."));
@@ -819,7 +848,9 @@
       runButton.disabled = true;
       setStatus("sending", "Running…");
       apiRequest("POST", predictUrl(model), requestBody).then(function (response) {
-        if (response.status === 200 && response.data) {
+        if (response.status === 200 && response.data && response.data.status === "failed") {
+          fail("The prediction failed: " + (errorWords(response.data.error) || "no reason given."));
+        } else if (response.status === 200 && response.data) {
           setStatus("succeeded", STATUS_WORDS.succeeded);
           renderResult(results, response.data);
           finish();

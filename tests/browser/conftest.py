@@ -35,7 +35,6 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 DEFAULT_TIMEOUT_MS = 15_000
 
 
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -313,7 +313,18 @@ def test_a_long_prediction_shows_its_status_live_until_done(widget_page):
         PREDICT,
         (202, {"id": DIGIT_RESULT["id"], "status": "queued", "url": "http://modelport.test" + prediction}),
     )
-    record = dict(DIGIT_RESULT)
+    # A prediction record has outputs but no `top`: the widget ranks the labels itself (logits -> softmax).
+    logits = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0, 2.0]
+    record = {
+        "id": DIGIT_RESULT["id"],
+        "model": "demo/digits",
+        "version": 3,
+        "status": "succeeded",
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": logits}],
+        "latency_ms": 2400.0,
+        "queue_ms": 2000,
+        "compute_ms": 400,
+    }
     widget_page.answer(
         "GET",
         "^" + prediction + "$",
@@ -331,7 +342,10 @@ def test_a_long_prediction_shows_its_status_live_until_done(widget_page):
     draw_vertical_stroke(page)
     page.get_by_role("button", name="Run").click()
 
-    expect(page.locator(".try-it-label")).to_have_text("1")
+    expect(page.locator(".try-it-label")).to_have_text("7")
+    expect(page.locator(".try-it-bar-label")).to_have_text(["7", "9", "1", "0", "2"])
+    expect(page.locator(".try-it-bar").first).to_contain_text("95.9%")
+    expect(page.locator(".try-it-result")).to_contain_text("2400 ms")
     expect(page.locator(".try-it-status")).to_have_text("Done")
     statuses = [text for text in dict.fromkeys(seen) if text]
     assert statuses == ["Running…", "Queued", "Running", "Done"]
@@ -355,6 +369,26 @@ def test_a_failed_long_prediction_says_why(widget_page):
     expect(page.get_by_role("alert")).to_have_text("The prediction failed: the worker ran out of time")
     expect(page.locator(".try-it-status")).to_have_text("Failed")
     expect(page.get_by_role("button", name="Run")).to_be_enabled()
+
+
+def test_a_run_that_failed_on_the_worker_says_why(widget_page):
+    failed = {
+        "id": "f",
+        "model": "demo/digits",
+        "version": 3,
+        "status": "failed",
+        "latency_ms": 5.0,
+        "error": "the model raised: index out of range",
+    }
+    widget_page.answer("POST", PREDICT, (200, failed))
+    page = widget_page.open(**DIGITS)
+    draw_vertical_stroke(page)
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "The prediction failed: the model raised: index out of range"
+    )
+    expect(page.locator(".try-it-status")).to_have_text("Failed")
+    expect(page.locator(".try-it-result")).to_be_empty()
 
 
 def test_a_long_prediction_can_be_canceled(widget_page):
@@ -388,7 +422,13 @@ def test_a_long_prediction_can_be_canceled(widget_page):
             400,
             {"inputs": ["Unknown input 'x'."]},
             None,
-            "The model could not take this input: inputs: Unknown input 'x'.",
+            "The model could not take this input: Unknown input 'x'.",
+        ),
+        (
+            400,
+            {"wait": ["Must be between 0 and 60 seconds."]},
+            None,
+            "The model could not take this input: wait: Must be between 0 and 60 seconds.",
         ),
         (
             415,

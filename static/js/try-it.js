@@ -188,6 +188,11 @@
     return "Try again in " + Math.ceil(minutes / 60) + " hours.";
   }
 
+  function needsSignIn(response) {
+    return response.status === 401 ||
+      (response.status === 403 && /credentials|log ?in|sign ?in/i.test(errorWords(response.data)));
+  }
+
   function explainFailure(response) {
     var words = errorWords(response.data);
     switch (response.status) {
@@ -196,6 +201,7 @@
       case 401:
         return "Your session has ended. Sign in again to run the model.";
       case 403:
+        if (needsSignIn(response)) return "Your session has ended. Sign in again to run the model.";
         return words || "You are not allowed to run this model.";
       case 404:
         return "This model is not available (it may have been deleted or made private).";
@@ -689,6 +695,11 @@
     return "/api/v1/predictions/" + encodeURIComponent(accepted.id);
   }
 
+  // Without data-authenticated, the site's navigation tells: members get a logout form.
+  function signedInByNavigation() {
+    return Boolean(document.querySelector("form[action$='/accounts/logout/']"));
+  }
+
   function build(section) {
     if (section.getAttribute("data-try-it-ready") === "true") return;
     section.setAttribute("data-try-it-ready", "true");
@@ -699,7 +710,10 @@
     var signature = parseJsonAttribute(section, "data-signature", {});
     var labels = parseJsonAttribute(section, "data-labels", []);
     var preprocessing = parseJsonAttribute(section, "data-preprocessing", {});
-    var authenticated = section.getAttribute("data-authenticated") === "true";
+    var authenticated = section.hasAttribute("data-authenticated")
+      ? section.getAttribute("data-authenticated") === "true"
+      : signedInByNavigation();
+    var version = parseInt(section.getAttribute("data-version") || "", 10);
     var loginUrl = section.getAttribute("data-login-url") ||
       "/accounts/login/?next=" + encodeURIComponent(window.location.pathname);
     if (!Array.isArray(labels)) labels = [];
@@ -771,9 +785,13 @@
       current = null;
     }
 
-    function fail(text) {
+    function fail(text, response) {
       setStatus("failed", "Failed");
       message.textContent = text;
+      if (response && needsSignIn(response)) {
+        message.appendChild(document.createTextNode(" "));
+        message.appendChild(el("a", { href: loginUrl, text: "Sign in" }));
+      }
       finish();
     }
 
@@ -791,7 +809,7 @@
         apiRequest("GET", run.url).then(function (response) {
           if (run.stopped) return;
           if (response.status !== 200 || !response.data) {
-            fail(explainFailure(response));
+            fail(explainFailure(response), response);
             return;
           }
           var record = response.data;
@@ -845,6 +863,8 @@
         message.textContent = error.message;
         return;
       }
+      // The widget was built from this version's signature: run that one, not a newer one.
+      if (version > 0) requestBody.version = version;
       runButton.disabled = true;
       setStatus("sending", "Running…");
       apiRequest("POST", predictUrl(model), requestBody).then(function (response) {
@@ -857,7 +877,7 @@
         } else if (response.status === 202 && response.data && response.data.id) {
           follow(response.data);
         } else {
-          fail(explainFailure(response));
+          fail(explainFailure(response), response);
         }
       }, function () {
         fail("Could not reach the server. Check your connection and try again.");

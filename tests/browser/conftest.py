@@ -95,9 +95,13 @@ STATIC_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "im
 FIXTURE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{model} · Modelport</title>
 <link rel="stylesheet" href="/static/css/modelport.css"></head><body>
-<header class="site-header"><nav class="nav" aria-label="Main"><a class="brand" href="/">Modelport</a></nav>
-</header><main id="main" class="container"><h1>{model}</h1><section id="try-it" {section}></section></main>
+<header class="site-header"><nav class="nav" aria-label="Main">
+<a class="brand" href="/">Modelport</a>{account}</nav></header>
+<main id="main" class="container"><h1>{model}</h1><section id="try-it" {section}></section></main>
 <script src="/static/js/try-it.js"></script></body></html>"""
+
+
+LOGOUT_FORM = '<form method="post" action="/accounts/logout/"><button type="submit">Log out</button></form>'
 
 
 def as_attribute(value: Any) -> str:
@@ -129,6 +133,7 @@ class WidgetPage:
         *,
         path: str = "/models/demo/digits/",
         csrf_cookie: str | None = "token-from-cookie",
+        signed_in_navigation: bool = False,
         **attributes: Any,
     ) -> Page:
         section = " ".join(
@@ -136,7 +141,8 @@ class WidgetPage:
             for name, value in attributes.items()
         )
         model = html.escape(attributes.get("data_model", ""))
-        document = FIXTURE_PAGE.format(model=model, section=section)
+        account = LOGOUT_FORM if signed_in_navigation else ""
+        document = FIXTURE_PAGE.format(model=model, section=section, account=account)
         self.page.route(f"{WIDGET_ORIGIN}/**", lambda route: self._serve(route, path, document))
         if csrf_cookie:
             self.page.context.add_cookies([{"name": "csrftoken", "value": csrf_cookie, "url": WIDGET_ORIGIN}])

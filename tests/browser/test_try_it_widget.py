@@ -475,6 +475,39 @@ def test_anonymous_visitors_are_asked_to_sign_in(widget_page):
     expect(page.locator("canvas")).to_have_count(0)
 
 
+def test_without_the_authenticated_attribute_the_navigation_tells_who_is_signed_in(widget_page):
+    attributes = {key: value for key, value in IRIS.items() if key != "data_authenticated"}
+    page = widget_page.open(signed_in_navigation=True, **attributes)
+    expect(page.get_by_role("button", name="Run")).to_be_visible()
+    expect(page.get_by_role("link", name="Sign in to try this model")).to_have_count(0)
+
+
+def test_an_ended_session_is_asked_to_sign_in_again(widget_page):
+    widget_page.answer(
+        "POST",
+        r"^/api/v1/models/demo/iris/predict",
+        (403, {"detail": "Authentication credentials were not provided."}),
+    )
+    page = widget_page.open(**IRIS, data_login_url="/accounts/login/?next=/models/demo/iris/")
+    page.get_by_role("button", name="Fill with example").click()
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Your session has ended. Sign in again to run the model. Sign in"
+    )
+    expect(page.get_by_role("alert").get_by_role("link", name="Sign in")).to_have_attribute(
+        "href", "/accounts/login/?next=/models/demo/iris/"
+    )
+
+
+def test_the_version_the_page_shows_is_the_one_that_runs(widget_page):
+    widget_page.answer("POST", r"^/api/v1/models/demo/iris/predict", (400, {"detail": "unused"}))
+    page = widget_page.open(**IRIS, data_version="2")
+    page.get_by_role("button", name="Fill with example").click()
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_role("alert")).to_contain_text("unused")
+    assert widget_page.calls[0].body["version"] == 2
+
+
 def test_missing_or_broken_attributes_do_not_break_the_page(widget_page):
     page = widget_page.open(
         data_model="demo/digits", data_signature="{not json", data_labels="", data_authenticated="true"

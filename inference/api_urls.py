@@ -1,3 +1,12 @@
 """Routes under /api/v1/ owned by this app."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("models/<str:owner>/<str:name>/predict", api.PredictView.as_view(), name="model-predict"),
+    path("predictions", api.PredictionListView.as_view(), name="prediction-list"),
+    path("predictions/<uuid:id>", api.PredictionDetailView.as_view(), name="prediction-detail"),
+    path("predictions/<uuid:id>/cancel", api.PredictionCancelView.as_view(), name="prediction-cancel"),
+]

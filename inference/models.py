@@ -26,7 +26,9 @@ class Prediction(models.Model):
     api_key = models.ForeignKey(
         "portal.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
     )
-    version = models.ForeignKey("marketplace.ModelVersion", on_delete=models.CASCADE, related_name="predictions")
+    version = models.ForeignKey(
+        "marketplace.ModelVersion", on_delete=models.CASCADE, related_name="predictions"
+    )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     # Inputs of queued jobs, as the worker will decode them; interactive calls never store inputs.

@@ -1,11 +1,22 @@
 """Open Inference Protocol v2 endpoints (KServe / Triton compatible)."""
 
+import json
+
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from rest_framework.exceptions import AuthenticationFailed
 
 from portal.celery import app as celery_app
+
+from . import interactive
+from .authentication import bearer_key_cached
+from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
+from .models import Prediction
+from .runtimes import platform_of
+from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
 
 
 @require_GET
@@ -36,3 +47,177 @@ def health_ready(request):
     checks = {"database": _database_reachable(), "broker": _broker_reachable()}
     ready = all(checks.values())
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+# --- models and inference ---------------------------------------------------------------------------------------
+
+SERVER_NAME = "modelport"
+SERVER_VERSION = "1.0.0"
+
+
+def error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+@require_GET
+def server_metadata(request):
+    return JsonResponse(
+        {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+    )
+
+
+class V2Error(Exception):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def _caller(request, *, scope: str | None):
+    """The key's user (or None without a key). A key is required when `scope` is given."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if not header:
+        if scope:
+            raise V2Error("This endpoint needs an API key: Authorization: Bearer <key>.", 401)
+        return None, None
+    try:
+        key = bearer_key_cached(header)
+    except AuthenticationFailed as exc:
+        raise V2Error(str(exc.detail), 401) from None
+    if scope and not key.has_scope(scope):
+        raise V2Error(f"This API key lacks the '{scope}' scope.", 403)
+    return key.user, key
+
+
+def _target(request, owner, name, number, *, scope=None):
+    user, key = _caller(request, scope=scope)
+    try:
+        return user, key, target_find(owner=owner, name=name, number=number, user=user)
+    except VersionNotFound as exc:
+        raise V2Error(str(exc), 404) from None
+
+
+def v2_view(view):
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except V2Error as exc:
+            return error(str(exc), exc.status)
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return csrf_exempt(wrapper)
+
+
+@v2_view
+@require_GET
+def model_metadata(request, owner: str, name: str, number: int | None = None):
+    _, _, target = _target(request, owner, name, number)
+    signature = target.ref.signature
+    return JsonResponse(
+        {
+            "name": target.slug,
+            "versions": [str(n) for n in target.versions] if number is None else [str(number)],
+            "platform": platform_of(target.ref.format),
+            "inputs": signature.get("inputs", []),
+            "outputs": signature.get("outputs", []),
+        }
+    )
+
+
+@v2_view
+@require_GET
+def model_ready(request, owner: str, name: str, number: int | None = None):
+    _, _, target = _target(request, owner, name, number)
+    if interactive.enabled() and not interactive.client().exists(interactive.key("alive")):
+        return JsonResponse({"name": target.slug, "ready": False}, status=503)
+    return JsonResponse({"name": target.slug, "ready": True})
+
+
+@v2_view
+def model_infer(request, owner: str, name: str, number: int | None = None):
+    if request.method != "POST":
+        return error("Use POST.", 405)
+    user, key, target = _target(request, owner, name, number, scope="predict")
+    body = request.body
+    header_length = request.headers.get("Inference-Header-Content-Length")
+    binary = None
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise V2Error("Inference-Header-Content-Length must be an integer.", 400) from None
+        if not 0 <= length <= len(body):
+            raise V2Error("Inference-Header-Content-Length is larger than the request body.", 400)
+        body, binary = body[:length], BinaryBody(body[length:])
+    try:
+        request_json = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise V2Error(f"Malformed JSON: {exc}", 400) from None
+    if not isinstance(request_json, dict) or not isinstance(request_json.get("inputs"), list):
+        raise V2Error("The request must be a JSON object with an 'inputs' list.", 400)
+    requested = request_json.get("outputs")
+    if requested is not None and not isinstance(requested, list):
+        raise V2Error("'outputs' must be a list.", 400)
+    output_names = [spec["name"] for spec in target.ref.signature.get("outputs", [])]
+    for output in requested or []:
+        if not isinstance(output, dict) or output.get("name") not in output_names:
+            raise V2Error(f"Unknown output {output!r}: the model's outputs are {output_names}.", 400)
+    binary_default = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
+    try:
+        tensors = decode_oip_tensors(request_json["inputs"], target.ref.signature, binary)
+    except TensorError as exc:
+        raise V2Error(str(exc), 400) from None
+    submission = prediction_submit(
+        user=user,
+        api_key=key,
+        target=target,
+        inputs=tensors,
+        source=Prediction.Source.V2,
+        bytes_in=len(request.body),
+    )
+    outcome = prediction_wait(
+        submission=submission,
+        timeout=settings.CELERY_TASK_TIME_LIMIT + 5,
+        fall_back_to_job=False,
+        user=user,
+        api_key=key,
+    )
+    if outcome.unavailable or outcome.status == "pending":
+        return error(outcome.error or "No worker answered in time; retry later.", 503)
+    if outcome.status != Prediction.Status.SUCCEEDED:
+        return error(outcome.error or f"The prediction {outcome.status}.", 400)
+    outputs = outcome.outputs
+    if outputs is None:  # the job path stored JSON
+        outputs = _arrays_from_json(outcome.outputs_json)
+    try:
+        described, chunks = encode_outputs_oip(outputs, requested, binary_default)
+    except TensorError as exc:
+        raise V2Error(str(exc), 400) from None
+    response_json = {
+        "model_name": target.slug,
+        "model_version": str(target.number),
+        "id": str(request_json.get("id") or submission.id),
+        "outputs": described,
+    }
+    head = json.dumps(response_json, separators=(",", ":")).encode()
+    if not chunks:
+        return HttpResponse(head, content_type="application/json")
+    response = HttpResponse(head + b"".join(chunks), content_type="application/octet-stream")
+    response["Inference-Header-Content-Length"] = str(len(head))
+    return response
+
+
+def _arrays_from_json(outputs: list[dict]):
+    import numpy as np
+
+    from .codec import DATATYPES
+
+    arrays = {}
+    for output in outputs:
+        if output["datatype"] == "BYTES":
+            array = np.empty(len(output["data"]), dtype=object)
+            array[:] = [item.encode() for item in output["data"]]
+        else:
+            array = np.asarray(output["data"], dtype=DATATYPES[output["datatype"]])
+        arrays[output["name"]] = array.reshape(output["shape"])
+    return arrays

@@ -2,7 +2,17 @@ from django.urls import path
 
 from . import v2
 
+model = "models/<str:owner>/<str:name>"
+version = "models/<str:owner>/<str:name>/versions/<int:number>"
+
 urlpatterns = [
+    path("", v2.server_metadata, name="v2-server-metadata"),
     path("health/live", v2.health_live, name="v2-health-live"),
     path("health/ready", v2.health_ready, name="v2-health-ready"),
+    path(model, v2.model_metadata, name="v2-model-metadata"),
+    path(version, v2.model_metadata, name="v2-version-metadata"),
+    path(f"{model}/ready", v2.model_ready, name="v2-model-ready"),
+    path(f"{version}/ready", v2.model_ready, name="v2-version-ready"),
+    path(f"{model}/infer", v2.model_infer, name="v2-model-infer"),
+    path(f"{version}/infer", v2.model_infer, name="v2-version-infer"),
 ]

@@ -1,3 +1,15 @@
 """Routes under /api/v1/ owned by this app."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import api
+
+MODEL = "models/<str:owner>/<str:name>"
+
+urlpatterns = [
+    path("models", api.ModelListCreateView.as_view(), name="api-models"),
+    path(MODEL, api.ModelDetailView.as_view(), name="api-model"),
+    path(f"{MODEL}/versions", api.VersionListCreateView.as_view(), name="api-versions"),
+    path(f"{MODEL}/versions/<int:number>", api.VersionDetailView.as_view(), name="api-version"),
+    path(f"{MODEL}/versions/<int:number>/file", api.VersionFileView.as_view(), name="api-version-file"),
+]

@@ -57,6 +57,8 @@ class Model(models.Model):
         default=dict, blank=True, help_text="Image models: size, color mode, mean, std, layout."
     )
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    # The format of the latest ready version, kept here so browsing filters on one table; blank until one is ready.
+    latest_format = models.CharField(max_length=16, choices=Format.choices, blank=True, default="")
     downloads = models.PositiveBigIntegerField(default=0)
     runs = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -66,7 +68,17 @@ class Model(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint("owner", Lower("name"), name="model_name_unique_per_owner")]
-        indexes = [models.Index(fields=["visibility", "-updated_at"]), models.Index(fields=["visibility", "-runs"])]
+        indexes = [
+            models.Index(fields=["visibility", "-updated_at"]),
+            models.Index(fields=["visibility", "-runs"]),
+            models.Index(fields=["visibility", "-downloads"], name="model_visibility_downloads"),
+            models.Index(fields=["visibility", "-created_at"], name="model_visibility_created"),
+            models.Index(fields=["visibility", "name"], name="model_visibility_name"),
+            models.Index(fields=["task", "visibility"], name="model_task_visibility"),
+            models.Index(fields=["latest_format", "visibility"], name="model_format_visibility"),
+        ]
+        # The full-text and tag GIN indexes are created by migration 0002 on PostgreSQL only
+        # (see marketplace.filters.SEARCH_DOCUMENT, which must match it character for character).
 
     def __str__(self) -> str:
         return self.slug
@@ -77,6 +89,12 @@ class Model(models.Model):
 
     def get_absolute_url(self) -> str:
         return f"/models/{self.owner.username}/{self.name}/"
+
+    def latest_ready_version(self) -> ModelVersion | None:
+        return self.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+
+    def is_editable_by(self, user) -> bool:
+        return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
 
 
 def version_upload_path(version: ModelVersion, filename: str) -> str:

@@ -1,5 +1,197 @@
+"""Server-rendered catalog pages: home, browse, model page, upload, edit."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from . import services
+from .cards import render_card
+from .filters import ModelFilterSet
+from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
+from .models import Model, ModelVersion, Visibility
+from .snippets import code_snippets
+
+BROWSE_PAGE_SIZE = 20
+
+
+def listed_models(user):
+    return Model.objects.visible_to(user).exclude(latest_format="").select_related("owner")
 
 
 def home(request):
-    return render(request, "marketplace/home.html")
+    public = listed_models(None)
+    return render(request, "marketplace/home.html", {
+        "most_used": public.order_by("-runs", "-downloads", "-id")[:6],
+        "newest": public.order_by("-created_at", "-id")[:6],
+    })
+
+
+def browse(request):
+    filterset = ModelFilterSet(request.GET, queryset=listed_models(request.user), request=request)
+    page = Paginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "marketplace/browse.html", {
+        "filterset": filterset, "page": page, "query": query.urlencode(),
+    })
+
+
+def visible_model_or_404(request, owner: str, name: str) -> Model:
+    model = (Model.objects.visible_to(request.user).select_related("owner")
+             .filter(owner__username=owner, name__iexact=name).first())
+    if model is None:
+        raise Http404("No such model.")
+    return model
+
+
+def editable_model_or_404(request, owner: str, name: str) -> Model:
+    model = visible_model_or_404(request, owner, name)
+    if not model.is_editable_by(request.user):
+        raise Http404("No such model.")
+    return model
+
+
+def model_detail(request, owner: str, name: str):
+    model = visible_model_or_404(request, owner, name)
+    return render_model_page(request, model)
+
+
+def render_model_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
+    editable = model.is_editable_by(request.user)
+    versions = list(model.versions.all())
+    if not editable:
+        versions = [v for v in versions if v.status == ModelVersion.Status.READY]
+    latest = next((v for v in versions if v.status == ModelVersion.Status.READY), None)
+    signature = latest.signature if latest else {}
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    try_it = {
+        "model": model.slug,
+        "version": latest.number if latest else None,
+        "signature": json.dumps(signature),
+        "task": model.task,
+        "labels": json.dumps(model.labels),
+        "preprocessing": json.dumps(model.preprocessing),
+    }
+    return render(request, "marketplace/model_detail.html", {
+        "model": model,
+        "card": render_card(model.description),
+        "versions": versions,
+        "latest": latest,
+        "signature": signature,
+        "snippets": code_snippets(slug=model.slug, base_url=base_url, signature=signature) if latest else {},
+        "try_it": try_it,
+        "editable": editable,
+        "version_form": version_form or (VersionUploadForm() if editable else None),
+        "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
+    }, status=status)
+
+
+def too_large(request, template: str, context: dict, limit: int):
+    context["error"] = f"The file is over the upload limit of {limit} bytes."
+    return render(request, template, context, status=413)
+
+
+@login_required
+def model_upload(request):
+    limit = services.upload_limit_for(request.user)
+    if request.method != "POST":
+        return render(request, "marketplace/upload.html", {"form": ModelUploadForm(owner=request.user),
+                                                           "limit": limit})
+    form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
+    context = {"form": form, "limit": limit}
+    if not form.is_valid():
+        return render(request, "marketplace/upload.html", context, status=400)
+    data = form.cleaned_data
+    try:
+        stored = services.store_upload(file=data["file"], limit=limit)
+        version = services.model_create(
+            owner=request.user, name=data["name"], stored=stored, task=data["task"],
+            description=data["description"], tags=data["tags"], license=data["license"], labels=data["labels"],
+            preprocessing=data["preprocessing"], visibility=data["visibility"], notes=data["notes"],
+            signature_hint=data["signature"] or None,
+        )
+    except services.UploadTooLarge:
+        return too_large(request, "marketplace/upload.html", context, limit)
+    except services.UnsupportedModelFile as exc:
+        context["error"] = str(exc)
+        return render(request, "marketplace/upload.html", context, status=415)
+    except services.ModelNameTaken as exc:
+        form.add_error("name", str(exc))
+        return render(request, "marketplace/upload.html", context, status=400)
+    version = services.version_publish(version=version)
+    if version.status == ModelVersion.Status.REJECTED:
+        context["error"] = version.reason
+        return render(request, "marketplace/upload.html", context, status=415)
+    if version.status == ModelVersion.Status.READY:
+        messages.success(request, f"{version.model.slug} is ready.")
+    else:
+        messages.info(request, "The file is still being validated; this page will show the result.")
+    return HttpResponseRedirect(version.model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def version_upload(request, owner: str, name: str):
+    model = editable_model_or_404(request, owner, name)
+    limit = services.upload_limit_for(request.user)
+    form = VersionUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render_model_page(request, model, version_form=form, status=400)
+    try:
+        stored = services.store_upload(file=form.cleaned_data["file"], limit=limit)
+    except services.UploadTooLarge:
+        form.add_error("file", f"The file is over the upload limit of {limit} bytes.")
+        return render_model_page(request, model, version_form=form, status=413)
+    except services.UnsupportedModelFile as exc:
+        form.add_error("file", str(exc))
+        return render_model_page(request, model, version_form=form, status=415)
+    version = services.version_create(model=model, stored=stored, notes=form.cleaned_data["notes"],
+                                      signature_hint=form.cleaned_data["signature"] or None)
+    version = services.version_publish(version=version)
+    if version.status == ModelVersion.Status.REJECTED:
+        form.add_error("file", f"Version {version.number} was rejected: {version.reason}")
+        return render_model_page(request, model, version_form=form, status=415)
+    if version.status == ModelVersion.Status.READY:
+        messages.success(request, f"Version {version.number} is ready.")
+    else:
+        messages.info(request, f"Version {version.number} is still being validated.")
+    return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def model_edit(request, owner: str, name: str):
+    model = editable_model_or_404(request, owner, name)
+    form = ModelEditForm(request.POST, instance=model)
+    if not form.is_valid():
+        return render_model_page(request, model, edit_form=form, status=400)
+    services.model_update(model=model, **form.cleaned_data)
+    messages.success(request, "Saved.")
+    return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def model_toggle_visibility(request, owner: str, name: str):
+    model = editable_model_or_404(request, owner, name)
+    visibility = Visibility.PRIVATE if model.visibility == Visibility.PUBLIC else Visibility.PUBLIC
+    services.model_update(model=model, visibility=visibility)
+    messages.success(request, f"{model.slug} is now {visibility}.")
+    return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def model_delete(request, owner: str, name: str):
+    model = editable_model_or_404(request, owner, name)
+    slug = model.slug
+    services.model_delete(model=model)
+    messages.success(request, f"Deleted {slug}.")
+    return HttpResponseRedirect("/models/")

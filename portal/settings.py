@@ -243,3 +243,31 @@ if not DEBUG:
     CSRF_COOKIE_SAMESITE = "Lax"
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- marketplace ---
+# How long an upload request waits for the worker's validation before answering 202 with a status URL.
+MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
+# Limits of the child process that inspects and trial-runs an uploaded model.
+MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
+MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
+MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
+# `?format=` filters the catalog by model file format (API.md), so DRF must not read it as a renderer override.
+REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+
+# --- inference ------------------------------------------------------------------------------------------------
+# Jobs: time limits are CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT above (PREDICTION_*_TIME_LIMIT).
+PREDICTION_MAX_ATTEMPTS = env_int("PREDICTION_MAX_ATTEMPTS", 3)
+PREDICTION_REAP_MARGIN = env_int("PREDICTION_REAP_MARGIN", 15)
+PREDICTION_REAPER_INTERVAL = env_float("PREDICTION_REAPER_INTERVAL", 30)
+PREDICTION_QUEUED_MAX_SECONDS = env_int("PREDICTION_QUEUED_MAX_SECONDS", 3600)
+PREDICTION_INLINE_OUTPUT_BYTES = env_int("PREDICTION_INLINE_OUTPUT_BYTES", 256 * 1024)
+PREDICTION_WAIT_DEFAULT = env_int("PREDICTION_WAIT_DEFAULT", 30)
+PREDICTION_WAIT_MAX = env_int("PREDICTION_WAIT_MAX", 60)
+INFERENCE_JOB_QUEUE = env_str("INFERENCE_JOB_QUEUE", "celery")
+# The interactive path (Redis lists) runs when REDIS_URL is set; without it interactive calls become jobs.
+INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
+INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")
+INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 1024)
+INFERENCE_THREADS_PER_SESSION = env_int("INFERENCE_THREADS_PER_SESSION", 0)  # 0: cores / worker processes
+INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
+INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)

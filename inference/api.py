@@ -1,0 +1,311 @@
+"""/api/v1/: run a model, and the caller's predictions."""
+
+from __future__ import annotations
+
+import json
+
+import django_filters
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import generics, serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .authentication import CachedApiKeyAuthentication
+from .codec import TensorError, decode_image, decode_named_lists, decode_oip_tensors
+from .models import Prediction
+from .services import (
+    NotCancelable,
+    VersionNotFound,
+    outcome_outputs_json,
+    outcome_top,
+    prediction_cancel,
+    prediction_submit,
+    prediction_wait,
+    target_find,
+)
+
+# --- serializers -----------------------------------------------------------------------------------------------
+
+
+class TensorSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    datatype = serializers.CharField()
+    shape = serializers.ListField(child=serializers.IntegerField())
+    data = serializers.ListField(child=serializers.JSONField())
+
+
+class TopSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class PredictInputSerializer(serializers.Serializer):
+    inputs = serializers.JSONField(
+        required=False,
+        help_text='Input name -> nested list, e.g. {"x": [[0.1, 0.2]]}; or a list of Open Inference Protocol '
+        "tensors (name, datatype, shape, flat data).",
+    )
+    image = serializers.CharField(required=False, help_text="Image models: a base64 PNG or JPEG.")
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text="Default: the latest ready version."
+    )
+
+    def validate(self, attrs):
+        if ("inputs" in attrs) == ("image" in attrs):
+            raise ValidationError({"inputs": "Send either 'inputs' or 'image'."})
+        inputs = attrs.get("inputs")
+        if inputs is not None and not isinstance(inputs, dict | list):
+            raise ValidationError({"inputs": "Must be an object (name -> nested list) or a list of tensors."})
+        return attrs
+
+
+class PredictResultSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    outputs = TensorSerializer(many=True, required=False)
+    top = TopSerializer(many=True, required=False)
+    error = serializers.CharField(required=False)
+    latency_ms = serializers.FloatField()
+
+
+class PredictAcceptedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    url = serializers.URLField()
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    model = serializers.CharField(source="version.model.slug", read_only=True)
+    version = serializers.IntegerField(source="version.number", read_only=True)
+    outputs = serializers.SerializerMethodField()
+    latency_ms = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "url",
+            "model",
+            "version",
+            "source",
+            "status",
+            "outputs",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "latency_ms",
+            "queue_ms",
+            "compute_ms",
+            "bytes_in",
+            "bytes_out",
+        ]
+
+    def get_url(self, prediction) -> str:
+        return self.context["request"].build_absolute_uri(f"/api/v1/predictions/{prediction.id}")
+
+    @extend_schema_field(TensorSerializer(many=True, allow_null=True))
+    def get_outputs(self, prediction):
+        if prediction.outputs is None and prediction.outputs_file:
+            with default_storage.open(prediction.outputs_file.name) as handle:
+                return json.load(handle)
+        return prediction.outputs
+
+    def get_latency_ms(self, prediction) -> float | None:
+        if prediction.finished_at is None:
+            return None
+        return round((prediction.finished_at - prediction.created_at).total_seconds() * 1000, 3)
+
+
+# --- views -----------------------------------------------------------------------------------------------------
+
+AUTHENTICATION = [CachedApiKeyAuthentication, SessionAuthentication]
+
+
+def wait_seconds(request) -> float:
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return float(settings.PREDICTION_WAIT_DEFAULT)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError({"wait": "Must be a number of seconds."}) from None
+    if not 0 <= value <= settings.PREDICTION_WAIT_MAX:
+        raise ValidationError({"wait": f"Must be between 0 and {settings.PREDICTION_WAIT_MAX} seconds."})
+    return value
+
+
+def wants_async(request) -> bool:
+    return "respond-async" in request.headers.get("Prefer", "").lower()
+
+
+class PredictView(APIView):
+    authentication_classes = AUTHENTICATION
+    required_scope = "predict"
+
+    @extend_schema(
+        operation_id="models_predict",
+        summary="Run a model",
+        request=PredictInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "wait", OpenApiTypes.NUMBER, description="Seconds to wait for the result (max 60)."
+            ),
+            OpenApiParameter(
+                "Prefer",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`respond-async`: queue a job and answer 202 at once.",
+            ),
+        ],
+        responses={
+            200: PredictResultSerializer,
+            202: PredictAcceptedSerializer,
+            400: OpenApiResponse(description="Inputs that do not fit the model's signature."),
+            404: OpenApiResponse(description="No such model (or a private one)."),
+            503: OpenApiResponse(description="No worker answered in time; retry."),
+        },
+    )
+    def post(self, request, owner: str, name: str):
+        timeout = wait_seconds(request)
+        body = PredictInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            target = target_find(owner=owner, name=name, number=data.get("version"), user=request.user)
+        except VersionNotFound as exc:
+            raise NotFound(str(exc)) from None
+        try:
+            if "image" in data:
+                if not target.task.startswith("image"):
+                    raise TensorError("this model takes 'inputs', not an image")
+                tensors = decode_image(data["image"], target.preprocessing, target.ref.signature)
+            elif isinstance(data["inputs"], dict):
+                tensors = decode_named_lists(data["inputs"], target.ref.signature)
+            else:
+                tensors = decode_oip_tensors(data["inputs"], target.ref.signature)
+        except TensorError as exc:
+            raise ValidationError({"inputs": [str(exc)]}) from None
+        api_key = request.auth if request.auth is not None and hasattr(request.auth, "prefix") else None
+        asynchronous = wants_async(request)
+        submission = prediction_submit(
+            user=request.user,
+            api_key=api_key,
+            target=target,
+            inputs=tensors,
+            source=Prediction.Source.API if api_key else Prediction.Source.WEB,
+            bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
+            asynchronous=asynchronous,
+        )
+        if not asynchronous:
+            outcome = prediction_wait(
+                submission=submission,
+                timeout=timeout,
+                fall_back_to_job=True,
+                user=request.user,
+                api_key=api_key,
+            )
+            if outcome.status != "pending":
+                return self.result(submission, outcome)
+        url = request.build_absolute_uri(f"/api/v1/predictions/{submission.id}")
+        return Response(
+            {"id": submission.id, "status": "queued", "url": url}, status=status.HTTP_202_ACCEPTED
+        )
+
+    def result(self, submission, outcome) -> Response:
+        import time
+
+        if outcome.unavailable:
+            return Response({"detail": outcome.error}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        body = {
+            "id": submission.id,
+            "model": submission.target.slug,
+            "version": submission.target.number,
+            "status": outcome.status,
+        }
+        if outcome.status == Prediction.Status.SUCCEEDED:
+            body["outputs"] = outcome_outputs_json(outcome)
+            top = outcome_top(outcome, submission.target)
+            if top is not None:
+                body["top"] = top
+        else:
+            body["error"] = outcome.error
+        body["latency_ms"] = round((time.monotonic() - submission.started) * 1000, 3)
+        return Response(body)
+
+
+class PredictionFilter(django_filters.FilterSet):
+    class Meta:
+        model = Prediction
+        fields = ["status", "source"]
+
+
+def own_predictions(request):
+    if not request.user.is_authenticated:
+        return Prediction.objects.none()
+    return Prediction.objects.filter(user=request.user).select_related("version__model__owner")
+
+
+class PredictionListView(generics.ListAPIView):
+    authentication_classes = AUTHENTICATION
+    required_scope = "read"
+    serializer_class = PredictionSerializer
+    filterset_class = PredictionFilter
+
+    def get_queryset(self):
+        return own_predictions(self.request)
+
+    @extend_schema(operation_id="predictions_list", summary="Your predictions, newest first")
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            self.permission_denied(request)
+        return super().get(request, *args, **kwargs)
+
+
+class PredictionDetailView(generics.RetrieveAPIView):
+    authentication_classes = AUTHENTICATION
+    required_scope = "read"
+    serializer_class = PredictionSerializer
+    lookup_field = "id"
+
+    def get_queryset(self):
+        return own_predictions(self.request)
+
+    @extend_schema(operation_id="predictions_retrieve", summary="One of your predictions")
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            self.permission_denied(request)
+        return super().get(request, *args, **kwargs)
+
+
+class PredictionCancelView(APIView):
+    authentication_classes = AUTHENTICATION
+    required_scope = "predict"
+
+    @extend_schema(
+        operation_id="predictions_cancel",
+        summary="Cancel a queued or running prediction",
+        request=None,
+        responses={
+            200: PredictionSerializer,
+            404: OpenApiResponse(description="Not one of your predictions."),
+            409: OpenApiResponse(description="The prediction already finished."),
+        },
+    )
+    def post(self, request, id):
+        prediction = get_object_or_404(own_predictions(request), id=id)
+        try:
+            prediction = prediction_cancel(prediction=prediction)
+        except NotCancelable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(PredictionSerializer(prediction, context={"request": request}).data)

@@ -1,0 +1,247 @@
+"""`/api/v1/models`: the catalog over HTTP. Views translate HTTP to `services` calls and nothing more."""
+
+from __future__ import annotations
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .filters import ModelFilterSet
+from .models import Model, ModelVersion
+from .serializers import (
+    FORMAT_EXTENSIONS,
+    ModelDetailSerializer,
+    ModelSummarySerializer,
+    ModelUpdateSerializer,
+    ModelUploadSerializer,
+    UploadPendingSerializer,
+    VersionSerializer,
+    VersionUploadSerializer,
+)
+
+# Multipart framing around the file: a request this much over the limit is refused before it is read.
+MULTIPART_ALLOWANCE = 1 << 20
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The upload is over the size limit."
+    default_code = "payload_too_large"
+
+
+class UnsupportedModel(APIException):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    default_detail = "The file is not a supported, valid model."
+    default_code = "unsupported_model"
+
+
+class CatalogPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ScopedByMethod:
+    """Reads need the `read` scope, writes the `upload` scope."""
+
+    @property
+    def required_scope(self) -> str:
+        return "read" if self.request.method in permissions.SAFE_METHODS else "upload"
+
+
+def visible_model_or_404(request, owner: str, name: str) -> Model:
+    model = (
+        Model.objects.visible_to(request.user)
+        .select_related("owner")
+        .filter(owner__username=owner, name__iexact=name)
+        .first()
+    )
+    if model is None:
+        raise Http404("No such model.")
+    return model
+
+
+def refuse_oversized_request(request) -> int:
+    limit = services.upload_limit_for(request.user)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + MULTIPART_ALLOWANCE:
+        raise PayloadTooLarge(f"The request is {declared} bytes; the upload limit is {limit} bytes.")
+    return limit
+
+
+def store_or_refuse(*, file, limit: int) -> services.StoredFile:
+    try:
+        return services.store_upload(file=file, limit=limit)
+    except services.UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except services.UnsupportedModelFile as exc:
+        raise UnsupportedModel(str(exc)) from exc
+
+
+def pending_response(version: ModelVersion) -> Response:
+    body = {
+        "number": version.number,
+        "status": version.status,
+        "url": f"/api/v1/models/{version.model.slug}/versions/{version.number}",
+        "detail": "Validation is still running; poll the url for the result.",
+    }
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
+    serializer_class = ModelSummarySerializer
+    filterset_class = ModelFilterSet
+    pagination_class = CatalogPagination
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return Model.objects.visible_to(self.request.user).exclude(latest_format="").select_related("owner")
+
+    @extend_schema(summary="List and search models", responses=ModelSummarySerializer(many=True))
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Upload a new model (its version 1)",
+        request={"multipart/form-data": ModelUploadSerializer},
+        responses={201: ModelDetailSerializer, 202: UploadPendingSerializer, 413: OpenApiResponse(description="too large"),
+                   415: OpenApiResponse(description="not a supported, valid model")},
+    )
+    def post(self, request, *args, **kwargs):
+        limit = refuse_oversized_request(request)
+        payload = ModelUploadSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        if Model.objects.filter(owner=request.user, name__iexact=data["name"]).exists():
+            raise ValidationError({"name": [f"You already have a model named {data['name']!r}."]})
+        stored = store_or_refuse(file=data["file"], limit=limit)
+        try:
+            version = services.model_create(
+                owner=request.user, name=data["name"], stored=stored, task=data["task"],
+                description=data["description"], tags=data["tags"], license=data["license"], labels=data["labels"],
+                preprocessing=data["preprocessing"], visibility=data["visibility"], notes=data["notes"],
+                signature_hint=data["signature"] or None,
+            )
+        except services.ModelNameTaken as exc:
+            raise ValidationError({"name": [str(exc)]}) from exc
+        version = services.version_publish(version=version)
+        if version.status == ModelVersion.Status.REJECTED:
+            raise UnsupportedModel(version.reason)
+        if version.status == ModelVersion.Status.VALIDATING:
+            return pending_response(version)
+        model = Model.objects.select_related("owner").prefetch_related("versions").get(pk=version.model_id)
+        return Response(ModelDetailSerializer(model, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
+    serializer_class = ModelDetailSerializer
+
+    def get_object(self) -> Model:
+        model = visible_model_or_404(self.request, self.kwargs["owner"], self.kwargs["name"])
+        if self.request.method not in permissions.SAFE_METHODS and not model.is_editable_by(self.request.user):
+            raise PermissionDenied("Only the model's owner can change it.")
+        return model
+
+    @extend_schema(summary="A model's detail")
+    def get(self, request, owner: str, name: str):
+        return Response(ModelDetailSerializer(self.get_object(), context={"request": request}).data)
+
+    @extend_schema(summary="Edit a model's metadata (owner only)", request=ModelUpdateSerializer,
+                   responses=ModelDetailSerializer)
+    def patch(self, request, owner: str, name: str):
+        model = self.get_object()
+        changes = ModelUpdateSerializer(model, data=request.data, partial=True)
+        changes.is_valid(raise_exception=True)
+        model = services.model_update(model=model, **changes.validated_data)
+        return Response(ModelDetailSerializer(model, context={"request": request}).data)
+
+    @extend_schema(summary="Delete a model and all its versions (owner only)", responses={204: None})
+    def delete(self, request, owner: str, name: str):
+        services.model_delete(model=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
+    serializer_class = VersionSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(summary="A model's versions", responses=VersionSerializer(many=True))
+    def get(self, request, owner: str, name: str):
+        model = visible_model_or_404(request, owner, name)
+        versions = model.versions.select_related("model__owner")
+        if not model.is_editable_by(request.user):
+            versions = versions.filter(status=ModelVersion.Status.READY)
+        return Response(VersionSerializer(versions, many=True).data)
+
+    @extend_schema(
+        summary="Upload a new version (owner only)",
+        request={"multipart/form-data": VersionUploadSerializer},
+        responses={201: VersionSerializer, 202: UploadPendingSerializer, 413: OpenApiResponse(description="too large"),
+                   415: OpenApiResponse(description="not a supported, valid model")},
+    )
+    def post(self, request, owner: str, name: str):
+        model = visible_model_or_404(request, owner, name)
+        if not model.is_editable_by(request.user):
+            raise PermissionDenied("Only the model's owner can add versions.")
+        limit = refuse_oversized_request(request)
+        payload = VersionUploadSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        stored = store_or_refuse(file=payload.validated_data["file"], limit=limit)
+        version = services.version_create(model=model, stored=stored, notes=payload.validated_data["notes"],
+                                          signature_hint=payload.validated_data["signature"] or None)
+        version = services.version_publish(version=version)
+        if version.status == ModelVersion.Status.REJECTED:
+            raise UnsupportedModel(version.reason)
+        if version.status == ModelVersion.Status.VALIDATING:
+            return pending_response(version)
+        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+def visible_version_or_404(request, owner: str, name: str, number: int) -> ModelVersion:
+    model = visible_model_or_404(request, owner, name)
+    versions = model.versions.select_related("model__owner")
+    if not model.is_editable_by(request.user):
+        versions = versions.filter(status=ModelVersion.Status.READY)
+    version = versions.filter(number=number).first()
+    if version is None:
+        raise Http404("No such version.")
+    return version
+
+
+class VersionDetailView(APIView):
+    """Versions are immutable: GET only (PUT, PATCH and DELETE answer 405)."""
+
+    required_scope = "read"
+
+    @extend_schema(summary="One version", responses=VersionSerializer)
+    def get(self, request, owner: str, name: str, number: int):
+        return Response(VersionSerializer(visible_version_or_404(request, owner, name, number)).data)
+
+
+class VersionFileView(APIView):
+    required_scope = "read"
+
+    @extend_schema(summary="Download a version's file as uploaded",
+                   responses={(200, "application/octet-stream"): OpenApiResponse(description="the model file")},
+                   parameters=[OpenApiParameter("number", int, OpenApiParameter.PATH)])
+    def get(self, request, owner: str, name: str, number: int):
+        version = visible_version_or_404(request, owner, name, number)
+        if version.status != ModelVersion.Status.READY or not default_storage.exists(version.file.name):
+            raise Http404("This version has no downloadable file.")
+        services.version_record_download(version=version)
+        filename = f"{version.model.name}-v{version.number}.{FORMAT_EXTENSIONS.get(version.format, 'bin')}"
+        response = FileResponse(default_storage.open(version.file.name, "rb"), as_attachment=True, filename=filename,
+                                content_type="application/octet-stream")
+        response["X-Content-SHA256"] = version.sha256
+        return response

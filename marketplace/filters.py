@@ -1,0 +1,67 @@
+"""The one FilterSet behind the browse page and `GET /api/v1/models`."""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.postgres.search import SearchQuery, SearchVectorField
+from django.db import connection
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
+
+from .models import Format, Model, Task
+
+# Must stay identical to the expression index in migration 0002, or PostgreSQL will not use the index.
+SEARCH_DOCUMENT = (
+    "to_tsvector('english'::regconfig, COALESCE(\"marketplace_model\".\"name\", '') || ' ' || "
+    "COALESCE(\"marketplace_model\".\"description\", '') || ' ' || COALESCE((\"marketplace_model\".\"tags\")::text, ''))"
+)
+
+SORTS = {
+    "-downloads": ["-downloads", "-id"],
+    "-updated": ["-updated_at", "-id"],
+    "name": ["name", "id"],
+    "-runs": ["-runs", "-id"],
+    "-created": ["-created_at", "-id"],
+}
+
+
+def on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+class ModelFilterSet(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="filter_search", label="Search")
+    task = django_filters.ChoiceFilter(choices=Task.choices)
+    format = django_filters.ChoiceFilter(field_name="latest_format", choices=Format.choices)
+    tag = django_filters.CharFilter(method="filter_tag")
+    owner = django_filters.CharFilter(field_name="owner__username")
+    sort = django_filters.ChoiceFilter(choices=[(key, key) for key in SORTS], method="filter_sort", empty_label="")
+
+    class Meta:
+        model = Model
+        fields = ["q", "task", "format", "tag", "owner", "sort"]
+
+    def filter_search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        if on_postgresql():
+            document = RawSQL(SEARCH_DOCUMENT, [], output_field=SearchVectorField())
+            query = SearchQuery(value, config="english", search_type="websearch")
+            return queryset.alias(document=document).filter(document=query)
+        return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(tags__icontains=value))
+
+    def filter_tag(self, queryset, name, value):
+        if on_postgresql():
+            return queryset.filter(tags__contains=[value])
+        return queryset.filter(tags__icontains=f'"{value}"')
+
+    def filter_sort(self, queryset, name, value):
+        return queryset.order_by(*SORTS.get(value, SORTS["-downloads"]))
+
+    @property
+    def qs(self):
+        queryset = super().qs
+        if not getattr(self.form, "cleaned_data", {}).get("sort"):
+            queryset = queryset.order_by(*SORTS["-downloads"])
+        return queryset

@@ -1,0 +1,93 @@
+"""Web forms of the catalog; they parse input the same way as the API serializers."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+
+from .models import Model, Task, Visibility, model_name_validator
+from .serializers import parse_comma_list, validate_preprocessing
+
+
+class CommaSeparatedField(forms.CharField):
+    def to_python(self, value):
+        return parse_comma_list(super().to_python(value) or "")
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+
+class JSONObjectFormField(forms.CharField):
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def to_python(self, value):
+        text = (super().to_python(value) or "").strip()
+        if not text:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError("Not valid JSON.") from exc
+        if not isinstance(data, dict):
+            raise forms.ValidationError("Expected a JSON object.")
+        return data
+
+    def prepare_value(self, value):
+        return json.dumps(value) if isinstance(value, dict) else value
+
+
+class PreprocessingField(JSONObjectFormField):
+    def validate(self, value):
+        from rest_framework.exceptions import ValidationError
+
+        try:
+            validate_preprocessing(value)
+        except ValidationError as exc:
+            raise forms.ValidationError([str(e) for e in exc.detail]) from exc
+
+
+class ModelUploadForm(forms.Form):
+    name = forms.CharField(max_length=100, validators=[model_name_validator],
+                           help_text="Letters, digits, '.', '_' or '-'; the model's address is your-name/this-name.")
+    file = forms.FileField(allow_empty_file=True,
+                           help_text="ONNX (.onnx), TorchScript (torch.jit.save) or torch.export (.pt2). "
+                                     "Pickles and torch.save files are refused.")
+    task = forms.ChoiceField(choices=Task.choices, initial=Task.OTHER)
+    description = forms.CharField(widget=forms.Textarea, required=False, label="Model card (Markdown)")
+    tags = CommaSeparatedField(required=False, help_text="Comma-separated.")
+    labels = CommaSeparatedField(required=False, help_text="Class labels in output order, comma-separated.")
+    license = forms.CharField(max_length=100, required=False)
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+    preprocessing = PreprocessingField(required=False, help_text="Image models, optional JSON.")
+    signature = JSONObjectFormField(required=False, help_text=(
+        "Only for TorchScript without recorded shapes: {\"inputs\": [{\"name\": …, \"datatype\": \"FP32\", "
+        "\"shape\": [-1, 64]}]}"))
+    notes = forms.CharField(required=False, max_length=10_000)
+
+    def __init__(self, *args, owner=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if self.owner and Model.objects.filter(owner=self.owner, name__iexact=name).exists():
+            raise forms.ValidationError(f"You already have a model named {name!r}.")
+        return name
+
+
+class VersionUploadForm(forms.Form):
+    file = forms.FileField(allow_empty_file=True)
+    notes = forms.CharField(required=False, max_length=10_000)
+    signature = JSONObjectFormField(required=False, help_text="Only for TorchScript without recorded shapes.")
+
+
+class ModelEditForm(forms.ModelForm):
+    tags = CommaSeparatedField(required=False, help_text="Comma-separated.")
+    labels = CommaSeparatedField(required=False, help_text="Comma-separated, in output order.")
+    preprocessing = PreprocessingField(required=False)
+
+    class Meta:
+        model = Model
+        fields = ["task", "description", "tags", "labels", "license", "visibility", "preprocessing"]
+        labels = {"description": "Model card (Markdown)"}

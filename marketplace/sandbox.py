@@ -1,0 +1,553 @@
+"""Inspect an uploaded model file inside a throw-away child process.
+
+Run as a script (`python -I sandbox.py '<json request>'`) by `marketplace.validation`, never imported by the web or
+worker process for real work: the parent sets memory, CPU-time and file-size limits and an environment without
+secrets before this starts. Nothing here imports Django.
+
+Order of checks, cheapest and safest first: magic bytes; for zip archives the central directory (zip bomb) and a
+static scan of every pickle inside (no pickle is ever unpickled by Python); for ONNX the protobuf structure
+(external data, tensor sizes, operator domains) and `onnx.checker`. Only then does a runtime load the model, and one
+trial inference proves it runs. The answer is one JSON line on stdout prefixed with RESULT_MARKER.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickletools
+import sys
+import zipfile
+
+RESULT_MARKER = "MODELPORT-SANDBOX-RESULT:"
+
+EXPORT_HOW_TO = (
+    "Export the model instead: TorchScript (`torch.jit.save(torch.jit.script(model), 'model.pt')` or "
+    "`torch.jit.save(torch.jit.trace(model, example), 'model.pt')`), torch.export "
+    "(`torch.export.save(torch.export.export(model, example_args), 'model.pt2')`), or ONNX."
+)
+
+# Zip archives: a torch archive is mostly stored (not deflated) tensor data, so a high ratio means a bomb.
+ZIP_MAX_ENTRIES = 20_000
+ZIP_MAX_RATIO = 100
+ZIP_RATIO_MIN_SIZE = 1 << 20
+PICKLE_MAX_BYTES = 256 << 20
+
+TENSOR_REBUILD_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("collections", "OrderedDict"),
+    ("torch", "device"),
+}
+STORAGE_TYPES = {
+    f"{kind}Storage"
+    for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+}
+TORCHSCRIPT_PICKLE_HELPERS = {
+    "restore_type_tag", "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist",
+    "build_tensor_from_id",
+}
+STRING_OPCODES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                  "SHORT_BINSTRING"}
+MEMO_GET_OPCODES = {"GET", "BINGET", "LONG_BINGET"}
+MEMO_PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
+FORBIDDEN_OPCODES = {"INST", "EXT1", "EXT2", "EXT4"}
+
+ONNX_RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
+                        "com.microsoft.mlfeaturizers", "ai.onnx.preview.training"}
+
+ORT_TO_OIP = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+OIP_TO_NUMPY = {
+    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "INT8": "int8",
+    "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
+    "BYTES": "object",
+}
+
+
+class Rejected(Exception):
+    """The file is not a supported, safe, working model; the message says why (shown to the uploader)."""
+
+
+# --- Sniffing -----------------------------------------------------------------------------------------------------
+
+def sniff(head: bytes) -> str:
+    """`pickle`, `zip`, `protobuf` or `unknown`, from the first bytes only (also used by the web process)."""
+    if not head:
+        return "empty"
+    if head[0] == 0x80 and len(head) > 1 and 1 <= head[1] <= 5:
+        return "pickle"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    # An ONNX ModelProto starts with a field key: ir_version (1, varint) or a length-delimited field.
+    key = head[0]
+    field, wire = key >> 3, key & 7
+    if (field == 1 and wire == 0) or (field == 5 and wire == 0) or (field in {2, 3, 4, 6, 7, 8, 14} and wire == 2):
+        return "protobuf"
+    if head[:1] in (b"(", b"c", b"]", b"}") and b"\n" in head[:200]:
+        return "pickle"
+    return "unknown"
+
+
+# --- Zip archives and pickles ---------------------------------------------------------------------------------------
+
+def check_zip(archive: zipfile.ZipFile, *, max_total: int) -> list[zipfile.ZipInfo]:
+    entries = archive.infolist()
+    if len(entries) > ZIP_MAX_ENTRIES:
+        raise Rejected(f"The archive has {len(entries)} entries; at most {ZIP_MAX_ENTRIES} are allowed.")
+    total = 0
+    for info in entries:
+        total += info.file_size
+        if info.file_size > ZIP_RATIO_MIN_SIZE and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+            raise Rejected(f"The archive entry {info.filename!r} expands {info.file_size // max(info.compress_size, 1)}"
+                           " times: refused as a zip bomb.")
+        if info.filename.startswith("/") or ".." in info.filename.split("/"):
+            raise Rejected(f"The archive entry {info.filename!r} has an unsafe path.")
+    if total > max_total:
+        raise Rejected(f"The archive would expand to {total} bytes, more than the {max_total} allowed.")
+    return entries
+
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """Every (module, name) a pickle would import, read statically; refuses what cannot be read."""
+    found: list[tuple[str, str]] = []
+    recent: list[object] = []  # values pushed, as far as they matter here (strings), None for the rest
+    memo: dict[int, object] = {}
+    try:
+        for opcode, arg, _pos in pickletools.genops(data):
+            name = opcode.name
+            if name in FORBIDDEN_OPCODES:
+                raise Rejected(f"The pickle uses the {name} opcode, which is not allowed.")
+            if name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                found.append((module, attr))
+                recent.append(None)
+            elif name == "STACK_GLOBAL":
+                if len(recent) < 2 or not isinstance(recent[-1], str) or not isinstance(recent[-2], str):
+                    raise Rejected("The pickle imports a name that cannot be read statically.")
+                found.append((recent[-2], recent[-1]))
+                recent[-2:] = [None]
+            elif name in STRING_OPCODES:
+                recent.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+            elif name in MEMO_GET_OPCODES:
+                recent.append(memo.get(arg))
+            elif name in MEMO_PUT_OPCODES:
+                memo[arg] = recent[-1] if recent else None
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif opcode.stack_after:
+                recent.append(None)
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected(f"A pickle inside the archive is malformed ({exc}).") from exc
+    return found
+
+
+def allowed_global(module: str, name: str, *, torchscript: bool) -> bool:
+    if (module, name) in TENSOR_REBUILD_GLOBALS:
+        return True
+    if module == "torch" and name in STORAGE_TYPES:
+        return True
+    if torchscript and module == "torch.jit._pickle" and name in TORCHSCRIPT_PICKLE_HELPERS:
+        return True
+    return torchscript and (module == "__torch__" or module.startswith("__torch__."))
+
+
+def scan_pickle(data: bytes, *, where: str, torchscript: bool) -> None:
+    for module, name in pickle_globals(data):
+        if not allowed_global(module, name, torchscript=torchscript):
+            raise Rejected(f"{where} imports {module}.{name}, which is not allowed: the file could run code when "
+                           f"loaded. {EXPORT_HOW_TO}")
+
+
+def classify_archive(names: list[str]) -> str:
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1:
+        raise Rejected("The zip archive is not a PyTorch archive (entries under several top-level folders).")
+    relative = {n.split("/", 1)[1] for n in names if "/" in n}
+    if "archive_format" in relative and any(r.startswith("models/") for r in relative):
+        return "torch-export"
+    if "data.pkl" in relative and "constants.pkl" in relative and any(r.startswith("code/") for r in relative):
+        return "torchscript"
+    if "data.pkl" in relative:
+        raise Rejected("This is a `torch.save` file (a pickled Python object), which is never loaded here. "
+                       + EXPORT_HOW_TO)
+    raise Rejected("The zip archive is not a TorchScript or torch.export archive. " + EXPORT_HOW_TO)
+
+
+def scan_archive(archive: zipfile.ZipFile, *, kind: str, max_total: int, depth: int = 0) -> None:
+    entries = check_zip(archive, max_total=max_total)
+    for info in entries:
+        relative = info.filename.split("/", 1)[-1]
+        if info.file_size == 0:
+            continue
+        is_pickle_name = relative.endswith(".pkl")
+        if kind == "torchscript" and not is_pickle_name:
+            continue  # tensor storages and TorchScript source: data, never unpickled
+        with archive.open(info) as handle:
+            head = handle.read(4)
+        if head.startswith(b"PK\x03\x04"):
+            if depth >= 1:
+                raise Rejected(f"The archive entry {info.filename!r} nests archives too deeply.")
+            nested = zipfile.ZipFile(io.BytesIO(read_entry(archive, info)))
+            scan_archive(nested, kind="nested", max_total=max_total, depth=depth + 1)
+        elif is_pickle_name or (kind == "torch-export" and "/weights/" not in f"/{relative}" and head[:1] == b"\x80"):
+            scan_pickle(read_entry(archive, info), where=f"The archive entry {info.filename!r}",
+                        torchscript=kind == "torchscript")
+        elif kind == "torch-export" and relative.endswith(".json"):
+            refuse_pickled_weights(read_entry(archive, info), where=info.filename, archive=archive)
+
+
+def refuse_pickled_weights(config: bytes, *, where: str, archive: zipfile.ZipFile) -> None:
+    try:
+        document = json.loads(config)
+    except ValueError:
+        return
+    entries = document.get("config", {}) if isinstance(document, dict) else {}
+    if not isinstance(entries, dict):
+        return
+    for item in entries.values():
+        if isinstance(item, dict) and item.get("use_pickle"):
+            raise Rejected(f"{where} stores pickled weights, which are not allowed; export plain tensors.")
+
+
+def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > PICKLE_MAX_BYTES:
+        raise Rejected(f"The archive entry {info.filename!r} is too large to scan.")
+    return archive.read(info)
+
+
+# --- Signatures -----------------------------------------------------------------------------------------------------
+
+def numpy_inputs(inputs: list[dict], *, dynamic: int = 1) -> dict:
+    import numpy as np
+
+    arrays = {}
+    for spec in inputs:
+        shape = [dynamic if d == -1 else d for d in spec["shape"]]
+        dtype = OIP_TO_NUMPY[spec["datatype"]]
+        if dtype == "object":
+            arrays[spec["name"]] = np.full(shape, "", dtype=object)
+        else:
+            arrays[spec["name"]] = np.zeros(shape, dtype=dtype)
+    return arrays
+
+
+def torch_to_oip(dtype) -> str:
+    import torch
+
+    table = {torch.float32: "FP32", torch.float64: "FP64", torch.float16: "FP16", torch.int64: "INT64",
+             torch.int32: "INT32", torch.int16: "INT16", torch.int8: "INT8", torch.uint8: "UINT8",
+             torch.bool: "BOOL"}
+    if dtype not in table:
+        raise Rejected(f"The tensor type {dtype} is not supported.")
+    return table[dtype]
+
+
+def flatten_outputs(result) -> list:
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
+        return list(result)
+    raise Rejected("The model must return a tensor or a tuple of tensors.")
+
+
+def output_specs(tensors: list, *, batch_dynamic: bool) -> list[dict]:
+    names = ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
+    specs = []
+    for name, tensor in zip(names, tensors, strict=True):
+        shape = list(tensor.shape)
+        if batch_dynamic and shape:
+            shape[0] = -1
+        specs.append({"name": name, "datatype": torch_to_oip(tensor.dtype), "shape": shape})
+    return specs
+
+
+# --- ONNX -----------------------------------------------------------------------------------------------------------
+
+def iter_tensors(graph):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from iter_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from iter_tensors(subgraph)
+
+
+def iter_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from iter_nodes(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from iter_nodes(subgraph)
+
+
+def check_onnx_structure(model) -> None:
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    for tensor in iter_tensors(model.graph):
+        if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise Rejected(f"The tensor {tensor.name!r} refers to external data ({location!r}); upload a single "
+                           "self-contained .onnx file (onnx.save(model, path, save_as_external_data=False)).")
+        elements = int(np.prod([int(d) for d in tensor.dims], dtype=object)) if tensor.dims else 1
+        if any(int(d) < 0 for d in tensor.dims):
+            raise Rejected(f"The tensor {tensor.name!r} has a negative dimension.")
+        if tensor.data_type == TensorProto.STRING:
+            stored = len(tensor.string_data)
+        elif tensor.HasField("raw_data"):
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+            stored = len(tensor.raw_data) // max(itemsize, 1)
+        else:
+            stored = max(len(tensor.float_data), len(tensor.int32_data), len(tensor.int64_data),
+                         len(tensor.double_data), len(tensor.uint64_data))
+        if stored != elements:
+            raise Rejected(f"The tensor {tensor.name!r} claims {elements} elements but holds {stored}.")
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    for opset in model.opset_import:
+        if opset.domain not in ONNX_RUNTIME_DOMAINS and not any(d == opset.domain for d, _ in local_functions):
+            raise Rejected(f"The operator domain {opset.domain!r} is not supported by the runtime.")
+    for node in iter_nodes(model.graph):
+        if node.domain not in ONNX_RUNTIME_DOMAINS and (node.domain, node.op_type) not in local_functions:
+            raise Rejected(f"The operator {node.domain}.{node.op_type} is not supported by the runtime.")
+
+
+def inspect_onnx(path: str, request: dict) -> dict:
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise Rejected(f"The file is not a valid ONNX model (it does not parse: {exc}).") from exc
+    if not model.graph.node and not model.graph.output:
+        raise Rejected("The file is not a valid ONNX model (no graph).")
+    check_onnx_structure(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise Rejected(f"The ONNX model fails onnx.checker: {exc}") from exc
+    del model
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise Rejected(f"ONNX Runtime cannot load the model: {exc}") from exc
+    signature = {"inputs": [], "outputs": []}
+    for kind, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        for arg in args:
+            if arg.type not in ORT_TO_OIP:
+                hint = " (skl2onnx: convert with options={'zipmap': False})" if "map" in arg.type else ""
+                raise Rejected(f"The {kind[:-1]} {arg.name!r} has type {arg.type}; only tensors are supported{hint}.")
+            shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
+            signature[kind].append({"name": arg.name, "datatype": ORT_TO_OIP[arg.type], "shape": shape})
+    try:
+        session.run(None, numpy_inputs(signature["inputs"]))
+    except Exception as exc:
+        raise Rejected(f"The model failed a trial inference on zero inputs: {exc}") from exc
+    return {"format": "onnx", "signature": signature}
+
+
+# --- PyTorch --------------------------------------------------------------------------------------------------------
+
+def torch_inputs(specs: list[dict], *, dynamic: int):
+    import torch
+
+    return [torch.from_numpy(array) for array in numpy_inputs(specs, dynamic=dynamic).values()]
+
+
+def inspect_torchscript(path: str, request: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        module = torch.jit.load(path, map_location="cpu", _restore_shapes=True)
+    except Exception as exc:
+        raise Rejected(f"TorchScript cannot load the archive: {exc}") from exc
+    module.eval()
+    try:
+        arguments = module.forward.schema.arguments[1:]
+    except Exception as exc:
+        raise Rejected("The TorchScript module has no forward method.") from exc
+    names = [argument.name for argument in arguments]
+    if not names or any(not isinstance(a.type, torch.TensorType) for a in arguments):
+        raise Rejected("forward() must take one or more tensors.")
+    inputs = recorded_input_specs(module, names) or hinted_input_specs(request.get("signature"), names)
+    if inputs is None:
+        raise Rejected(
+            "The input shapes and types are unknown: save a traced module (torch.jit.trace records them), or send a "
+            "`signature` field, e.g. {\"inputs\": [{\"name\": \"" + names[0] + "\", \"datatype\": \"FP32\", "
+            "\"shape\": [-1, 64]}]}."
+        )
+    with torch.no_grad():
+        try:
+            outputs = flatten_outputs(module(*torch_inputs(inputs, dynamic=1)))
+        except Rejected:
+            raise
+        except Exception as exc:
+            raise Rejected(f"The model failed a trial inference: {exc}") from exc
+        batch_dynamic = all(spec["shape"] and spec["shape"][0] in (-1, 1) for spec in inputs)
+        if batch_dynamic:
+            try:
+                batch_inputs = torch_inputs([{**s, "shape": [2, *s["shape"][1:]]} for s in inputs], dynamic=1)
+                batched = flatten_outputs(module(*batch_inputs))
+                batch_dynamic = all(t.shape and t.shape[0] == 2 for t in batched)
+            except Exception:
+                batch_dynamic = False
+    if batch_dynamic:
+        inputs = [{**s, "shape": [-1, *s["shape"][1:]]} for s in inputs]
+    elif any(-1 in s["shape"] for s in inputs):
+        raise Rejected("The model does not run with a batch of 2, so its signature cannot have dynamic dimensions.")
+    return {"format": "torchscript", "signature": {"inputs": inputs, "outputs": output_specs(outputs, batch_dynamic=batch_dynamic)}}
+
+
+def recorded_input_specs(module, names: list[str]) -> list[dict] | None:
+    import torch
+
+    graph_inputs = list(module.graph.inputs())[1:]
+    specs = []
+    for name, value in zip(names, graph_inputs, strict=False):
+        kind = value.type()
+        if not isinstance(kind, torch.TensorType):
+            return None
+        sizes, scalar = kind.sizes(), kind.scalarType()
+        if sizes is None or scalar is None:
+            return None
+        dtype = getattr(torch, {"Float": "float32", "Double": "float64", "Half": "float16", "Long": "int64",
+                                "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8",
+                                "Bool": "bool"}.get(scalar, "void"), None)
+        if dtype is None:
+            return None
+        specs.append({"name": name, "datatype": torch_to_oip(dtype), "shape": list(sizes)})
+    return specs if len(specs) == len(names) else None
+
+
+def hinted_input_specs(hint, names: list[str]) -> list[dict] | None:
+    if not isinstance(hint, dict) or not isinstance(hint.get("inputs"), list):
+        return None
+    by_name = {}
+    for spec in hint["inputs"]:
+        if not isinstance(spec, dict) or spec.get("datatype") not in OIP_TO_NUMPY or spec.get("datatype") == "BYTES":
+            raise Rejected("The `signature` field needs inputs with a name, an OIP datatype and a shape.")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= -1 and d != 0 for d in shape):
+            raise Rejected(f"The `signature` input {spec.get('name')!r} needs a shape of positive ints or -1.")
+        by_name[spec.get("name")] = {"name": spec["name"], "datatype": spec["datatype"], "shape": shape}
+    if set(by_name) != set(names):
+        raise Rejected(f"The `signature` field names inputs {sorted(map(str, by_name))}, but forward() takes {names}.")
+    return [by_name[name] for name in names]
+
+
+def inspect_torch_export(path: str, request: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        program = torch.export.load(path)
+    except Exception as exc:
+        raise Rejected(f"torch.export cannot load the archive: {exc}") from exc
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    inputs = []
+    for name in program.graph_signature.user_inputs:
+        value = placeholders[name].meta.get("val") if name in placeholders else None
+        if not isinstance(value, torch.Tensor):
+            raise Rejected(f"The input {name!r} is not a tensor; only tensor inputs are supported.")
+        inputs.append({"name": name, "datatype": torch_to_oip(value.dtype), "shape": symbolic_shape(value)})
+    output_node = next(node for node in program.graph.nodes if node.op == "output")
+    values = [arg.meta.get("val") for arg in output_node.args[0] if hasattr(arg, "meta")]
+    if not values or not all(isinstance(v, torch.Tensor) for v in values):
+        raise Rejected("The exported program must return tensors.")
+    names = ["output"] if len(values) == 1 else [f"output_{i}" for i in range(len(values))]
+    outputs = [{"name": n, "datatype": torch_to_oip(v.dtype), "shape": symbolic_shape(v)}
+               for n, v in zip(names, values, strict=True)]
+    runner = program.module()
+    errors = []
+    with torch.no_grad():
+        for dynamic in (1, 2):
+            try:
+                flatten_outputs(runner(*torch_inputs(inputs, dynamic=dynamic)))
+                break
+            except Exception as exc:
+                errors.append(str(exc))
+        else:
+            raise Rejected(f"The model failed a trial inference: {errors[-1]}")
+    return {"format": "torch-export", "signature": {"inputs": inputs, "outputs": outputs}}
+
+
+def symbolic_shape(tensor) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in tensor.shape]
+
+
+# --- Entry point ----------------------------------------------------------------------------------------------------
+
+def inspect(request: dict) -> dict:
+    path = request["path"]
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    kind = sniff(head)
+    if kind == "empty":
+        raise Rejected("The file is empty.")
+    if kind == "pickle":
+        raise Rejected("This is a Python pickle, which is never loaded here (it can run any code). " + EXPORT_HOW_TO)
+    if kind == "zip":
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise Rejected(f"The zip archive is corrupt or truncated: {exc}") from exc
+        with archive:
+            check_zip(archive, max_total=request["max_expanded_bytes"])
+            archive_kind = classify_archive(archive.namelist())
+            try:
+                scan_archive(archive, kind=archive_kind, max_total=request["max_expanded_bytes"])
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                raise Rejected(f"The zip archive is corrupt: {exc}") from exc
+        if request.get("scan_only"):
+            return {"format": archive_kind, "signature": {}}
+        if archive_kind == "torchscript":
+            return inspect_torchscript(path, request)
+        return inspect_torch_export(path, request)
+    if kind == "protobuf":
+        if request.get("scan_only"):
+            return {"format": "onnx", "signature": {}}
+        return inspect_onnx(path, request)
+    raise Rejected("The file is not an ONNX model, a TorchScript archive or a torch.export archive.")
+
+
+def main() -> int:
+    request = json.loads(sys.argv[1])
+    try:
+        answer = {"ok": True, **inspect(request)}
+    except Rejected as exc:
+        answer = {"ok": False, "reason": str(exc)[:2000]}
+    except MemoryError:
+        answer = {"ok": False, "reason": "The model needs more memory than validation allows."}
+    except RecursionError:
+        answer = {"ok": False, "reason": "The model is nested too deeply to inspect."}
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(answer) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
+
+
+if __name__ == "__main__":
+    sys.exit(main())

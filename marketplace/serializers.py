@@ -1,0 +1,180 @@
+"""Translations between the catalog and JSON for `/api/v1/models`."""
+
+from __future__ import annotations
+
+import json
+
+from rest_framework import serializers
+
+from .models import Format, Model, ModelVersion, Task, Visibility, model_name_validator
+
+PREPROCESSING_LAYOUTS = {"NCHW", "NHWC", "flat"}
+PREPROCESSING_MODES = {"L", "RGB"}
+
+
+def parse_comma_list(value) -> list[str]:
+    if isinstance(value, list):
+        items = value
+    else:
+        items = str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+class CommaSeparatedListField(serializers.Field):
+    """A list given as "a, b, c" (multipart) or as a JSON list."""
+
+    def to_internal_value(self, data):
+        items = parse_comma_list(data)
+        if any(len(item) > 100 for item in items) or len(items) > 1000:
+            raise serializers.ValidationError("Use at most 1000 items of at most 100 characters.")
+        return items
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class JSONObjectField(serializers.Field):
+    """A JSON object given as a string (multipart) or as an object."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if not data.strip():
+                return {}
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise serializers.ValidationError("Not valid JSON.") from exc
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Expected a JSON object.")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+def validate_preprocessing(value: dict) -> dict:
+    if not value:
+        return {}
+    errors = []
+    for key in ("width", "height"):
+        if key in value and not (isinstance(value[key], int) and 1 <= value[key] <= 4096):
+            errors.append(f"{key} must be an integer from 1 to 4096.")
+    if "layout" in value and value["layout"] not in PREPROCESSING_LAYOUTS:
+        errors.append(f"layout must be one of {sorted(PREPROCESSING_LAYOUTS)}.")
+    if "mode" in value and value["mode"] not in PREPROCESSING_MODES:
+        errors.append(f"mode must be one of {sorted(PREPROCESSING_MODES)}.")
+    if "scale" in value and not isinstance(value["scale"], (int, float)):
+        errors.append("scale must be a number.")
+    for key in ("mean", "std"):
+        if key in value and not (isinstance(value[key], list) and all(isinstance(v, (int, float)) for v in value[key])):
+            errors.append(f"{key} must be a list of numbers.")
+    if "std" in value and isinstance(value["std"], list) and any(v == 0 for v in value["std"]):
+        errors.append("std must not contain 0.")
+    if errors:
+        raise serializers.ValidationError(errors)
+    return value
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    file_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = ["number", "format", "size", "sha256", "status", "reason", "signature", "notes", "created_at",
+                  "url", "file_url"]
+        read_only_fields = fields
+
+    def get_url(self, version) -> str:
+        return f"/api/v1/models/{version.model.slug}/versions/{version.number}"
+
+    def get_file_url(self, version) -> str | None:
+        if version.status != ModelVersion.Status.READY:
+            return None
+        return f"/api/v1/models/{version.model.slug}/versions/{version.number}/file"
+
+
+class ModelSummarySerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    slug = serializers.CharField(read_only=True)
+    format = serializers.CharField(source="latest_format", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Model
+        fields = ["owner", "name", "slug", "task", "format", "tags", "license", "labels", "visibility", "downloads",
+                  "runs", "created_at", "updated_at", "url"]
+        read_only_fields = fields
+
+    def get_url(self, model) -> str:
+        return f"/api/v1/models/{model.slug}"
+
+
+class ModelDetailSerializer(ModelSummarySerializer):
+    versions = serializers.SerializerMethodField()
+    signature = serializers.SerializerMethodField()
+
+    class Meta(ModelSummarySerializer.Meta):
+        fields = [*ModelSummarySerializer.Meta.fields, "description", "preprocessing", "versions", "signature"]
+        read_only_fields = fields
+
+    def visible_versions(self, model) -> list[ModelVersion]:
+        versions = list(model.versions.all())
+        request = self.context.get("request")
+        if request is None or not model.is_editable_by(request.user):
+            versions = [v for v in versions if v.status == ModelVersion.Status.READY]
+        return versions
+
+    def get_versions(self, model) -> list[dict]:
+        return VersionSerializer(self.visible_versions(model), many=True, context=self.context).data
+
+    def get_signature(self, model) -> dict:
+        latest = next((v for v in model.versions.all() if v.status == ModelVersion.Status.READY), None)
+        return latest.signature if latest else {}
+
+
+class ModelUpdateSerializer(serializers.ModelSerializer):
+    tags = CommaSeparatedListField(required=False)
+    labels = CommaSeparatedListField(required=False)
+    preprocessing = JSONObjectField(required=False)
+
+    class Meta:
+        model = Model
+        fields = ["task", "description", "tags", "license", "labels", "visibility", "preprocessing"]
+
+    def validate_preprocessing(self, value):
+        return validate_preprocessing(value)
+
+
+class ModelUploadSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, validators=[model_name_validator])
+    file = serializers.FileField(allow_empty_file=True)
+    task = serializers.ChoiceField(choices=Task.choices, default=Task.OTHER)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=100_000)
+    tags = CommaSeparatedListField(required=False, default=list)
+    license = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
+    labels = CommaSeparatedListField(required=False, default=list)
+    preprocessing = JSONObjectField(required=False, default=dict)
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    signature = JSONObjectField(required=False, default=dict, help_text=(
+        "TorchScript archives without recorded shapes: {\"inputs\": [{\"name\", \"datatype\", \"shape\"}]}"))
+
+    def validate_preprocessing(self, value):
+        return validate_preprocessing(value)
+
+
+class VersionUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    signature = JSONObjectField(required=False, default=dict)
+
+
+class UploadPendingSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    status = serializers.CharField()
+    url = serializers.CharField()
+    detail = serializers.CharField()
+
+
+FORMAT_EXTENSIONS = {Format.ONNX: "onnx", Format.TORCHSCRIPT: "pt", Format.TORCH_EXPORT: "pt2"}

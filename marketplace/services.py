@@ -1,0 +1,216 @@
+"""Catalog writes: storing uploads, publishing versions, validating them, deleting models."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from .models import Model, ModelVersion, Task, Visibility
+from .validation import inspect_model_file, sniff_upload
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class UnsupportedModelFile(Exception):
+    """The file is not a supported, valid model; str(exc) is the reason shown to the uploader."""
+
+
+class ModelNameTaken(Exception):
+    pass
+
+
+def upload_limit_for(user) -> int:
+    """The largest model file `user` may upload, in bytes (plans will make this per user)."""
+    return settings.MODEL_UPLOAD_MAX_BYTES
+
+
+@dataclass
+class StoredFile:
+    name: str
+    size: int
+    sha256: str
+
+
+def store_upload(*, file, limit: int) -> StoredFile:
+    """Copy an uploaded file into content-addressed storage chunk by chunk, hashing as it goes.
+
+    Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge) files over
+    `limit`, before anything is kept.
+    """
+    if file.size is not None and file.size > limit:
+        raise UploadTooLarge(f"The file is {file.size} bytes; the limit is {limit} bytes.")
+    staging = Path(settings.MEDIA_ROOT) / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    descriptor, temp_path = tempfile.mkstemp(dir=staging)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            if hasattr(file, "seek"):
+                file.seek(0)
+            for chunk in file.chunks(CHUNK_SIZE) if hasattr(file, "chunks") else iter(lambda: file.read(CHUNK_SIZE), b""):
+                if len(head) < 512:
+                    head += chunk[: 512 - len(head)]
+                size += len(chunk)
+                if size > limit:
+                    raise UploadTooLarge(f"The file is over the limit of {limit} bytes.")
+                digest.update(chunk)
+                out.write(chunk)
+        reason = sniff_upload(head)
+        if reason:
+            raise UnsupportedModelFile(reason)
+        sha256 = digest.hexdigest()
+        name = f"models/{sha256[:2]}/{sha256}"
+        final_path = Path(default_storage.path(name))
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        if final_path.exists():
+            os.unlink(temp_path)
+        else:
+            os.replace(temp_path, final_path)
+        return StoredFile(name=name, size=size, sha256=sha256)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+
+
+def discard_stored_file(name: str) -> None:
+    """Delete a stored file unless another version still uses the same content."""
+    if name and not ModelVersion.objects.filter(file=name).exists():
+        default_storage.delete(name)
+
+
+def model_create(*, owner, name: str, stored: StoredFile, task: str = Task.OTHER, description: str = "",
+                 tags: list[str] | None = None, license: str = "", labels: list[str] | None = None,
+                 preprocessing: dict | None = None, visibility: str = Visibility.PUBLIC, notes: str = "",
+                 signature_hint: dict | None = None) -> ModelVersion:
+    """Create a model and its version 1 (status `validating`); the caller then has it validated."""
+    try:
+        with transaction.atomic():
+            model = Model.objects.create(
+                owner=owner, name=name, task=task, description=description, tags=tags or [], license=license,
+                labels=labels or [], preprocessing=preprocessing or {}, visibility=visibility,
+            )
+            return version_create(model=model, stored=stored, notes=notes, signature_hint=signature_hint)
+    except IntegrityError as exc:
+        discard_stored_file(stored.name)
+        raise ModelNameTaken(f"You already have a model named {name!r}.") from exc
+
+
+def version_create(*, model: Model, stored: StoredFile, notes: str = "",
+                   signature_hint: dict | None = None) -> ModelVersion:
+    with transaction.atomic():
+        # The row lock serialises concurrent uploads to one model, so numbers are 1, 2, 3… without gaps or clashes.
+        Model.objects.select_for_update().filter(pk=model.pk).first()
+        last = model.versions.aggregate(last=Max("number"))["last"] or 0
+        return ModelVersion.objects.create(
+            model=model, number=last + 1, file=stored.name, size=stored.size, sha256=stored.sha256, notes=notes,
+            signature={"hint": signature_hint} if signature_hint else {},
+        )
+
+
+def version_publish(*, version: ModelVersion, wait: float | None = None, inline: bool = False) -> ModelVersion:
+    """Have `version` validated, by the worker (or in this process when `inline`), and wait up to `wait` seconds.
+
+    Returns the version as it stands then: `ready`, `rejected`, or still `validating`. A rejected first version
+    takes its model with it (the returned row keeps its reason, but is no longer in the database).
+    """
+    if inline:
+        return validate_version(version_id=version.pk)
+    from .tasks import validate_version_task
+
+    transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
+    deadline = time.monotonic() + (settings.MODEL_UPLOAD_WAIT_SECONDS if wait is None else wait)
+    delay = 0.05
+    while time.monotonic() < deadline:
+        current = ModelVersion.objects.filter(pk=version.pk).first()
+        if current is not None and current.status != ModelVersion.Status.VALIDATING:
+            if current.status == ModelVersion.Status.REJECTED:
+                discard_unpublished_model(version=current)
+            return current
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    return version
+
+
+def validate_version(*, version_id: int) -> ModelVersion | None:
+    """Inspect a validating version in the sandbox and record the verdict (run by the worker)."""
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None or version.status != ModelVersion.Status.VALIDATING:
+        return version
+    hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
+    inspection = inspect_model_file(default_storage.path(version.file.name), signature_hint=hint)
+    if inspection.ok:
+        version.status = ModelVersion.Status.READY
+        version.format = inspection.format
+        version.signature = inspection.signature
+        version.reason = ""
+    else:
+        version.status = ModelVersion.Status.REJECTED
+        version.reason = inspection.reason
+        version.signature = {}
+    with transaction.atomic():
+        updated = ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.VALIDATING).update(
+            status=version.status, format=version.format, signature=version.signature, reason=version.reason
+        )
+        if updated and inspection.ok:
+            latest = version.model.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+            Model.objects.filter(pk=version.model_id).update(
+                latest_format=latest.format if latest else "", updated_at=timezone.now()
+            )
+    logger.info("validated version id=%s (%s): %s %s", version.pk, version, version.status, inspection.reason)
+    if not inspection.ok:
+        discard_file_of_rejected(version)
+    return version
+
+
+def discard_file_of_rejected(version: ModelVersion) -> None:
+    # A rejected file is never served: keep the record (number, reason, hash), drop the bytes.
+    if not ModelVersion.objects.filter(file=version.file.name).exclude(pk=version.pk).exists():
+        default_storage.delete(version.file.name)
+
+
+def discard_unpublished_model(*, version: ModelVersion) -> None:
+    """A rejected first version leaves nothing behind: delete its model and file."""
+    model = version.model
+    if model.versions.exclude(pk=version.pk).exists():
+        return
+    name = version.file.name
+    model.delete()
+    discard_stored_file(name)
+
+
+def model_update(*, model: Model, **fields) -> Model:
+    for key, value in fields.items():
+        setattr(model, key, value)
+    model.save()
+    return model
+
+
+def model_delete(*, model: Model) -> None:
+    names = list(model.versions.values_list("file", flat=True))
+    model.delete()
+    for name in names:
+        discard_stored_file(name)
+
+
+def version_record_download(*, version: ModelVersion) -> None:
+    Model.objects.filter(pk=version.model_id).update(downloads=F("downloads") + 1)

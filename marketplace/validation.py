@@ -1,0 +1,96 @@
+"""Run `marketplace/sandbox.py` on a model file in a child process with memory, CPU and time limits.
+
+The child gets an environment with nothing but a PATH and thread counts: no SECRET_KEY, DATABASE_URL or broker
+URLs can leak into a process that parses hostile files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from . import sandbox
+
+SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
+SAFE_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass
+class Inspection:
+    ok: bool
+    format: str = ""
+    signature: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def sniff_upload(head: bytes) -> str | None:
+    """A reason to refuse the file at once from its first bytes (web process), or None to let the worker decide."""
+    kind = sandbox.sniff(head)
+    if kind == "empty":
+        return "The file is empty."
+    if kind == "pickle":
+        return "This is a Python pickle, which is never loaded here (it can run any code). " + sandbox.EXPORT_HOW_TO
+    if kind == "unknown":
+        return "The file is not an ONNX model, a TorchScript archive or a torch.export archive."
+    return None
+
+
+def child_limits(memory_bytes: int, cpu_seconds: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def inspect_model_file(path: str | os.PathLike, *, signature_hint: dict | None = None,
+                       scan_only: bool = False) -> Inspection:
+    """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file."""
+    memory = settings.MODEL_VALIDATION_MEMORY_MB << 20
+    timeout = settings.MODEL_VALIDATION_TIMEOUT_SECONDS
+    request = {
+        "path": str(Path(path).resolve()),
+        "signature": signature_hint,
+        "scan_only": scan_only,
+        "max_expanded_bytes": settings.MODEL_VALIDATION_MAX_EXPANDED_BYTES,
+    }
+    with tempfile.TemporaryDirectory(prefix="modelport-sandbox-") as workdir:
+        process = subprocess.Popen(
+            [sys.executable, "-I", str(SANDBOX_SCRIPT), json.dumps(request)],
+            cwd=workdir,
+            env=dict(SAFE_ENVIRONMENT, HOME=workdir, TMPDIR=workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=child_limits(memory, timeout),  # noqa: PLW1509 - no threads hold locks we need here
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return Inspection(ok=False, reason=f"Validation took longer than {timeout} s and was stopped.")
+    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
+        if line.startswith(sandbox.RESULT_MARKER):
+            answer = json.loads(line[len(sandbox.RESULT_MARKER):])
+            if answer.get("ok"):
+                return Inspection(ok=True, format=answer["format"], signature=answer["signature"])
+            return Inspection(ok=False, reason=answer["reason"])
+    if process.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
+        return Inspection(ok=False, reason="Validation ran out of its CPU-time limit.")
+    tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    if "alloc" in tail[0].lower() or "memory" in tail[0].lower() or process.returncode == -signal.SIGABRT:
+        return Inspection(ok=False, reason="The model needs more memory than validation allows.")
+    return Inspection(ok=False, reason=f"The model crashed the validator (exit status {process.returncode}).")

@@ -1,0 +1,145 @@
+"""/v2/: Open Inference Protocol metadata, readiness and inference (JSON and binary tensor data)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from inference.codec import tensor_to_bytes
+from inference.models import Prediction
+
+from . import builders
+from .conftest import assert_same, local_run, post_json
+
+DATATYPES = {"x": "FP32", "h": "FP16", "flag": "BOOL", "ids": "INT64", "text": "BYTES", "small": "UINT8"}
+
+
+def oip_inputs(inputs: dict[str, np.ndarray]) -> list[dict]:
+    return [
+        {"name": n, "datatype": DATATYPES[n], "shape": list(a.shape),
+         "data": [v.decode() for v in a.ravel()] if a.dtype == object else a.ravel().tolist()}
+        for n, a in inputs.items()
+    ]
+
+
+def test_server_metadata_lists_the_binary_extension(client):
+    for path in ("/v2", "/v2/"):
+        body = client.get(path).json()
+        assert body["name"] == "modelport" and "binary_tensor_data" in body["extensions"]
+
+
+@pytest.mark.django_db
+def test_model_metadata_of_a_public_model_needs_no_key(client, mixed):
+    body = client.get("/v2/models/alice/mixed").json()
+    assert body["name"] == "alice/mixed"
+    assert body["versions"] == ["1"]
+    assert body["platform"] == "onnxruntime_onnx"
+    assert body["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 3]}
+    assert [o["name"] for o in body["outputs"]] == ["y", "h2", "notflag", "idsum", "text_out", "small_out"]
+    assert client.get("/v2/models/alice/mixed/versions/1").status_code == 200
+    assert client.get("/v2/models/alice/mixed/versions/2").json() == {"error": "No model alice/mixed version 2 to run."}
+
+
+@pytest.mark.django_db
+def test_a_private_model_is_404_without_the_owners_key(client, alice, alice_key, bob_key):
+    builders.publish(owner=alice, name="secret", data=builders.digits_onnx(), visibility="private")
+    assert client.get("/v2/models/alice/secret").status_code == 404
+    assert client.get("/v2/models/alice/secret", HTTP_AUTHORIZATION=f"Bearer {bob_key}").status_code == 404
+    response = client.get("/v2/models/alice/secret", HTTP_AUTHORIZATION=f"Bearer {alice_key}")
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_infer_needs_a_key_with_the_predict_scope(client, alice, mixed):
+    from portal.models import ApiKey
+
+    body = {"inputs": oip_inputs(builders.mixed_inputs(batch=1))}
+    response = post_json(client, "/v2/models/alice/mixed/infer", body)
+    assert response.status_code == 401 and "API key" in response.json()["error"]
+    assert post_json(client, "/v2/models/alice/mixed/infer", body, "mp_nope_bad").status_code == 401
+    _, read_only = ApiKey.issue(user=alice, name="ro", scopes=["read"])
+    response = post_json(client, "/v2/models/alice/mixed/infer", body, read_only)
+    assert response.status_code == 403 and "predict" in response.json()["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_infer_with_json_tensors(client, alice_key, mixed, celery_worker_process):
+    inputs = builders.mixed_inputs(batch=2, seed=11)
+    response = post_json(client, "/v2/models/alice/mixed/infer", {"id": "req-1", "inputs": oip_inputs(inputs)},
+                         alice_key)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["model_name"] == "alice/mixed" and body["model_version"] == "1" and body["id"] == "req-1"
+    expected = local_run(builders.mixed_onnx(), inputs)
+    for output in body["outputs"]:
+        assert output["shape"] == list(expected[output["name"]].shape)
+        assert_same(expected[output["name"]], np.asarray(output["data"], dtype=object if output["datatype"] == "BYTES" else None))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_infer_with_binary_tensors_in_and_out(client, alice_key, mixed, celery_worker_process):
+    inputs = builders.mixed_inputs(batch=2, seed=12)
+    chunks = [tensor_to_bytes(a) for a in inputs.values()]
+    header = json.dumps({
+        "inputs": [
+            {"name": n, "datatype": DATATYPES[n], "shape": list(a.shape), "parameters": {"binary_data_size": len(c)}}
+            for (n, a), c in zip(inputs.items(), chunks, strict=True)
+        ],
+        "outputs": [{"name": "h2", "parameters": {"binary_data": True}}, {"name": "text_out"},
+                    {"name": "idsum", "parameters": {"binary_data": True}}],
+    }).encode()
+    response = client.post("/v2/models/alice/mixed/infer", header + b"".join(chunks),
+                           content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+                           HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)))
+    assert response.status_code == 200, response.content
+    length = int(response["Inference-Header-Content-Length"])
+    body = json.loads(response.content[:length])
+    binary = response.content[length:]
+    expected = local_run(builders.mixed_onnx(), inputs)
+    h2, text_out, idsum = body["outputs"]
+    assert [o["name"] for o in body["outputs"]] == ["h2", "text_out", "idsum"]
+    size = h2["parameters"]["binary_data_size"]
+    np.testing.assert_array_equal(np.frombuffer(binary[:size], dtype="<f2").reshape(2, 2), expected["h2"])
+    np.testing.assert_array_equal(np.frombuffer(binary[size:], dtype="<i8"), expected["idsum"])
+    assert text_out["data"] == [v for v in expected["text_out"]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        (b'{"inputs": [', {}, "Malformed JSON"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}]}',
+         {}, "no Inference-Header-Content-Length"),
+        (b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]}', {}, "unknown input 'nope'"),
+        (b'{"inputs": [{"name": "small", "datatype": "UINT8", "shape": [1], "data": [300]}]}', {}, "out of range"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2]}]}', {}, "needs 3"),
+        (b'{"inputs": []}', {}, "missing input 'x'"),
+        (b'{"inputs": [], "outputs": [{"name": "zzz"}]}', {}, "Unknown output"),
+    ],
+)
+def test_infer_rejects_bad_requests_with_an_error_naming_the_problem(client, alice_key, mixed, body, headers, message):
+    response = client.post("/v2/models/alice/mixed/infer", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {alice_key}", **headers)
+    assert response.status_code == 400
+    assert message in response.json()["error"], response.json()
+    assert not Prediction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_binary_sizes_that_do_not_add_up_are_a_400(client, alice_key, mixed):
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3],
+                                     "parameters": {"binary_data_size": 12}}]}).encode()
+    response = client.post("/v2/models/alice/mixed/infer", header + struct.pack("<2f", 1, 2),
+                           content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+                           HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)))
+    assert response.status_code == 400 and "runs past the end" in response.json()["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ready_model_is_ready(client, mixed, celery_worker_process):
+    assert client.get("/v2/models/alice/mixed/ready").status_code == 200
+    assert client.get("/v2/models/alice/missing/ready").status_code == 404

@@ -224,7 +224,10 @@
 
   function percent(score) {
     var value = Math.max(0, Math.min(1, Number(score) || 0));
-    return (value * 100).toFixed(value >= 0.995 || value === 0 ? 0 : 1) + "%";
+    if (value === 0 || value === 1) return value * 100 + "%";
+    if (value < 0.001) return "<0.1%";
+    if (value > 0.999) return ">99.9%";
+    return (value * 100).toFixed(1) + "%";
   }
 
   function renderTop(top) {

@@ -344,7 +344,7 @@ def test_a_long_prediction_shows_its_status_live_until_done(widget_page):
 
     expect(page.locator(".try-it-label")).to_have_text("7")
     expect(page.locator(".try-it-bar-label")).to_have_text(["7", "9", "1", "0", "2"])
-    expect(page.locator(".try-it-bar").first).to_contain_text("95.9%")
+    expect(page.locator(".try-it-bar-score")).to_have_text(["95.9%", "1.8%", "0.6%", "0.2%", "0.2%"])
     expect(page.locator(".try-it-result")).to_contain_text("2400 ms")
     expect(page.locator(".try-it-status")).to_have_text("Done")
     statuses = [text for text in dict.fromkeys(seen) if text]

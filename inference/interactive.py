@@ -7,7 +7,8 @@ once.
 
 Keys (under `INFERENCE_REDIS_PREFIX`): `wake`, `q:<sha256>`, `r:<prediction id>`, `alive` (the supervisors'
 heartbeat: no consumer, no point waiting), `inflight:<consumer>` (the batch being run, so a supervisor can
-answer its callers when the consumer dies), `consumers` (consumer name -> pid).
+answer its callers when the consumer dies), `consumers` (consumer name -> pid), `records` (finished calls
+the supervisor writes to the database in bulk).
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def reply(pipe, prediction_id: str, header: dict, outputs: dict[str, np.ndarray]
     reply_key = key("r", prediction_id)
     pipe.rpush(reply_key, pack_tensors(header, outputs or {}))
     pipe.expire(reply_key, REPLY_TTL_SECONDS)
+
+
+def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
+    """Finished interactive calls the consumer left to be recorded, oldest first."""
+    items = client().lpop(key("records"), limit) or []
+    return [unpack_tensors(item) for item in items]
 
 
 def inflight_read(consumer: str) -> dict | None:

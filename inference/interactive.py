@@ -29,7 +29,11 @@ REPLY_TTL_SECONDS = 120
 
 
 class NoConsumer(Exception):
-    """No worker serves interactive calls right now."""
+    """No worker serves interactive calls right now (or Redis is out of reach): take the job path."""
+
+
+class Unavailable(Exception):
+    """A dependency (Redis, the task queue) failed mid-call: the caller gets a 503 and may retry."""
 
 
 def enabled() -> bool:
@@ -61,18 +65,28 @@ class PendingCall:
 def submit(*, header: dict, tensors: dict[str, np.ndarray], queue: str) -> PendingCall:
     payload = pack_tensors(header, tensors)
     call = PendingCall(id=header["id"], queue_key=key("q", queue), payload=payload)
+    import redis
+
     pipe = client().pipeline(transaction=False)
     pipe.rpush(call.queue_key, payload)
     pipe.rpush(key("wake"), queue)
     pipe.exists(key("alive"))
-    _, _, alive = pipe.execute()
-    if not alive and withdraw(call):
-        raise NoConsumer()
+    try:
+        _, _, alive = pipe.execute()
+        if not alive and withdraw(call):
+            raise NoConsumer()
+    except redis.RedisError:
+        raise NoConsumer() from None
     return call
 
 
 def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:
-    item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+    import redis
+
+    try:
+        item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+    except redis.RedisError as exc:
+        raise Unavailable(f"The interactive queue is unavailable ({exc}); retry.") from None
     if item is None:
         return None
     return unpack_tensors(item[1])

@@ -127,7 +127,9 @@ def consume(consumer: str) -> None:
     redis = interactive.client()
     parent = os.getppid()
     wake_key = interactive.key("wake")
-    batch_size = int(os.environ.get("INFERENCE_MAX_BATCH", "0")) or 64
+    from django.conf import settings
+
+    batch_size = settings.INFERENCE_MAX_BATCH
     logger.info("interactive consumer %s serving", consumer)
     while os.getppid() == parent:  # the worker that started us is gone: so are we
         item = redis.blpop([wake_key], timeout=1)

@@ -11,12 +11,10 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .authentication import CachedApiKeyAuthentication
 from .codec import TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from .interactive import Unavailable
 from .models import Prediction
@@ -122,9 +120,6 @@ class PredictionSerializer(serializers.ModelSerializer):
 
 # --- views --------------------------------------------------------------------------------------------------
 
-AUTHENTICATION = [CachedApiKeyAuthentication, SessionAuthentication]
-
-
 def wait_seconds(request) -> float:
     raw = request.query_params.get("wait")
     if raw in (None, ""):
@@ -159,7 +154,6 @@ def predict_body(data) -> dict:
 
 
 class PredictView(APIView):
-    authentication_classes = AUTHENTICATION
     required_scope = "predict"
 
     @extend_schema(
@@ -267,7 +261,6 @@ def own_predictions(request):
 
 
 class PredictionListView(generics.ListAPIView):
-    authentication_classes = AUTHENTICATION
     required_scope = "read"
     serializer_class = PredictionSerializer
     filterset_class = PredictionFilter
@@ -283,7 +276,6 @@ class PredictionListView(generics.ListAPIView):
 
 
 class PredictionDetailView(generics.RetrieveAPIView):
-    authentication_classes = AUTHENTICATION
     required_scope = "read"
     serializer_class = PredictionSerializer
     lookup_field = "id"
@@ -299,7 +291,6 @@ class PredictionDetailView(generics.RetrieveAPIView):
 
 
 class PredictionCancelView(APIView):
-    authentication_classes = AUTHENTICATION
     required_scope = "predict"
 
     @extend_schema(

@@ -9,10 +9,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from rest_framework.exceptions import AuthenticationFailed
 
+from portal.authentication import authenticate_bearer
 from portal.celery import app as celery_app
 
 from . import interactive
-from .authentication import bearer_key_cached
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
@@ -80,7 +80,7 @@ def _caller(request, *, scope: str | None):
             raise V2Error("This endpoint needs an API key: Authorization: Bearer <key>.", 401)
         return None, None
     try:
-        key = bearer_key_cached(header)
+        key = authenticate_bearer(header)
     except AuthenticationFailed as exc:
         raise V2Error(str(exc.detail), 401) from None
     if scope and not key.has_scope(scope):

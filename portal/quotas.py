@@ -98,6 +98,9 @@ def quota_for(user) -> Quota:
 
 def effective_limits(user) -> Limits:
     """The user's plan with overrides applied; cached, and invalidated when a plan or quota changes."""
+    if user is None or not user.is_authenticated:
+        plan = Plan.default()
+        return Limits(plan=plan.name, **{name: getattr(plan, name) for name in Quota.LIMIT_FIELDS})
     cache_key = limits_cache_key(user.pk)
     cached = cache.get(cache_key)
     if cached is not None:

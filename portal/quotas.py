@@ -55,8 +55,6 @@ from rest_framework import exceptions, status
 
 from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
 
-LIMITS_CACHE_SECONDS = 300
-
 LIMIT_DESCRIPTIONS = {
     "requests_per_minute": "requests per minute",
     "requests_per_day": "requests per day",
@@ -107,7 +105,7 @@ def effective_limits(user) -> Limits:
         return Limits(**cached)
     quota = quota_for(user)
     limits = Limits(plan=quota.plan.name, **quota.effective())
-    cache.set(cache_key, limits.as_dict(), LIMITS_CACHE_SECONDS)
+    cache.set(cache_key, limits.as_dict(), settings.ACCESS_CACHE_SECONDS)
     return limits
 
 

@@ -10,6 +10,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
@@ -61,6 +62,7 @@ def touch_last_used(key: ApiKey) -> None:
     ).update(last_used_at=now)
 
 
+@sensitive_variables("header", "parts", "raw_key")
 def authenticate_bearer(header: str) -> ApiKey:
     """Find the active key named by an `Authorization: Bearer …` header, or raise AuthenticationFailed."""
     parts = header.split()

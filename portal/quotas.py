@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import calendar
 import contextvars
+import logging
 import math
 import time
 from collections import defaultdict
@@ -51,9 +52,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
 from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
+
+logger = logging.getLogger(__name__)
 
 LIMIT_DESCRIPTIONS = {
     "requests_per_minute": "requests per minute",
@@ -240,6 +244,13 @@ class Admission:
         return rate_limit_headers(tightest(self.windows))
 
 
+class QuotaUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The rate limiter is unavailable; retry in a few seconds."
+    default_code = "quota_unavailable"
+    wait = 5
+
+
 class QuotaExceeded(exceptions.APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_code = "quota_exceeded"
@@ -302,6 +313,10 @@ def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
         if state is not None:
             state.rejection = rejection
         raise
+    except RedisError as error:
+        # Without its counters no request can be admitted safely: a retryable 503, never a 500.
+        logger.error("quota admission failed: Redis is unavailable (%s)", type(error).__name__)
+        raise QuotaUnavailable() from None
     if state is not None:
         state.admission = admission
     return admission

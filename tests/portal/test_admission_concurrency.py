@@ -17,8 +17,8 @@ from .conftest import issue_key, limit
 PROCESSES = 6
 ATTEMPTS_EACH = 10
 
-# Each child is a fresh interpreter (not a fork of this multi-threaded test process): it connects to the test
-# run's PostgreSQL and Redis, says "ready", waits for "go" so all start at once, then admits as fast as it can.
+# Each child is a fresh interpreter (a fork of this multi-threaded test process could hang on a copied lock):
+# it connects to the run's PostgreSQL and Redis, says "ready", waits for "go" so all start at once.
 CHILD = """
 import sys
 

@@ -37,8 +37,10 @@ class ModelNameTaken(Exception):
 
 
 def upload_limit_for(user) -> int:
-    """The largest model file `user` may upload, in bytes (plans will make this per user)."""
-    return settings.MODEL_UPLOAD_MAX_BYTES
+    """The largest model file `user` may upload, in bytes: the user's plan, never above the server's limit."""
+    from portal.quotas import upload_limit_for as plan_upload_limit
+
+    return min(plan_upload_limit(user), settings.MODEL_UPLOAD_MAX_BYTES)
 
 
 @dataclass

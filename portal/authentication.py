@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiKey
 
-KEY_CACHE_SECONDS = 300
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
@@ -45,7 +46,7 @@ def _load_key(prefix: str) -> ApiKey | None:
             "key": [getattr(key, name) for name in KEY_FIELDS],
             "user": [getattr(key.user, name) for name in USER_FIELDS],
         }
-        cache.set(key_cache_key(prefix), entry, KEY_CACHE_SECONDS)
+        cache.set(key_cache_key(prefix), entry, settings.ACCESS_CACHE_SECONDS)
     key = ApiKey.from_db("default", KEY_FIELDS, entry["key"])
     key.user = get_user_model().from_db("default", USER_FIELDS, entry["user"])
     return key
@@ -61,6 +62,7 @@ def touch_last_used(key: ApiKey) -> None:
     ).update(last_used_at=now)
 
 
+@sensitive_variables("header", "parts", "raw_key")
 def authenticate_bearer(header: str) -> ApiKey:
     """Find the active key named by an `Authorization: Bearer …` header, or raise AuthenticationFailed."""
     parts = header.split()

@@ -103,7 +103,7 @@ def stacked_bars(
                 colour,
                 _n(lx + 18),
                 ly + 11,
-                name[:28],
+                name if len(name) <= 22 else name[:21] + "…",
             )
         )
     if not series:

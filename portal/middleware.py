@@ -6,7 +6,13 @@ import logging
 
 from django.http import JsonResponse
 
-from .quotas import QuotaExceeded, RequestQuotaState, current_minute_headers, current_request_state
+from .quotas import (
+    QuotaExceeded,
+    QuotaUnavailable,
+    RequestQuotaState,
+    current_minute_headers,
+    current_request_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,8 @@ class RateLimitHeadersMiddleware:
         return response
 
     def process_exception(self, request, exception):
+        if isinstance(exception, QuotaUnavailable):
+            return JsonResponse({"error": str(exception.detail)}, status=503, headers={"Retry-After": "5"})
         if isinstance(exception, QuotaExceeded):
             return JsonResponse(
                 {

@@ -9,6 +9,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 
 class Scope(models.TextChoices):
@@ -20,6 +21,7 @@ class Scope(models.TextChoices):
 KEY_PREFIX_LENGTH = 8
 
 
+@sensitive_variables("raw_key")
 def hash_secret(raw_key: str) -> str:
     # Keys carry 256 bits of randomness, so a fast hash is enough; a password hash would only slow every
     # request.

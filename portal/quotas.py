@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import calendar
 import contextvars
+import logging
 import math
 import time
 from collections import defaultdict
@@ -51,11 +52,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
 from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
 
-LIMITS_CACHE_SECONDS = 300
+logger = logging.getLogger(__name__)
 
 LIMIT_DESCRIPTIONS = {
     "requests_per_minute": "requests per minute",
@@ -98,13 +100,16 @@ def quota_for(user) -> Quota:
 
 def effective_limits(user) -> Limits:
     """The user's plan with overrides applied; cached, and invalidated when a plan or quota changes."""
+    if user is None or not user.is_authenticated:
+        plan = Plan.default()
+        return Limits(plan=plan.name, **{name: getattr(plan, name) for name in Quota.LIMIT_FIELDS})
     cache_key = limits_cache_key(user.pk)
     cached = cache.get(cache_key)
     if cached is not None:
         return Limits(**cached)
     quota = quota_for(user)
     limits = Limits(plan=quota.plan.name, **quota.effective())
-    cache.set(cache_key, limits.as_dict(), LIMITS_CACHE_SECONDS)
+    cache.set(cache_key, limits.as_dict(), settings.ACCESS_CACHE_SECONDS)
     return limits
 
 
@@ -239,6 +244,13 @@ class Admission:
         return rate_limit_headers(tightest(self.windows))
 
 
+class QuotaUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The rate limiter is unavailable; retry in a few seconds."
+    default_code = "quota_unavailable"
+    wait = 5
+
+
 class QuotaExceeded(exceptions.APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_code = "quota_exceeded"
@@ -301,6 +313,10 @@ def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
         if state is not None:
             state.rejection = rejection
         raise
+    except RedisError as error:
+        # Without its counters no request can be admitted safely: a retryable 503, never a 500.
+        logger.error("quota admission failed: Redis is unavailable (%s)", type(error).__name__)
+        raise QuotaUnavailable() from None
     if state is not None:
         state.admission = admission
     return admission

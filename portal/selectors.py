@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from .models import UsageDay
@@ -96,21 +96,23 @@ def usage_per_day(user, *, days: int = 30) -> list[dict]:
 def usage_per_day_by(user, *, dimension: str, days: int = 30) -> dict[str, dict[str, int]]:
     """Requests per day split by model (`"model"`) or by key (`"key"`): {label: {iso day: requests}}."""
     calendar = last_days(days)
-    label = {
-        "model": F("version__model__name"),
-        "key": F("api_key__name"),
-    }[dimension]
+    # Keys are told apart by their prefix too: two keys may share a name.
+    fields = {"model": ["version__model__name"], "key": ["api_key__name", "api_key__prefix"]}[dimension]
     rows = (
         UsageDay.objects.filter(user=user, day__gte=calendar[0])
-        .annotate(label=label)
-        .values("label", "day")
+        .values(*fields, "day")
         .annotate(requests=Sum("requests"))
     )
     split: dict[str, dict[str, int]] = {}
     for row in rows:
-        name = row["label"] or ("browser session" if dimension == "key" else "deleted model")
-        split.setdefault(name, {})
-        split[name][row["day"].isoformat()] = split[name].get(row["day"].isoformat(), 0) + row["requests"]
+        if dimension == "model":
+            name = row["version__model__name"] or "deleted model"
+        elif row["api_key__prefix"]:
+            name = f"{row['api_key__name']} (mp_{row['api_key__prefix']})"
+        else:
+            name = "browser session"
+        per_day = split.setdefault(name, {})
+        per_day[row["day"].isoformat()] = per_day.get(row["day"].isoformat(), 0) + row["requests"]
     return split
 
 

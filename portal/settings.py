@@ -281,5 +281,11 @@ INFERENCE_RECORD_INTERVAL = env_float("INFERENCE_RECORD_INTERVAL", 0.25)
 # --- portal: API keys, plans, quotas ----------------------------------------------------------------------
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
 QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
+# How long a key or a user's limits stay cached. Changes invalidate the shared Redis cache at once; the
+# in-process cache (no REDIS_URL) is only invalidated in the process that made the change: keep it short there.
+ACCESS_CACHE_SECONDS = env_int("ACCESS_CACHE_SECONDS", 300 if REDIS_URL else 5)
 # RateLimit-* headers on every API response, and 429s for quota errors outside DRF.
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]
+# SQLite cannot enforce UsageDay's one-row-per-day constraint over NULL keys; readers sum the rows, so a rare
+# duplicate row from two racing writers changes no total.
+SILENCED_SYSTEM_CHECKS = ["models.W047"]

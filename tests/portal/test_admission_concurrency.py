@@ -2,59 +2,93 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import subprocess
+import sys
 import time
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.db import connections
 
 from portal.quotas import current_windows
+from tests.conftest import PROJECT_ROOT, database_url_for_test_db
 
 from .conftest import issue_key, limit
 
 PROCESSES = 6
 ATTEMPTS_EACH = 10
 
+# Each child is a fresh interpreter (a fork of this multi-threaded test process could hang on a copied lock):
+# it connects to the run's PostgreSQL and Redis, says "ready", waits for "go" so all start at once.
+CHILD = """
+import sys
 
-def admit_many(user_id: int, key_id: int | None, backend: str, barrier, results) -> None:
-    from django.conf import settings
+import django
 
-    from portal.models import ApiKey
-    from portal.quotas import QuotaExceeded, admit_prediction
+django.setup()
+from django.contrib.auth import get_user_model
+from django.db import connection
 
-    settings.QUOTA_BACKEND = backend
-    user = get_user_model().objects.get(pk=user_id)
-    api_key = ApiKey.objects.get(pk=key_id) if key_id else None
-    barrier.wait(timeout=60)
-    admitted = rejected = 0
-    for _ in range(ATTEMPTS_EACH):
-        try:
-            admit_prediction(user=user, api_key=api_key)
-            admitted += 1
-        except QuotaExceeded:
-            rejected += 1
-    connections.close_all()
-    results.put((admitted, rejected))
+from portal.models import ApiKey
+from portal.quotas import QuotaExceeded, admit_prediction, effective_limits, quota_backend, redis_client
+
+user_id, key_id, attempts = (int(arg) for arg in sys.argv[1:4])
+user = get_user_model().objects.get(pk=user_id)
+api_key = ApiKey.objects.get(pk=key_id) if key_id else None
+effective_limits(user)
+connection.ensure_connection()
+if quota_backend() == "redis":
+    redis_client().ping()
+print("ready", flush=True)
+sys.stdin.readline()
+admitted = 0
+for _ in range(attempts):
+    try:
+        admit_prediction(user=user, api_key=api_key)
+        admitted += 1
+    except QuotaExceeded:
+        pass
+print(admitted, flush=True)
+"""
 
 
 def run_in_processes(user, api_key, backend: str) -> list[tuple[int, int]]:
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(PROCESSES), context.Queue()
-    connections.close_all()  # each child opens its own connection
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url_for_test_db(),
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        QUOTA_BACKEND=backend,
+    )
+    args = [str(user.pk), str(api_key.pk if api_key else 0), str(ATTEMPTS_EACH)]
     children = [
-        context.Process(
-            target=admit_many, args=(user.pk, api_key.pk if api_key else None, backend, barrier, results)
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(PROCESSES)
     ]
-    for child in children:
-        child.start()
-    outcomes = [results.get(timeout=120) for _ in children]
-    for child in children:
-        child.join(30)
-        assert child.exitcode == 0
-    return outcomes
+    try:
+        for child in children:
+            line = child.stdout.readline()
+            assert line.strip() == "ready", child.stderr.read()
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outcomes = []
+        for child in children:
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+            admitted = int(out.strip())
+            outcomes.append((admitted, ATTEMPTS_EACH - admitted))
+        return outcomes
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -78,7 +78,7 @@ def test_the_page_shows_limits_and_a_chart_by_model_and_key(alice_client, alice,
     assert "Free" in html and 'class="meter-used">1<' in html and "of 1000 requests" in html
     assert html.count('<svg class="chart"') == 2
     assert "<title>digits: 4 on" in html  # a bar of the by-model chart
-    assert "<title>batch job: 4 on" in html and "<title>browser session: 1 on" in html
+    assert f"<title>batch job (mp_{key.prefix}): 4 on" in html and "<title>browser session: 1 on" in html
     assert "https://" not in html.split('<svg class="chart"')[1]  # drawn here, nothing fetched
 
 

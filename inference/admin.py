@@ -5,10 +5,21 @@ from .models import Prediction
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["id", "user", "version", "source", "status", "created_at", "compute_ms", "attempts"]
-    list_filter = ["status", "source"]
+    """The prediction ledger: read-only (rows are written by the service, never by hand)."""
+
+    list_display = [
+        "id", "user", "version", "source", "status", "created_at",
+        "queue_ms", "compute_ms", "bytes_in", "bytes_out", "attempts", "charged",
+    ]
+    list_filter = ["status", "source", "charged", "created_at"]
     search_fields = ["id", "user__username", "version__model__name"]
     list_select_related = ["user", "version__model__owner"]
     raw_id_fields = ["user", "api_key", "version"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Prediction._meta.fields]
+    exclude = ["inputs"]  # may be large, and they are the user's data
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

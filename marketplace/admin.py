@@ -14,8 +14,22 @@ class ModelVersionInline(admin.TabularInline):
         return False  # versions come from validated uploads only
 
 
+@admin.action(description="Unlist (make private)")
+def unlist_models(modeladmin, request, queryset):
+    count = queryset.update(visibility="private")
+    modeladmin.message_user(request, f"Unlisted {count} model(s): only their owners and staff see them now.")
+
+
+@admin.action(description="List (make public)")
+def list_models(modeladmin, request, queryset):
+    count = queryset.update(visibility="public")
+    modeladmin.message_user(request, f"Listed {count} model(s).")
+
+
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
+    # Taking a model down is Django's "Delete selected" action (the files go with the versions).
+    actions = [unlist_models, list_models]
     list_display = ["name", "owner", "task", "latest_format", "visibility", "downloads", "runs", "updated_at"]
     list_filter = ["visibility", "task", "latest_format"]
     search_fields = ["name", "owner__username"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -177,70 +176,3 @@ class UsageDayAdmin(admin.ModelAdmin):
         from .views import usage_csv_response
 
         return usage_csv_response(queryset, "modelport-usage.csv")
-
-
-# --- The catalog and the prediction ledger (registered in PortalConfig.ready unless their apps did) ---------
-
-
-@admin.action(description="Unlist (make private)")
-def unlist_models(modeladmin, request, queryset):
-    count = queryset.update(visibility="private")
-    modeladmin.message_user(request, f"Unlisted {count} model(s): only their owners and staff see them now.")
-
-
-@admin.action(description="List (make public)")
-def list_models(modeladmin, request, queryset):
-    count = queryset.update(visibility="public")
-    modeladmin.message_user(request, f"Listed {count} model(s).")
-
-
-class CatalogModelAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "owner", "task", "visibility", "runs", "downloads", "updated_at"]
-    list_filter = ["visibility", "task"]
-    search_fields = ["name", "owner__username", "description"]
-    list_select_related = ["owner"]
-    # Taking a model down is Django's "Delete selected" action (the files go with the versions).
-    actions = [unlist_models, list_models]
-
-
-class PredictionAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "user",
-        "version",
-        "source",
-        "status",
-        "created_at",
-        "queue_ms",
-        "compute_ms",
-        "bytes_in",
-        "bytes_out",
-        "charged",
-    ]
-    list_filter = ["status", "source", "charged", "created_at"]
-    search_fields = ["id", "user__username"]
-    list_select_related = ["user", "version__model__owner"]
-    date_hierarchy = "created_at"
-    exclude = ["inputs"]  # may be large, and they are the user's data
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-def register_catalog_admins() -> None:
-    for label, model_admin in (
-        ("marketplace.Model", CatalogModelAdmin),
-        ("inference.Prediction", PredictionAdmin),
-    ):
-        model = apps.get_model(label)
-        if not admin.site.is_registered(model):
-            admin.site.register(model, model_admin)
-        elif label == "marketplace.Model":
-            existing = admin.site.get_model_admin(model)
-            existing.actions = [
-                *(existing.actions or []),
-                *[a for a in CatalogModelAdmin.actions if a not in (existing.actions or [])],
-            ]

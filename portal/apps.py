@@ -6,8 +6,4 @@ class PortalConfig(AppConfig):
     verbose_name = "Accounts and access"
 
     def ready(self):
-        from . import admin, signals  # noqa: F401
-
-        # Registered here, after every app's admin module ran, so whichever app registers the catalog and
-        # predictions first keeps its admin and we only add ours where there is none.
-        admin.register_catalog_admins()
+        from . import signals  # noqa: F401

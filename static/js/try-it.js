@@ -91,10 +91,6 @@
     return /^U?INT\d+$/.test(datatype || "");
   }
 
-  function isFloatType(datatype) {
-    return /^FP\d+$/.test(datatype || "") || !datatype;
-  }
-
   function exampleValue(datatype) {
     if (datatype === "BOOL") return false;
     if (datatype === "BYTES") return "example";
@@ -341,7 +337,9 @@
     } else {
       container.appendChild(el("p", { className: "muted", text: "The model returned no outputs." }));
     }
-    container.appendChild(el("details", { className: "try-it-raw" }, [
+    var hasTop = Array.isArray(result.top) && result.top.length > 0;
+    // Without a chart the raw answer is part of the result, so it starts open.
+    container.appendChild(el("details", { className: "try-it-raw", open: !hasTop }, [
       el("summary", { text: "Raw JSON" }),
       el("pre", {}, [el("code", { text: readableJson(result, 2) })]),
     ]));

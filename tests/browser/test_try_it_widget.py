@@ -142,6 +142,7 @@ def test_the_result_is_a_bar_chart_of_the_top_labels_with_latency_and_version(wi
     expect(page.locator(".try-it-result")).to_contain_text("version 3")
     expect(page.locator(".try-it-result")).to_contain_text("3.4 ms")
     assert page.locator(".try-it-result").get_attribute("aria-live") == "polite"
+    expect(page.locator(".try-it-raw pre")).to_be_hidden()  # folded under the chart
     page.get_by_text("Raw JSON").click()
     expect(page.locator(".try-it-raw pre")).to_contain_text('"latency_ms": 3.4')
     expect(page.locator(".try-it-status")).to_have_text("Done")
@@ -293,6 +294,8 @@ def test_any_other_model_gets_a_json_editor_per_input_prefilled_from_the_signatu
     expect(table).to_contain_text("[1, 2]")
     expect(table).to_contain_text("0.25, -1.5")
     expect(page.locator(".try-it-bars")).to_have_count(0)
+    expect(page.locator(".try-it-raw pre")).to_be_visible()  # open: without a chart it is the answer
+    expect(page.locator(".try-it-raw pre")).to_contain_text('"data": [0.25, -1.5]')
     expect(page.locator(".try-it-result")).to_contain_text("12 ms")
     assert widget_page.calls[0].body == {"inputs": {"x": [[1, 2, 3]], "ids": [[[0, 0]], [[0, 0]]]}}
 

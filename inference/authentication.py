@@ -1,36 +1,16 @@
-"""Bearer keys on the prediction hot path, remembered for a few seconds so a request costs no key query.
-
-A revoked or expired key stops working within `INFERENCE_LOOKUP_CACHE_SECONDS`.
-"""
+"""Bearer keys on the prediction hot path: `portal.authentication.authenticate_bearer` caches them
+(no key query per request) and forgets a key the moment it is revoked."""
 
 from __future__ import annotations
-
-import hashlib
-import threading
-import time
-
-from django.conf import settings
 
 from portal.authentication import ApiKeyAuthentication, authenticate_bearer
 from portal.models import ApiKey
 
-_keys: dict[str, tuple[float, ApiKey]] = {}
-_lock = threading.Lock()
-
 
 def bearer_key_cached(header: str) -> ApiKey:
-    """`authenticate_bearer`, cached by the header's hash; raises AuthenticationFailed like it."""
-    digest = hashlib.sha256(header.encode()).hexdigest()
-    now = time.monotonic()
-    cached = _keys.get(digest)
-    if cached is not None and cached[0] > now and cached[1].is_active():
-        return cached[1]
-    key = authenticate_bearer(header)
-    with _lock:
-        if len(_keys) > 10_000:
-            _keys.clear()
-        _keys[digest] = (now + settings.INFERENCE_LOOKUP_CACHE_SECONDS, key)
-    return key
+    """`authenticate_bearer`, which caches keys itself (in Redis when configured) and drops a key from its
+    cache when it is revoked, so revocation applies to the very next request."""
+    return authenticate_bearer(header)
 
 
 class CachedApiKeyAuthentication(ApiKeyAuthentication):

@@ -1,8 +1,8 @@
 """Tensors in and out: JSON nested lists, Open Inference Protocol tensors, the binary tensor data extension.
 
-Inside the app a tensor is a numpy array; BYTES tensors are object arrays of `bytes`. Everything a client sends is
-checked against the version's signature here, before anything is queued, and a problem raises `TensorError` with a
-message that names it.
+Inside the app a tensor is a numpy array; BYTES tensors are object arrays of `bytes`. Everything a client
+sends is checked against the version's signature here, before anything is queued, and a problem raises
+`TensorError` with a message that names it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def datatype_of(array: np.ndarray) -> str:
         raise TensorError(f"unsupported tensor dtype {array.dtype}") from None
 
 
-# --- decoding values -------------------------------------------------------------------------------------------
+# --- decoding values ----------------------------------------------------------------------------------------
 
 
 def _as_bytes_element(value, name: str) -> bytes:
@@ -59,7 +59,7 @@ def _as_bytes_element(value, name: str) -> bytes:
 
 
 def _array_from_values(values, datatype: str, name: str) -> np.ndarray:
-    """Nested lists (or a flat list) of JSON values into an array of the datatype, checking every value fits."""
+    """Nested lists (or a flat list) of JSON values into an array of the datatype; every value must fit."""
     if datatype == "BYTES":
         try:
             raw = np.array(values, dtype=object)
@@ -133,7 +133,7 @@ def _expected(datatype: str) -> str:
     return "integers" if DATATYPES[datatype].kind in "iu" else "numbers"
 
 
-# --- the signature ---------------------------------------------------------------------------------------------
+# --- the signature ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ class TensorSpec:
     def check(self, array: np.ndarray) -> None:
         if array.ndim != len(self.shape):
             raise TensorError(
-                f"input '{self.name}' has shape {list(array.shape)}: the model expects rank {len(self.shape)} "
+                f"input '{self.name}' has shape {list(array.shape)}: "
+                f"the model expects rank {len(self.shape)} "
                 f"(shape {list(self.shape)}, -1 is any size)"
             )
         for axis, (got, want) in enumerate(zip(array.shape, self.shape, strict=True)):
@@ -191,7 +192,7 @@ def decode_named_lists(inputs: dict, signature: dict) -> dict[str, np.ndarray]:
 def decode_oip_tensors(
     inputs: list, signature: dict, binary: BinaryBody | None = None
 ) -> dict[str, np.ndarray]:
-    """`[{"name", "datatype", "shape", "data"}]` (data flat, row-major), or binary chunks after the JSON header."""
+    """`[{"name", "datatype", "shape", "data"}]` (data flat, row-major), or binary chunks after the JSON."""
     specs = {spec.name: spec for spec in specs_of(signature, "inputs")}
     names = []
     tensors = {}
@@ -217,7 +218,8 @@ def decode_oip_tensors(
         if "binary_data_size" in parameters:
             if binary is None:
                 raise TensorError(
-                    f"input {name!r} has binary_data_size but the request has no Inference-Header-Content-Length"
+                    f"input {name!r} has binary_data_size but the request has no "
+                    "Inference-Header-Content-Length"
                 )
             array = tensor_from_bytes(
                 binary.take(parameters["binary_data_size"], name), datatype, shape, name
@@ -238,7 +240,7 @@ def decode_oip_tensors(
     return tensors
 
 
-# --- binary encoding (the extension, and the worker's wire format) ---------------------------------------------
+# --- binary encoding (the extension, and the worker's wire format) ------------------------------------------
 
 
 def tensor_to_bytes(array: np.ndarray) -> bytes:
@@ -331,7 +333,7 @@ def unpack_tensors(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     return header, tensors
 
 
-# --- encoding outputs ------------------------------------------------------------------------------------------
+# --- encoding outputs ---------------------------------------------------------------------------------------
 
 
 def json_data(array: np.ndarray) -> list:
@@ -350,7 +352,7 @@ def encode_outputs_json(tensors: dict[str, np.ndarray]) -> list[dict]:
 def encode_outputs_oip(
     tensors: dict[str, np.ndarray], requested: list[dict] | None, binary_default: bool
 ) -> tuple[list[dict], list[bytes]]:
-    """Outputs for /v2/: JSON data, or binary chunks where the request asks for them (tritonclient's default)."""
+    """Outputs for /v2/: JSON data, or binary chunks where asked (tritonclient's default)."""
     if requested:
         wanted = []
         for position, output in enumerate(requested):
@@ -400,7 +402,7 @@ def top_classes(tensors: dict[str, np.ndarray], labels: list[str], count: int = 
     return None
 
 
-# --- images ----------------------------------------------------------------------------------------------------
+# --- images -------------------------------------------------------------------------------------------------
 
 
 def decode_image(encoded: str, preprocessing: dict, signature: dict) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """The interactive consumer: `python -m inference.consumer --name NAME`, started and watched by the worker.
 
-It drains the per-model queues in Redis, runs one batched call per model, replies to each caller, then records the
-batch in the database at once (`predictions_record`). See `inference.interactive` for the keys.
+It drains the per-model queues in Redis, runs one batched call per model, replies to each caller, then records
+the batch in the database at once (`predictions_record`). See `inference.interactive` for the keys.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import json
 import logging
 import os
+import queue
+import threading
 import time
 
 import numpy as np
@@ -20,7 +22,7 @@ WAKE_DRAIN = 256
 
 
 def run_batch(runtime, signature: dict, batch: list[dict[str, np.ndarray]], seconds: float | None) -> list:
-    """One call for the whole batch when every input's dim 0 is dynamic and the rest agree, else one call each.
+    """One call for the batch when every input's dim 0 is dynamic and the rest agree, else one call each.
 
     Returns, per request, its outputs or the RuntimeFailure it met.
     """
@@ -65,11 +67,12 @@ def _concatenable(signature: dict, batch: list[dict[str, np.ndarray]]) -> bool:
 
 def serve_batch(items: list[bytes], consumer: str) -> None:
     from django.conf import settings
+    from django.db import close_old_connections
     from django.utils import timezone
 
     from . import interactive
-    from .runtimes import RuntimeFailure, VersionRef, runtime_for
-    from .services import Finished, predictions_record
+    from .runtimes import RuntimeFailure, runtime_for
+    from .services import Finished, version_ref_cached
 
     requests = [interactive.unpack_tensors(item) for item in items]
     headers = [header for header, _ in requests]
@@ -79,10 +82,11 @@ def serve_batch(items: list[bytes], consumer: str) -> None:
         json.dumps({"started": time.time(), "headers": headers}),
         ex=3600,
     )
-    ref = VersionRef(**headers[0]["ref"])
     started_at = timezone.now()
     started = time.perf_counter()
+    close_old_connections()  # only a version seen for the first time queries the database
     try:
+        ref = version_ref_cached(version_id=headers[0]["version_id"])
         runtime = runtime_for(ref)
         results = run_batch(
             runtime, ref.signature, [t for _, t in requests], settings.CELERY_TASK_SOFT_TIME_LIMIT
@@ -116,33 +120,77 @@ def serve_batch(items: list[bytes], consumer: str) -> None:
         finished.append(item)
     pipe.delete(interactive.key("inflight", consumer))
     pipe.execute()
-    predictions_record(finished)
+    recorder.put(finished)
+
+
+class Recorder(threading.Thread):
+    """Writes the records of answered calls off the serving loop: callers never wait on the database.
+
+    Everything finished since the last write goes in one `predictions_record` call (one bulk INSERT).
+    """
+
+    def __init__(self):
+        super().__init__(name="prediction-recorder", daemon=True)
+        self.finished: queue.Queue = queue.Queue()
+
+    def put(self, finished: list) -> None:
+        self.finished.put(finished)
+
+    def run(self) -> None:
+        from django.db import close_old_connections
+
+        from .services import predictions_record
+
+        while True:
+            pending = list(self.finished.get())
+            while True:
+                try:
+                    pending.extend(self.finished.get_nowait())
+                except queue.Empty:
+                    break
+            close_old_connections()
+            try:
+                predictions_record(pending)
+            except Exception:
+                logger.exception("could not record %d interactive predictions", len(pending))
+
+
+recorder = Recorder()
 
 
 def consume(consumer: str) -> None:
-    from django.db import close_old_connections
-
     from . import interactive
 
     redis = interactive.client()
     parent = os.getppid()
     wake_key = interactive.key("wake")
     batch_size = int(os.environ.get("INFERENCE_MAX_BATCH", "0")) or 64
+    recorder.start()
     logger.info("interactive consumer %s serving", consumer)
     while os.getppid() == parent:  # the worker that started us is gone: so are we
         item = redis.blpop([wake_key], timeout=1)
         if item is None:
             continue
-        queues = dict.fromkeys([item[1], *(redis.lpop(wake_key, WAKE_DRAIN) or [])])
-        close_old_connections()
-        for queue in queues:
-            items = redis.lpop(interactive.key("q", queue.decode()), batch_size)
-            if items:
+        # Every request's wake-up is pushed after the request, and popped here before its queue is read: no
+        # request is left behind without a wake-up to find it.
+        first = item[1]
+        pipe = redis.pipeline(transaction=False)
+        pipe.lpop(wake_key, WAKE_DRAIN)
+        pipe.lpop(interactive.key("q", first.decode()), batch_size)
+        more, items = pipe.execute()
+        for model_queue in dict.fromkeys([first, *(more or [])]):
+            if items is None:
+                items = redis.lpop(interactive.key("q", model_queue.decode()), batch_size)
+            while items:
                 try:
                     serve_batch(items, consumer)
                 except Exception:
                     logger.exception("interactive batch failed")
                     fail_batch(items, "The worker could not run this request.")
+                if len(items) < batch_size:
+                    break
+                items = redis.lpop(interactive.key("q", model_queue.decode()), batch_size)
+            items = None
 
 
 def fail_batch(items: list[bytes], error: str) -> None:

@@ -1,12 +1,13 @@
 """The interactive path: a lean request/reply over Redis lists, served by a consumer the worker supervises.
 
-The web pushes a request (a JSON header and the tensors' bytes) onto the model's queue `q:<sha256>`, pushes the
-sha256 onto `wake`, and waits on its own reply key. The consumer pops a wake-up, drains the model's queue and runs
-one batched call per model, replies to each caller, then records the whole batch in the database at once.
+The web pushes a request (a JSON header and the tensors' bytes) onto the model's queue `q:<sha256>`, pushes
+the sha256 onto `wake`, and waits on its own reply key. The consumer pops a wake-up, drains the model's queue
+and runs one batched call per model, replies to each caller, then records the whole batch in the database at
+once.
 
 Keys (under `INFERENCE_REDIS_PREFIX`): `wake`, `q:<sha256>`, `r:<prediction id>`, `alive` (the supervisors'
-heartbeat: no consumer, no point waiting), `inflight:<consumer>` (the batch being run, so a supervisor can answer
-its callers when the consumer dies), `consumers` (consumer name -> pid).
+heartbeat: no consumer, no point waiting), `inflight:<consumer>` (the batch being run, so a supervisor can
+answer its callers when the consumer dies), `consumers` (consumer name -> pid).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Runtimes: open a ready model version once per worker process and run it on numpy tensors.
 
-Sessions stay open in an LRU bounded by `INFERENCE_SESSION_MEMORY_MB`, keyed by the file's sha256; files are copied
-from Django's storage into a local cache named by sha256, so a worker on another machine works the same.
+Sessions stay open in an LRU bounded by `INFERENCE_SESSION_MEMORY_MB`, keyed by the file's sha256; files are
+copied from Django's storage into a local cache named by sha256, so a worker on another machine works the
+same.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Runtime:
         raise NotImplementedError
 
     def run_with_limit(self, inputs: dict[str, np.ndarray], seconds: float | None) -> dict[str, np.ndarray]:
-        """Run, giving up after `seconds` where the runtime can be interrupted (else the hard limit applies)."""
+        """Run, giving up after `seconds` where the runtime can stop (else the hard limit applies)."""
         return self.run(inputs)
 
 
@@ -99,7 +100,7 @@ class OnnxRuntime(Runtime):
         feed = {}
         for name, array in inputs.items():
             if name in self.string_inputs:
-                # ONNX Runtime takes Python str for string tensors (it would stringify bytes objects as "b'…'").
+                # ONNX Runtime takes str for string tensors (it would stringify bytes objects as "b'…'").
                 try:
                     feed[name] = np.array(
                         [item.decode() for item in array.ravel().tolist()], dtype=object

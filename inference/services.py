@@ -2,7 +2,8 @@
 
 Two hook points for quotas and usage:
 - `prediction_submit` is the only place the web admits a prediction, before anything is queued or run.
-- `predictions_record` is the only place the worker records finished predictions (in bulk): compute is charged there.
+- `predictions_record` is the only place the worker records finished predictions (in bulk): compute is charged
+  there.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from marketplace.models import Model, ModelVersion, Visibility
+from portal.quotas import admit_prediction, charge_finished
 
 from . import interactive
 from .codec import encode_outputs_json, tensor_from_bytes, tensor_to_bytes, top_classes
@@ -38,7 +40,7 @@ class VersionNotFound(LookupError):
     pass
 
 
-# --- looking up what to run (cached: the hot path must not query the catalog on every request) -----------------
+# --- looking up what to run (cached: the hot path must not query the catalog on every request) --------------
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,20 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
     )
 
 
+_refs: dict[int, VersionRef] = {}
+
+
+def version_ref_cached(*, version_id: int) -> VersionRef:
+    """Versions are immutable: a worker looks each one up once. Only ready versions are ever opened."""
+    ref = _refs.get(version_id)
+    if ref is None:
+        version = ModelVersion.objects.filter(id=version_id, status=ModelVersion.Status.READY).first()
+        if version is None:
+            raise RuntimeFailure("this model version is not ready to run")
+        ref = _refs[version_id] = version_ref(version)
+    return ref
+
+
 def version_ref(version: ModelVersion) -> VersionRef:
     return VersionRef(
         version_id=version.id,
@@ -119,7 +135,7 @@ def version_ref(version: ModelVersion) -> VersionRef:
     )
 
 
-# --- admission -------------------------------------------------------------------------------------------------
+# --- admission ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -148,9 +164,11 @@ def prediction_submit(
 ) -> Submission:
     """Admit one prediction (inputs already checked against the signature) and queue it.
 
-    Interactive calls go to the worker over Redis when it is configured (no database write here); jobs, and every
-    call when Redis is not configured, get a `Prediction` row and a Celery task.
+    Interactive calls go to the worker over Redis when it is configured (no database write here); jobs,
+    and every call when Redis is not configured, get a `Prediction` row and a Celery task.
     """
+    # Quotas and rate limits: counts the request or raises QuotaExceeded (429) before anything is queued.
+    admit_prediction(user=user, api_key=api_key)
     submission = Submission(
         id=uuid.uuid4(), target=target, created_at=timezone.now(), started=time.monotonic()
     )
@@ -162,7 +180,8 @@ def prediction_submit(
         "bytes_in": bytes_in,
         "created_at": submission.created_at.timestamp(),
         "model_id": target.model_id,
-        "ref": target.ref.__dict__,
+        "version_id": target.ref.version_id,
+        "sha256": target.ref.sha256,
     }
     submission.header, submission.tensors = header, inputs
     if not asynchronous and interactive.enabled():
@@ -216,8 +235,10 @@ class Outcome:
 def prediction_wait(
     *, submission: Submission, timeout: float, fall_back_to_job: bool, user, api_key
 ) -> Outcome:
-    """Wait up to `timeout` s for the result. Not done by then: `pending` (the record then exists, as a job or a
-    running row the worker completes) if `fall_back_to_job`, else `unavailable` (a 503)."""
+    """Wait up to `timeout` s for the result.
+
+    Not done by then: `pending` (the record then exists, as a job or a running row the worker completes)
+    if `fall_back_to_job`, else `unavailable` (a 503)."""
     if submission.call is not None:
         reply = interactive.wait(submission.call, timeout)
         if reply is not None:
@@ -312,7 +333,7 @@ def inputs_from_json(stored: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-# --- running (in the worker) -----------------------------------------------------------------------------------
+# --- running (in the worker) --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -345,7 +366,8 @@ def prediction_execute(*, prediction_id: str, soft_time_limit: float | None = No
     if prediction.attempts > settings.PREDICTION_MAX_ATTEMPTS:
         prediction_fail(
             prediction_id=prediction.id,
-            error=f"The worker running this prediction was lost {prediction.attempts - 1} times; not retried.",
+            error=f"The worker running this prediction was lost {prediction.attempts - 1} times; "
+            "not retried.",
         )
         return
     finished = Finished(
@@ -394,7 +416,7 @@ def predictions_record(finished: list[Finished]) -> None:
                     id=item.id,
                     user_id=header["user_id"],
                     api_key_id=header["api_key_id"],
-                    version_id=header["ref"]["version_id"],
+                    version_id=header["version_id"],
                     source=header["source"],
                     created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),
                     bytes_in=header["bytes_in"],
@@ -427,6 +449,8 @@ def predictions_record(finished: list[Finished]) -> None:
             )
         for model_id, count in runs.items():
             Model.objects.filter(id=model_id).update(runs=F("runs") + count)
+    # Usage ledger and compute quota: each finished prediction is accounted once (Prediction.charged).
+    charge_finished([item.id for item in finished])
 
 
 def _stored_outputs(item: Finished) -> tuple[list | None, str, int]:
@@ -445,7 +469,7 @@ def _interactive_row(header: dict, *, status: str) -> Prediction:
         id=header["id"],
         user_id=header["user_id"],
         api_key_id=header["api_key_id"],
-        version_id=header["ref"]["version_id"],
+        version_id=header["version_id"],
         source=header["source"],
         status=status,
         created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),
@@ -481,7 +505,7 @@ def prediction_cancel(*, prediction: Prediction) -> Prediction:
 
 
 def predictions_reap() -> int:
-    """Fail what no worker will finish: running past the hard time limit (plus a margin), or out of attempts."""
+    """Fail what no worker will finish: running past the hard limit (plus a margin), or out of attempts."""
     now = timezone.now()
     limit = settings.CELERY_TASK_TIME_LIMIT + settings.PREDICTION_REAP_MARGIN
     stuck = Prediction.objects.filter(
@@ -490,7 +514,8 @@ def predictions_reap() -> int:
     count = stuck.update(
         status=Prediction.Status.FAILED,
         finished_at=now,
-        error=f"Timed out: still running after {limit} s (the time limit is {settings.CELERY_TASK_TIME_LIMIT} s); "
+        error=f"Timed out: still running after {limit} s "
+        f"(the time limit is {settings.CELERY_TASK_TIME_LIMIT} s); "
         "its worker was lost or the model ran too long.",
     )
     count += Prediction.objects.filter(

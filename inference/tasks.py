@@ -20,7 +20,7 @@ app.steps["worker"].add(InferenceWorkerStep)
 
 class PredictionTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Runs in the worker's main process when the hard limit killed the pool process running the prediction.
+        # Runs in the worker's main process when the hard limit killed the pool process running it.
         if isinstance(exc, TimeLimitExceeded) and kwargs.get("prediction_id"):
             prediction_fail(
                 prediction_id=kwargs["prediction_id"],

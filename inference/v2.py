@@ -49,7 +49,7 @@ def health_ready(request):
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
-# --- models and inference ---------------------------------------------------------------------------------------
+# --- models and inference -----------------------------------------------------------------------------------
 
 SERVER_NAME = "modelport"
 SERVER_VERSION = "1.0.0"

@@ -1,9 +1,10 @@
 """What the Celery worker runs besides tasks: the interactive consumer (supervised) and the reaper.
 
 A bootstep starts one supervisor thread in the worker's main process. It keeps an interactive consumer process
-alive (when Redis is configured), answers the callers of a batch whose consumer died or ran past the hard time limit
-(503, promptly), heartbeats `alive` so the web knows someone is serving, and every `PREDICTION_REAPER_INTERVAL`
-seconds runs the reaper (celery beat is not part of `make run`, so the worker carries its own timer).
+alive (when Redis is configured), answers the callers of a batch whose consumer died or ran past the hard time
+limit (503, promptly), heartbeats `alive` so the web knows someone is serving, and every
+`PREDICTION_REAPER_INTERVAL` seconds runs the reaper (celery beat is not part of `make run`, so the worker
+carries its own timer).
 """
 
 from __future__ import annotations

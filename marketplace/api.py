@@ -7,7 +7,6 @@ from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from . import services
 from .filters import ModelFilterSet
 from .models import Model, ModelVersion
+from .pagination import CatalogPagination
 from .serializers import (
     FORMAT_EXTENSIONS,
     ModelDetailSerializer,
@@ -42,12 +42,6 @@ class UnsupportedModel(APIException):
     default_code = "unsupported_model"
 
 
-class CatalogPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 class ScopedByMethod:
     """Reads need the `read` scope, writes the `upload` scope."""
 
@@ -63,7 +57,7 @@ def visible_model_or_404(request, owner: str, name: str) -> Model:
         .filter(owner__username=owner, name__iexact=name)
         .first()
     )
-    if model is None:
+    if model is None or not model.is_published_for(request.user):
         raise Http404("No such model.")
     return model
 
@@ -114,8 +108,12 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
     @extend_schema(
         summary="Upload a new model (its version 1)",
         request={"multipart/form-data": ModelUploadSerializer},
-        responses={201: ModelDetailSerializer, 202: UploadPendingSerializer, 413: OpenApiResponse(description="too large"),
-                   415: OpenApiResponse(description="not a supported, valid model")},
+        responses={
+            201: ModelDetailSerializer,
+            202: UploadPendingSerializer,
+            413: OpenApiResponse(description="too large"),
+            415: OpenApiResponse(description="not a supported, valid model"),
+        },
     )
     def post(self, request, *args, **kwargs):
         limit = refuse_oversized_request(request)
@@ -127,9 +125,17 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
         stored = store_or_refuse(file=data["file"], limit=limit)
         try:
             version = services.model_create(
-                owner=request.user, name=data["name"], stored=stored, task=data["task"],
-                description=data["description"], tags=data["tags"], license=data["license"], labels=data["labels"],
-                preprocessing=data["preprocessing"], visibility=data["visibility"], notes=data["notes"],
+                owner=request.user,
+                name=data["name"],
+                stored=stored,
+                task=data["task"],
+                description=data["description"],
+                tags=data["tags"],
+                license=data["license"],
+                labels=data["labels"],
+                preprocessing=data["preprocessing"],
+                visibility=data["visibility"],
+                notes=data["notes"],
                 signature_hint=data["signature"] or None,
             )
         except services.ModelNameTaken as exc:
@@ -140,8 +146,9 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
         if version.status == ModelVersion.Status.VALIDATING:
             return pending_response(version)
         model = Model.objects.select_related("owner").prefetch_related("versions").get(pk=version.model_id)
-        return Response(ModelDetailSerializer(model, context={"request": request}).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            ModelDetailSerializer(model, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
@@ -149,7 +156,9 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
 
     def get_object(self) -> Model:
         model = visible_model_or_404(self.request, self.kwargs["owner"], self.kwargs["name"])
-        if self.request.method not in permissions.SAFE_METHODS and not model.is_editable_by(self.request.user):
+        if self.request.method not in permissions.SAFE_METHODS and not model.is_editable_by(
+            self.request.user
+        ):
             raise PermissionDenied("Only the model's owner can change it.")
         return model
 
@@ -157,8 +166,11 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
     def get(self, request, owner: str, name: str):
         return Response(ModelDetailSerializer(self.get_object(), context={"request": request}).data)
 
-    @extend_schema(summary="Edit a model's metadata (owner only)", request=ModelUpdateSerializer,
-                   responses=ModelDetailSerializer)
+    @extend_schema(
+        summary="Edit a model's metadata (owner only)",
+        request=ModelUpdateSerializer,
+        responses=ModelDetailSerializer,
+    )
     def patch(self, request, owner: str, name: str):
         model = self.get_object()
         changes = ModelUpdateSerializer(model, data=request.data, partial=True)
@@ -174,6 +186,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
 
 class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
     serializer_class = VersionSerializer
+    queryset = ModelVersion.objects.none()  # versions are looked up through their visible model
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(summary="A model's versions", responses=VersionSerializer(many=True))
@@ -187,8 +200,12 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
     @extend_schema(
         summary="Upload a new version (owner only)",
         request={"multipart/form-data": VersionUploadSerializer},
-        responses={201: VersionSerializer, 202: UploadPendingSerializer, 413: OpenApiResponse(description="too large"),
-                   415: OpenApiResponse(description="not a supported, valid model")},
+        responses={
+            201: VersionSerializer,
+            202: UploadPendingSerializer,
+            413: OpenApiResponse(description="too large"),
+            415: OpenApiResponse(description="not a supported, valid model"),
+        },
     )
     def post(self, request, owner: str, name: str):
         model = visible_model_or_404(request, owner, name)
@@ -198,8 +215,12 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
         payload = VersionUploadSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         stored = store_or_refuse(file=payload.validated_data["file"], limit=limit)
-        version = services.version_create(model=model, stored=stored, notes=payload.validated_data["notes"],
-                                          signature_hint=payload.validated_data["signature"] or None)
+        version = services.version_create(
+            model=model,
+            stored=stored,
+            notes=payload.validated_data["notes"],
+            signature_hint=payload.validated_data["signature"] or None,
+        )
         version = services.version_publish(version=version)
         if version.status == ModelVersion.Status.REJECTED:
             raise UnsupportedModel(version.reason)
@@ -232,16 +253,22 @@ class VersionDetailView(APIView):
 class VersionFileView(APIView):
     required_scope = "read"
 
-    @extend_schema(summary="Download a version's file as uploaded",
-                   responses={(200, "application/octet-stream"): OpenApiResponse(description="the model file")},
-                   parameters=[OpenApiParameter("number", int, OpenApiParameter.PATH)])
+    @extend_schema(
+        summary="Download a version's file as uploaded",
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="the model file")},
+        parameters=[OpenApiParameter("number", int, OpenApiParameter.PATH)],
+    )
     def get(self, request, owner: str, name: str, number: int):
         version = visible_version_or_404(request, owner, name, number)
         if version.status != ModelVersion.Status.READY or not default_storage.exists(version.file.name):
             raise Http404("This version has no downloadable file.")
         services.version_record_download(version=version)
         filename = f"{version.model.name}-v{version.number}.{FORMAT_EXTENSIONS.get(version.format, 'bin')}"
-        response = FileResponse(default_storage.open(version.file.name, "rb"), as_attachment=True, filename=filename,
-                                content_type="application/octet-stream")
+        response = FileResponse(
+            default_storage.open(version.file.name, "rb"),
+            as_attachment=True,
+            filename=filename,
+            content_type="application/octet-stream",
+        )
         response["X-Content-SHA256"] = version.sha256
         return response

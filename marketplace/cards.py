@@ -1,4 +1,5 @@
-"""Model cards: Markdown written by uploaders, rendered to HTML that cannot run script in a visitor's browser."""
+"""Model cards: Markdown written by uploaders, rendered to HTML that cannot run script
+in a visitor's browser."""
 
 from __future__ import annotations
 
@@ -7,17 +8,58 @@ import nh3
 from django.utils.safestring import SafeString, mark_safe
 
 CARD_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "dl", "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6",
-    "hr", "i", "img", "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table", "tbody", "td", "th", "thead",
-    "tr", "ul",
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "code",
+    "dd",
+    "del",
+    "dl",
+    "dt",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "thead",
+    "tr",
+    "ul",
 }
-CARD_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"align"}, "td": {"align"},
-                   "code": {"class"}}
+CARD_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title"},
+    "th": {"align"},
+    "td": {"align"},
+    "code": {"class"},
+}
 
 
 def render_card(text: str) -> SafeString:
-    """Markdown to sanitized HTML: only the tags above, only http(s)/mailto links, no event handlers or styles."""
-    html = markdown.markdown(text or "", extensions=["fenced_code", "tables", "sane_lists"], output_format="html")
+    """Markdown to sanitized HTML: only the tags above, http(s)/mailto links only,
+    no event handlers or styles.
+    """
+    html = markdown.markdown(
+        text or "", extensions=["fenced_code", "tables", "sane_lists"], output_format="html"
+    )
     clean = nh3.clean(
         html,
         tags=CARD_TAGS,

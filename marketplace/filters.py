@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import django_filters
-from django.contrib.postgres.search import SearchQuery, SearchVectorField
+from django.contrib.postgres.search import SearchQuery
 from django.db import connection
 from django.db.models import Q
-from django.db.models.expressions import RawSQL
 
 from .models import Format, Model, Task
-
-# Must stay identical to the expression index in migration 0002, or PostgreSQL will not use the index.
-SEARCH_DOCUMENT = (
-    "to_tsvector('english'::regconfig, COALESCE(\"marketplace_model\".\"name\", '') || ' ' || "
-    "COALESCE(\"marketplace_model\".\"description\", '') || ' ' || COALESCE((\"marketplace_model\".\"tags\")::text, ''))"
-)
 
 SORTS = {
     "-downloads": ["-downloads", "-id"],
@@ -35,7 +28,9 @@ class ModelFilterSet(django_filters.FilterSet):
     format = django_filters.ChoiceFilter(field_name="latest_format", choices=Format.choices)
     tag = django_filters.CharFilter(method="filter_tag")
     owner = django_filters.CharFilter(field_name="owner__username")
-    sort = django_filters.ChoiceFilter(choices=[(key, key) for key in SORTS], method="filter_sort", empty_label="")
+    sort = django_filters.ChoiceFilter(
+        choices=[(key, key) for key in SORTS], method="filter_sort", empty_label=""
+    )
 
     class Meta:
         model = Model
@@ -46,10 +41,12 @@ class ModelFilterSet(django_filters.FilterSet):
         if not value:
             return queryset
         if on_postgresql():
-            document = RawSQL(SEARCH_DOCUMENT, [], output_field=SearchVectorField())
-            query = SearchQuery(value, config="english", search_type="websearch")
-            return queryset.alias(document=document).filter(document=query)
-        return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(tags__icontains=value))
+            return queryset.filter(
+                search_document=SearchQuery(value, config="english", search_type="websearch")
+            )
+        return queryset.filter(
+            Q(name__icontains=value) | Q(description__icontains=value) | Q(tags__icontains=value)
+        )
 
     def filter_tag(self, queryset, name, value):
         if on_postgresql():

@@ -48,11 +48,16 @@ class PreprocessingField(JSONObjectFormField):
 
 
 class ModelUploadForm(forms.Form):
-    name = forms.CharField(max_length=100, validators=[model_name_validator],
-                           help_text="Letters, digits, '.', '_' or '-'; the model's address is your-name/this-name.")
-    file = forms.FileField(allow_empty_file=True,
-                           help_text="ONNX (.onnx), TorchScript (torch.jit.save) or torch.export (.pt2). "
-                                     "Pickles and torch.save files are refused.")
+    name = forms.CharField(
+        max_length=100,
+        validators=[model_name_validator],
+        help_text="Letters, digits, '.', '_' or '-'; the model's address is your-name/this-name.",
+    )
+    file = forms.FileField(
+        allow_empty_file=True,
+        help_text="ONNX (.onnx), TorchScript (torch.jit.save) or torch.export (.pt2). "
+        "Pickles and torch.save files are refused.",
+    )
     task = forms.ChoiceField(choices=Task.choices, initial=Task.OTHER)
     description = forms.CharField(widget=forms.Textarea, required=False, label="Model card (Markdown)")
     tags = CommaSeparatedField(required=False, help_text="Comma-separated.")
@@ -60,9 +65,13 @@ class ModelUploadForm(forms.Form):
     license = forms.CharField(max_length=100, required=False)
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
     preprocessing = PreprocessingField(required=False, help_text="Image models, optional JSON.")
-    signature = JSONObjectFormField(required=False, help_text=(
-        "Only for TorchScript without recorded shapes: {\"inputs\": [{\"name\": …, \"datatype\": \"FP32\", "
-        "\"shape\": [-1, 64]}]}"))
+    signature = JSONObjectFormField(
+        required=False,
+        help_text=(
+            'Only for TorchScript without recorded shapes: {"inputs": [{"name": …, "datatype": "FP32", '
+            '"shape": [-1, 64]}]}'
+        ),
+    )
     notes = forms.CharField(required=False, max_length=10_000)
 
     def __init__(self, *args, owner=None, **kwargs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.search import SearchVectorField
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -57,8 +58,12 @@ class Model(models.Model):
         default=dict, blank=True, help_text="Image models: size, color mode, mean, std, layout."
     )
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
-    # The format of the latest ready version, kept here so browsing filters on one table; blank until one is ready.
+    # The format of the latest ready version, kept here so browsing filters on one
+    # table; blank until one is ready.
     latest_format = models.CharField(max_length=16, choices=Format.choices, blank=True, default="")
+    # Full-text document over name, card and tags, kept up to date by a PostgreSQL trigger (migration 0002);
+    # always NULL on SQLite, where search falls back to icontains.
+    search_document = SearchVectorField(null=True, editable=False)
     downloads = models.PositiveBigIntegerField(default=0)
     runs = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -71,30 +76,36 @@ class Model(models.Model):
         indexes = [
             models.Index(fields=["visibility", "-updated_at"]),
             models.Index(fields=["visibility", "-runs"]),
-            models.Index(fields=["visibility", "-downloads"], name="model_visibility_downloads"),
-            models.Index(fields=["visibility", "-created_at"], name="model_visibility_created"),
-            models.Index(fields=["visibility", "name"], name="model_visibility_name"),
-            models.Index(fields=["task", "visibility"], name="model_task_visibility"),
-            models.Index(fields=["latest_format", "visibility"], name="model_format_visibility"),
+            # Sort orders with their tie-breaker, so a page is read straight from an index. The GIN indexes
+            # (search_document, tags) are PostgreSQL-only: migration 0002 creates them.
+            models.Index(fields=["-downloads", "-id"], name="model_sort_downloads"),
+            models.Index(fields=["-runs", "-id"], name="model_sort_runs"),
+            models.Index(fields=["-updated_at", "-id"], name="model_sort_updated"),
+            models.Index(fields=["-created_at", "-id"], name="model_sort_created"),
+            models.Index(fields=["name", "id"], name="model_sort_name"),
+            models.Index(fields=["task", "-downloads"], name="model_task_downloads"),
+            models.Index(fields=["latest_format", "-downloads"], name="model_format_downloads"),
         ]
-        # The full-text and tag GIN indexes are created by migration 0002 on PostgreSQL only
-        # (see marketplace.filters.SEARCH_DOCUMENT, which must match it character for character).
 
     def __str__(self) -> str:
         return self.slug
 
+    def get_absolute_url(self) -> str:
+        return f"/models/{self.owner.username}/{self.name}/"
+
     @property
     def slug(self) -> str:
         return f"{self.owner.username}/{self.name}"
-
-    def get_absolute_url(self) -> str:
-        return f"/models/{self.owner.username}/{self.name}/"
 
     def latest_ready_version(self) -> ModelVersion | None:
         return self.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
 
     def is_editable_by(self, user) -> bool:
         return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
+
+    def is_published_for(self, user) -> bool:
+        """Until a version is ready, only its owner (and staff) can see a model, even a public one."""
+        return bool(self.latest_format) or self.is_editable_by(user)
 
 
 def version_upload_path(version: ModelVersion, filename: str) -> str:
@@ -122,7 +133,9 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-number"]
-        constraints = [models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")
+        ]
 
     def __str__(self) -> str:
         return f"{self.model.slug} v{self.number}"

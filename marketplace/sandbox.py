@@ -1,13 +1,14 @@
 """Inspect an uploaded model file inside a throw-away child process.
 
-Run as a script (`python -I sandbox.py '<json request>'`) by `marketplace.validation`, never imported by the web or
-worker process for real work: the parent sets memory, CPU-time and file-size limits and an environment without
-secrets before this starts. Nothing here imports Django.
+Run as a script (`python -I sandbox.py '<json request>'`) by `marketplace.validation`, never
+imported by the web or worker process for real work: the parent sets memory, CPU-time and file-size
+limits and an environment without secrets before this starts. Nothing here imports Django.
 
-Order of checks, cheapest and safest first: magic bytes; for zip archives the central directory (zip bomb) and a
-static scan of every pickle inside (no pickle is ever unpickled by Python); for ONNX the protobuf structure
-(external data, tensor sizes, operator domains) and `onnx.checker`. Only then does a runtime load the model, and one
-trial inference proves it runs. The answer is one JSON line on stdout prefixed with RESULT_MARKER.
+Order of checks, cheapest and safest first: magic bytes; for zip archives the central directory
+(zip bomb) and a static scan of every pickle inside (no pickle is ever unpickled by Python); for
+ONNX the protobuf structure (external data, tensor sizes, operator domains) and `onnx.checker`.
+Only then does a runtime load the model, and one trial inference proves it runs. The answer is one
+JSON line on stdout prefixed with RESULT_MARKER.
 """
 
 from __future__ import annotations
@@ -45,27 +46,64 @@ STORAGE_TYPES = {
     for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
 }
 TORCHSCRIPT_PICKLE_HELPERS = {
-    "restore_type_tag", "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist",
+    "restore_type_tag",
+    "build_intlist",
+    "build_tensorlist",
+    "build_doublelist",
+    "build_boollist",
     "build_tensor_from_id",
 }
-STRING_OPCODES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-                  "SHORT_BINSTRING"}
+STRING_OPCODES = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+}
 MEMO_GET_OPCODES = {"GET", "BINGET", "LONG_BINGET"}
 MEMO_PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
 FORBIDDEN_OPCODES = {"INST", "EXT1", "EXT2", "EXT4"}
 
-ONNX_RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
-                        "com.microsoft.mlfeaturizers", "ai.onnx.preview.training"}
+ONNX_RUNTIME_DOMAINS = {
+    "",
+    "ai.onnx",
+    "ai.onnx.ml",
+    "com.microsoft",
+    "com.microsoft.nchwc",
+    "com.microsoft.mlfeaturizers",
+    "ai.onnx.preview.training",
+}
 
 ORT_TO_OIP = {
-    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
 OIP_TO_NUMPY = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "INT8": "int8",
-    "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
     "BYTES": "object",
 }
 
@@ -74,7 +112,8 @@ class Rejected(Exception):
     """The file is not a supported, safe, working model; the message says why (shown to the uploader)."""
 
 
-# --- Sniffing -----------------------------------------------------------------------------------------------------
+# --- Sniffing -----------------------------------------------------------------------------------------------
+
 
 def sniff(head: bytes) -> str:
     """`pickle`, `zip`, `protobuf` or `unknown`, from the first bytes only (also used by the web process)."""
@@ -87,14 +126,19 @@ def sniff(head: bytes) -> str:
     # An ONNX ModelProto starts with a field key: ir_version (1, varint) or a length-delimited field.
     key = head[0]
     field, wire = key >> 3, key & 7
-    if (field == 1 and wire == 0) or (field == 5 and wire == 0) or (field in {2, 3, 4, 6, 7, 8, 14} and wire == 2):
+    if (
+        (field == 1 and wire == 0)
+        or (field == 5 and wire == 0)
+        or (field in {2, 3, 4, 6, 7, 8, 14} and wire == 2)
+    ):
         return "protobuf"
     if head[:1] in (b"(", b"c", b"]", b"}") and b"\n" in head[:200]:
         return "pickle"
     return "unknown"
 
 
-# --- Zip archives and pickles ---------------------------------------------------------------------------------------
+# --- Zip archives and pickles -------------------------------------------------------------------------------
+
 
 def check_zip(archive: zipfile.ZipFile, *, max_total: int) -> list[zipfile.ZipInfo]:
     entries = archive.infolist()
@@ -103,9 +147,13 @@ def check_zip(archive: zipfile.ZipFile, *, max_total: int) -> list[zipfile.ZipIn
     total = 0
     for info in entries:
         total += info.file_size
-        if info.file_size > ZIP_RATIO_MIN_SIZE and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
-            raise Rejected(f"The archive entry {info.filename!r} expands {info.file_size // max(info.compress_size, 1)}"
-                           " times: refused as a zip bomb.")
+        if info.file_size > ZIP_RATIO_MIN_SIZE and info.file_size > ZIP_MAX_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise Rejected(
+                f"The archive entry {info.filename!r} expands {info.file_size // max(info.compress_size, 1)}"
+                " times: refused as a zip bomb."
+            )
         if info.filename.startswith("/") or ".." in info.filename.split("/"):
             raise Rejected(f"The archive entry {info.filename!r} has an unsafe path.")
     if total > max_total:
@@ -162,8 +210,10 @@ def allowed_global(module: str, name: str, *, torchscript: bool) -> bool:
 def scan_pickle(data: bytes, *, where: str, torchscript: bool) -> None:
     for module, name in pickle_globals(data):
         if not allowed_global(module, name, torchscript=torchscript):
-            raise Rejected(f"{where} imports {module}.{name}, which is not allowed: the file could run code when "
-                           f"loaded. {EXPORT_HOW_TO}")
+            raise Rejected(
+                f"{where} imports {module}.{name}, which is not allowed: the file could run code when "
+                f"loaded. {EXPORT_HOW_TO}"
+            )
 
 
 def classify_archive(names: list[str]) -> str:
@@ -173,11 +223,17 @@ def classify_archive(names: list[str]) -> str:
     relative = {n.split("/", 1)[1] for n in names if "/" in n}
     if "archive_format" in relative and any(r.startswith("models/") for r in relative):
         return "torch-export"
-    if "data.pkl" in relative and "constants.pkl" in relative and any(r.startswith("code/") for r in relative):
+    if (
+        "data.pkl" in relative
+        and "constants.pkl" in relative
+        and any(r.startswith("code/") for r in relative)
+    ):
         return "torchscript"
     if "data.pkl" in relative:
-        raise Rejected("This is a `torch.save` file (a pickled Python object), which is never loaded here. "
-                       + EXPORT_HOW_TO)
+        raise Rejected(
+            "This is a `torch.save` file (a pickled Python object), which is never loaded here. "
+            + EXPORT_HOW_TO
+        )
     raise Rejected("The zip archive is not a TorchScript or torch.export archive. " + EXPORT_HOW_TO)
 
 
@@ -197,9 +253,14 @@ def scan_archive(archive: zipfile.ZipFile, *, kind: str, max_total: int, depth: 
                 raise Rejected(f"The archive entry {info.filename!r} nests archives too deeply.")
             nested = zipfile.ZipFile(io.BytesIO(read_entry(archive, info)))
             scan_archive(nested, kind="nested", max_total=max_total, depth=depth + 1)
-        elif is_pickle_name or (kind == "torch-export" and "/weights/" not in f"/{relative}" and head[:1] == b"\x80"):
-            scan_pickle(read_entry(archive, info), where=f"The archive entry {info.filename!r}",
-                        torchscript=kind == "torchscript")
+        elif is_pickle_name or (
+            kind == "torch-export" and "/weights/" not in f"/{relative}" and head[:1] == b"\x80"
+        ):
+            scan_pickle(
+                read_entry(archive, info),
+                where=f"The archive entry {info.filename!r}",
+                torchscript=kind == "torchscript",
+            )
         elif kind == "torch-export" and relative.endswith(".json"):
             refuse_pickled_weights(read_entry(archive, info), where=info.filename, archive=archive)
 
@@ -223,7 +284,8 @@ def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return archive.read(info)
 
 
-# --- Signatures -----------------------------------------------------------------------------------------------------
+# --- Signatures ---------------------------------------------------------------------------------------------
+
 
 def numpy_inputs(inputs: list[dict], *, dynamic: int = 1) -> dict:
     import numpy as np
@@ -242,9 +304,17 @@ def numpy_inputs(inputs: list[dict], *, dynamic: int = 1) -> dict:
 def torch_to_oip(dtype) -> str:
     import torch
 
-    table = {torch.float32: "FP32", torch.float64: "FP64", torch.float16: "FP16", torch.int64: "INT64",
-             torch.int32: "INT32", torch.int16: "INT16", torch.int8: "INT8", torch.uint8: "UINT8",
-             torch.bool: "BOOL"}
+    table = {
+        torch.float32: "FP32",
+        torch.float64: "FP64",
+        torch.float16: "FP16",
+        torch.int64: "INT64",
+        torch.int32: "INT32",
+        torch.int16: "INT16",
+        torch.int8: "INT8",
+        torch.uint8: "UINT8",
+        torch.bool: "BOOL",
+    }
     if dtype not in table:
         raise Rejected(f"The tensor type {dtype} is not supported.")
     return table[dtype]
@@ -271,7 +341,8 @@ def output_specs(tensors: list, *, batch_dynamic: bool) -> list[dict]:
     return specs
 
 
-# --- ONNX -----------------------------------------------------------------------------------------------------------
+# --- ONNX ---------------------------------------------------------------------------------------------------
+
 
 def iter_tensors(graph):
     yield from graph.initializer
@@ -305,8 +376,10 @@ def check_onnx_structure(model) -> None:
     for tensor in iter_tensors(model.graph):
         if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise Rejected(f"The tensor {tensor.name!r} refers to external data ({location!r}); upload a single "
-                           "self-contained .onnx file (onnx.save(model, path, save_as_external_data=False)).")
+            raise Rejected(
+                f"The tensor {tensor.name!r} refers to external data ({location!r}); upload a single "
+                "self-contained .onnx file (onnx.save(model, path, save_as_external_data=False))."
+            )
         elements = int(np.prod([int(d) for d in tensor.dims], dtype=object)) if tensor.dims else 1
         if any(int(d) < 0 for d in tensor.dims):
             raise Rejected(f"The tensor {tensor.name!r} has a negative dimension.")
@@ -316,13 +389,20 @@ def check_onnx_structure(model) -> None:
             itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
             stored = len(tensor.raw_data) // max(itemsize, 1)
         else:
-            stored = max(len(tensor.float_data), len(tensor.int32_data), len(tensor.int64_data),
-                         len(tensor.double_data), len(tensor.uint64_data))
+            stored = max(
+                len(tensor.float_data),
+                len(tensor.int32_data),
+                len(tensor.int64_data),
+                len(tensor.double_data),
+                len(tensor.uint64_data),
+            )
         if stored != elements:
             raise Rejected(f"The tensor {tensor.name!r} claims {elements} elements but holds {stored}.")
     local_functions = {(f.domain, f.name) for f in model.functions}
     for opset in model.opset_import:
-        if opset.domain not in ONNX_RUNTIME_DOMAINS and not any(d == opset.domain for d, _ in local_functions):
+        if opset.domain not in ONNX_RUNTIME_DOMAINS and not any(
+            d == opset.domain for d, _ in local_functions
+        ):
             raise Rejected(f"The operator domain {opset.domain!r} is not supported by the runtime.")
     for node in iter_nodes(model.graph):
         if node.domain not in ONNX_RUNTIME_DOMAINS and (node.domain, node.op_type) not in local_functions:
@@ -359,7 +439,9 @@ def inspect_onnx(path: str, request: dict) -> dict:
         for arg in args:
             if arg.type not in ORT_TO_OIP:
                 hint = " (skl2onnx: convert with options={'zipmap': False})" if "map" in arg.type else ""
-                raise Rejected(f"The {kind[:-1]} {arg.name!r} has type {arg.type}; only tensors are supported{hint}.")
+                raise Rejected(
+                    f"The {kind[:-1]} {arg.name!r} has type {arg.type}; only tensors are supported{hint}."
+                )
             shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
             signature[kind].append({"name": arg.name, "datatype": ORT_TO_OIP[arg.type], "shape": shape})
     try:
@@ -369,7 +451,8 @@ def inspect_onnx(path: str, request: dict) -> dict:
     return {"format": "onnx", "signature": signature}
 
 
-# --- PyTorch --------------------------------------------------------------------------------------------------------
+# --- PyTorch ------------------------------------------------------------------------------------------------
+
 
 def torch_inputs(specs: list[dict], *, dynamic: int):
     import torch
@@ -396,9 +479,10 @@ def inspect_torchscript(path: str, request: dict) -> dict:
     inputs = recorded_input_specs(module, names) or hinted_input_specs(request.get("signature"), names)
     if inputs is None:
         raise Rejected(
-            "The input shapes and types are unknown: save a traced module (torch.jit.trace records them), or send a "
-            "`signature` field, e.g. {\"inputs\": [{\"name\": \"" + names[0] + "\", \"datatype\": \"FP32\", "
-            "\"shape\": [-1, 64]}]}."
+            "The input shapes and types are unknown: save a traced module (torch.jit.trace records them), "
+            "or send a "
+            '`signature` field, e.g. {"inputs": [{"name": "' + names[0] + '", "datatype": "FP32", '
+            '"shape": [-1, 64]}]}.'
         )
     with torch.no_grad():
         try:
@@ -418,8 +502,13 @@ def inspect_torchscript(path: str, request: dict) -> dict:
     if batch_dynamic:
         inputs = [{**s, "shape": [-1, *s["shape"][1:]]} for s in inputs]
     elif any(-1 in s["shape"] for s in inputs):
-        raise Rejected("The model does not run with a batch of 2, so its signature cannot have dynamic dimensions.")
-    return {"format": "torchscript", "signature": {"inputs": inputs, "outputs": output_specs(outputs, batch_dynamic=batch_dynamic)}}
+        raise Rejected(
+            "The model does not run with a batch of 2, so its signature cannot have dynamic dimensions."
+        )
+    return {
+        "format": "torchscript",
+        "signature": {"inputs": inputs, "outputs": output_specs(outputs, batch_dynamic=batch_dynamic)},
+    }
 
 
 def recorded_input_specs(module, names: list[str]) -> list[dict] | None:
@@ -434,9 +523,21 @@ def recorded_input_specs(module, names: list[str]) -> list[dict] | None:
         sizes, scalar = kind.sizes(), kind.scalarType()
         if sizes is None or scalar is None:
             return None
-        dtype = getattr(torch, {"Float": "float32", "Double": "float64", "Half": "float16", "Long": "int64",
-                                "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8",
-                                "Bool": "bool"}.get(scalar, "void"), None)
+        dtype = getattr(
+            torch,
+            {
+                "Float": "float32",
+                "Double": "float64",
+                "Half": "float16",
+                "Long": "int64",
+                "Int": "int32",
+                "Short": "int16",
+                "Char": "int8",
+                "Byte": "uint8",
+                "Bool": "bool",
+            }.get(scalar, "void"),
+            None,
+        )
         if dtype is None:
             return None
         specs.append({"name": name, "datatype": torch_to_oip(dtype), "shape": list(sizes)})
@@ -448,14 +549,22 @@ def hinted_input_specs(hint, names: list[str]) -> list[dict] | None:
         return None
     by_name = {}
     for spec in hint["inputs"]:
-        if not isinstance(spec, dict) or spec.get("datatype") not in OIP_TO_NUMPY or spec.get("datatype") == "BYTES":
+        if (
+            not isinstance(spec, dict)
+            or spec.get("datatype") not in OIP_TO_NUMPY
+            or spec.get("datatype") == "BYTES"
+        ):
             raise Rejected("The `signature` field needs inputs with a name, an OIP datatype and a shape.")
         shape = spec.get("shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= -1 and d != 0 for d in shape):
-            raise Rejected(f"The `signature` input {spec.get('name')!r} needs a shape of positive ints or -1.")
+            raise Rejected(
+                f"The `signature` input {spec.get('name')!r} needs a shape of positive ints or -1."
+            )
         by_name[spec.get("name")] = {"name": spec["name"], "datatype": spec["datatype"], "shape": shape}
     if set(by_name) != set(names):
-        raise Rejected(f"The `signature` field names inputs {sorted(map(str, by_name))}, but forward() takes {names}.")
+        raise Rejected(
+            f"The `signature` field names inputs {sorted(map(str, by_name))}, but forward() takes {names}."
+        )
     return [by_name[name] for name in names]
 
 
@@ -479,8 +588,10 @@ def inspect_torch_export(path: str, request: dict) -> dict:
     if not values or not all(isinstance(v, torch.Tensor) for v in values):
         raise Rejected("The exported program must return tensors.")
     names = ["output"] if len(values) == 1 else [f"output_{i}" for i in range(len(values))]
-    outputs = [{"name": n, "datatype": torch_to_oip(v.dtype), "shape": symbolic_shape(v)}
-               for n, v in zip(names, values, strict=True)]
+    outputs = [
+        {"name": n, "datatype": torch_to_oip(v.dtype), "shape": symbolic_shape(v)}
+        for n, v in zip(names, values, strict=True)
+    ]
     runner = program.module()
     errors = []
     with torch.no_grad():
@@ -499,7 +610,8 @@ def symbolic_shape(tensor) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in tensor.shape]
 
 
-# --- Entry point ----------------------------------------------------------------------------------------------------
+# --- Entry point --------------------------------------------------------------------------------------------
+
 
 def inspect(request: dict) -> dict:
     path = request["path"]
@@ -509,7 +621,9 @@ def inspect(request: dict) -> dict:
     if kind == "empty":
         raise Rejected("The file is empty.")
     if kind == "pickle":
-        raise Rejected("This is a Python pickle, which is never loaded here (it can run any code). " + EXPORT_HOW_TO)
+        raise Rejected(
+            "This is a Python pickle, which is never loaded here (it can run any code). " + EXPORT_HOW_TO
+        )
     if kind == "zip":
         try:
             archive = zipfile.ZipFile(path)

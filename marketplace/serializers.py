@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Format, Model, ModelVersion, Task, Visibility, model_name_validator
@@ -20,6 +22,7 @@ def parse_comma_list(value) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
 class CommaSeparatedListField(serializers.Field):
     """A list given as "a, b, c" (multipart) or as a JSON list."""
 
@@ -33,6 +36,7 @@ class CommaSeparatedListField(serializers.Field):
         return list(value)
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
     """A JSON object given as a string (multipart) or as an object."""
 
@@ -66,7 +70,9 @@ def validate_preprocessing(value: dict) -> dict:
     if "scale" in value and not isinstance(value["scale"], (int, float)):
         errors.append("scale must be a number.")
     for key in ("mean", "std"):
-        if key in value and not (isinstance(value[key], list) and all(isinstance(v, (int, float)) for v in value[key])):
+        if key in value and not (
+            isinstance(value[key], list) and all(isinstance(v, (int, float)) for v in value[key])
+        ):
             errors.append(f"{key} must be a list of numbers.")
     if "std" in value and isinstance(value["std"], list) and any(v == 0 for v in value["std"]):
         errors.append("std must not contain 0.")
@@ -81,8 +87,19 @@ class VersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["number", "format", "size", "sha256", "status", "reason", "signature", "notes", "created_at",
-                  "url", "file_url"]
+        fields = [
+            "number",
+            "format",
+            "size",
+            "sha256",
+            "status",
+            "reason",
+            "signature",
+            "notes",
+            "created_at",
+            "url",
+            "file_url",
+        ]
         read_only_fields = fields
 
     def get_url(self, version) -> str:
@@ -102,8 +119,22 @@ class ModelSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Model
-        fields = ["owner", "name", "slug", "task", "format", "tags", "license", "labels", "visibility", "downloads",
-                  "runs", "created_at", "updated_at", "url"]
+        fields = [
+            "owner",
+            "name",
+            "slug",
+            "task",
+            "format",
+            "tags",
+            "license",
+            "labels",
+            "visibility",
+            "downloads",
+            "runs",
+            "created_at",
+            "updated_at",
+            "url",
+        ]
         read_only_fields = fields
 
     def get_url(self, model) -> str:
@@ -115,7 +146,13 @@ class ModelDetailSerializer(ModelSummarySerializer):
     signature = serializers.SerializerMethodField()
 
     class Meta(ModelSummarySerializer.Meta):
-        fields = [*ModelSummarySerializer.Meta.fields, "description", "preprocessing", "versions", "signature"]
+        fields = [
+            *ModelSummarySerializer.Meta.fields,
+            "description",
+            "preprocessing",
+            "versions",
+            "signature",
+        ]
         read_only_fields = fields
 
     def visible_versions(self, model) -> list[ModelVersion]:
@@ -157,8 +194,13 @@ class ModelUploadSerializer(serializers.Serializer):
     labels = CommaSeparatedListField(required=False, default=list)
     preprocessing = JSONObjectField(required=False, default=dict)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
-    signature = JSONObjectField(required=False, default=dict, help_text=(
-        "TorchScript archives without recorded shapes: {\"inputs\": [{\"name\", \"datatype\", \"shape\"}]}"))
+    signature = JSONObjectField(
+        required=False,
+        default=dict,
+        help_text=(
+            'TorchScript archives without recorded shapes: {"inputs": [{"name", "datatype", "shape"}]}'
+        ),
+    )
 
     def validate_preprocessing(self, value):
         return validate_preprocessing(value)

@@ -51,8 +51,8 @@ class StoredFile:
 def store_upload(*, file, limit: int) -> StoredFile:
     """Copy an uploaded file into content-addressed storage chunk by chunk, hashing as it goes.
 
-    Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge) files over
-    `limit`, before anything is kept.
+    Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge)
+    files over `limit`, before anything is kept.
     """
     if file.size is not None and file.size > limit:
         raise UploadTooLarge(f"The file is {file.size} bytes; the limit is {limit} bytes.")
@@ -66,7 +66,11 @@ def store_upload(*, file, limit: int) -> StoredFile:
         with os.fdopen(descriptor, "wb") as out:
             if hasattr(file, "seek"):
                 file.seek(0)
-            for chunk in file.chunks(CHUNK_SIZE) if hasattr(file, "chunks") else iter(lambda: file.read(CHUNK_SIZE), b""):
+            for chunk in (
+                file.chunks(CHUNK_SIZE)
+                if hasattr(file, "chunks")
+                else iter(lambda: file.read(CHUNK_SIZE), b"")
+            ):
                 if len(head) < 512:
                     head += chunk[: 512 - len(head)]
                 size += len(chunk)
@@ -98,16 +102,34 @@ def discard_stored_file(name: str) -> None:
         default_storage.delete(name)
 
 
-def model_create(*, owner, name: str, stored: StoredFile, task: str = Task.OTHER, description: str = "",
-                 tags: list[str] | None = None, license: str = "", labels: list[str] | None = None,
-                 preprocessing: dict | None = None, visibility: str = Visibility.PUBLIC, notes: str = "",
-                 signature_hint: dict | None = None) -> ModelVersion:
+def model_create(
+    *,
+    owner,
+    name: str,
+    stored: StoredFile,
+    task: str = Task.OTHER,
+    description: str = "",
+    tags: list[str] | None = None,
+    license: str = "",
+    labels: list[str] | None = None,
+    preprocessing: dict | None = None,
+    visibility: str = Visibility.PUBLIC,
+    notes: str = "",
+    signature_hint: dict | None = None,
+) -> ModelVersion:
     """Create a model and its version 1 (status `validating`); the caller then has it validated."""
     try:
         with transaction.atomic():
             model = Model.objects.create(
-                owner=owner, name=name, task=task, description=description, tags=tags or [], license=license,
-                labels=labels or [], preprocessing=preprocessing or {}, visibility=visibility,
+                owner=owner,
+                name=name,
+                task=task,
+                description=description,
+                tags=tags or [],
+                license=license,
+                labels=labels or [],
+                preprocessing=preprocessing or {},
+                visibility=visibility,
             )
             return version_create(model=model, stored=stored, notes=notes, signature_hint=signature_hint)
     except IntegrityError as exc:
@@ -115,26 +137,37 @@ def model_create(*, owner, name: str, stored: StoredFile, task: str = Task.OTHER
         raise ModelNameTaken(f"You already have a model named {name!r}.") from exc
 
 
-def version_create(*, model: Model, stored: StoredFile, notes: str = "",
-                   signature_hint: dict | None = None) -> ModelVersion:
+def version_create(
+    *, model: Model, stored: StoredFile, notes: str = "", signature_hint: dict | None = None
+) -> ModelVersion:
     with transaction.atomic():
-        # The row lock serialises concurrent uploads to one model, so numbers are 1, 2, 3… without gaps or clashes.
+        # The row lock serialises concurrent uploads to one model: numbers go 1, 2, 3… without clashes.
         Model.objects.select_for_update().filter(pk=model.pk).first()
         last = model.versions.aggregate(last=Max("number"))["last"] or 0
         return ModelVersion.objects.create(
-            model=model, number=last + 1, file=stored.name, size=stored.size, sha256=stored.sha256, notes=notes,
+            model=model,
+            number=last + 1,
+            file=stored.name,
+            size=stored.size,
+            sha256=stored.sha256,
+            notes=notes,
             signature={"hint": signature_hint} if signature_hint else {},
         )
 
 
-def version_publish(*, version: ModelVersion, wait: float | None = None, inline: bool = False) -> ModelVersion:
-    """Have `version` validated, by the worker (or in this process when `inline`), and wait up to `wait` seconds.
+def version_publish(
+    *, version: ModelVersion, wait: float | None = None, inline: bool = False
+) -> ModelVersion:
+    """Have `version` validated, by the worker (or here when `inline`), waiting up to `wait` s.
 
-    Returns the version as it stands then: `ready`, `rejected`, or still `validating`. A rejected first version
-    takes its model with it (the returned row keeps its reason, but is no longer in the database).
+    Returns the version as it stands then: `ready`, `rejected`, or still `validating`. A rejected first
+    version     takes its model with it (the returned row keeps its reason, but is no longer in the database).
     """
     if inline:
-        return validate_version(version_id=version.pk)
+        version = validate_version(version_id=version.pk)
+        if version.status == ModelVersion.Status.REJECTED:
+            discard_unpublished_model(version=version)
+        return version
     from .tasks import validate_version_task
 
     transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
@@ -172,7 +205,9 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
             status=version.status, format=version.format, signature=version.signature, reason=version.reason
         )
         if updated and inspection.ok:
-            latest = version.model.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+            latest = (
+                version.model.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+            )
             Model.objects.filter(pk=version.model_id).update(
                 latest_format=latest.format if latest else "", updated_at=timezone.now()
             )

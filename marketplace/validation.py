@@ -21,7 +21,12 @@ from django.conf import settings
 from . import sandbox
 
 SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
-SAFE_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SAFE_ENVIRONMENT = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 @dataclass
@@ -33,12 +38,17 @@ class Inspection:
 
 
 def sniff_upload(head: bytes) -> str | None:
-    """A reason to refuse the file at once from its first bytes (web process), or None to let the worker decide."""
+    """A reason to refuse the file at once from its first bytes (web process), or None
+    to let the worker decide.
+    """
     kind = sandbox.sniff(head)
     if kind == "empty":
         return "The file is empty."
     if kind == "pickle":
-        return "This is a Python pickle, which is never loaded here (it can run any code). " + sandbox.EXPORT_HOW_TO
+        return (
+            "This is a Python pickle, which is never loaded here (it can run any code). "
+            + sandbox.EXPORT_HOW_TO
+        )
     if kind == "unknown":
         return "The file is not an ONNX model, a TorchScript archive or a torch.export archive."
     return None
@@ -54,10 +64,32 @@ def child_limits(memory_bytes: int, cpu_seconds: int):
     return apply
 
 
-def inspect_model_file(path: str | os.PathLike, *, signature_hint: dict | None = None,
-                       scan_only: bool = False) -> Inspection:
-    """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file."""
+def run_sandboxed(arguments: list[str], *, workdir: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run `python -I <arguments>` with the validation limits and a secret-free environment."""
     memory = settings.MODEL_VALIDATION_MEMORY_MB << 20
+    process = subprocess.Popen(
+        [sys.executable, "-I", *arguments],
+        cwd=workdir,
+        env=dict(SAFE_ENVIRONMENT, HOME=workdir, TMPDIR=workdir),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=child_limits(memory, int(timeout)),  # noqa: PLW1509 - the limits must be set in the child
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def inspect_model_file(
+    path: str | os.PathLike, *, signature_hint: dict | None = None, scan_only: bool = False
+) -> Inspection:
+    """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file."""
     timeout = settings.MODEL_VALIDATION_TIMEOUT_SECONDS
     request = {
         "path": str(Path(path).resolve()),
@@ -66,31 +98,22 @@ def inspect_model_file(path: str | os.PathLike, *, signature_hint: dict | None =
         "max_expanded_bytes": settings.MODEL_VALIDATION_MAX_EXPANDED_BYTES,
     }
     with tempfile.TemporaryDirectory(prefix="modelport-sandbox-") as workdir:
-        process = subprocess.Popen(
-            [sys.executable, "-I", str(SANDBOX_SCRIPT), json.dumps(request)],
-            cwd=workdir,
-            env=dict(SAFE_ENVIRONMENT, HOME=workdir, TMPDIR=workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=child_limits(memory, timeout),  # noqa: PLW1509 - no threads hold locks we need here
-            start_new_session=True,
-        )
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            result = run_sandboxed(
+                [str(SANDBOX_SCRIPT), json.dumps(request)], workdir=workdir, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
             return Inspection(ok=False, reason=f"Validation took longer than {timeout} s and was stopped.")
+    stdout, stderr = result.stdout, result.stderr
     for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
         if line.startswith(sandbox.RESULT_MARKER):
-            answer = json.loads(line[len(sandbox.RESULT_MARKER):])
+            answer = json.loads(line[len(sandbox.RESULT_MARKER) :])
             if answer.get("ok"):
                 return Inspection(ok=True, format=answer["format"], signature=answer["signature"])
             return Inspection(ok=False, reason=answer["reason"])
-    if process.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
+    if result.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
         return Inspection(ok=False, reason="Validation ran out of its CPU-time limit.")
     tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-    if "alloc" in tail[0].lower() or "memory" in tail[0].lower() or process.returncode == -signal.SIGABRT:
+    if "alloc" in tail[0].lower() or "memory" in tail[0].lower() or result.returncode == -signal.SIGABRT:
         return Inspection(ok=False, reason="The model needs more memory than validation allows.")
-    return Inspection(ok=False, reason=f"The model crashed the validator (exit status {process.returncode}).")
+    return Inspection(ok=False, reason=f"The model crashed the validator (exit status {result.returncode}).")

@@ -6,7 +6,6 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
@@ -16,6 +15,7 @@ from .cards import render_card
 from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
 from .models import Model, ModelVersion, Visibility
+from .pagination import CatalogPaginator
 from .snippets import code_snippets
 
 BROWSE_PAGE_SIZE = 20
@@ -27,26 +27,40 @@ def listed_models(user):
 
 def home(request):
     public = listed_models(None)
-    return render(request, "marketplace/home.html", {
-        "most_used": public.order_by("-runs", "-downloads", "-id")[:6],
-        "newest": public.order_by("-created_at", "-id")[:6],
-    })
+    return render(
+        request,
+        "marketplace/home.html",
+        {
+            "most_used": public.order_by("-runs", "-downloads", "-id")[:6],
+            "newest": public.order_by("-created_at", "-id")[:6],
+        },
+    )
 
 
 def browse(request):
     filterset = ModelFilterSet(request.GET, queryset=listed_models(request.user), request=request)
-    page = Paginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CatalogPaginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "marketplace/browse.html", {
-        "filterset": filterset, "page": page, "query": query.urlencode(),
-    })
+    return render(
+        request,
+        "marketplace/browse.html",
+        {
+            "filterset": filterset,
+            "page": page,
+            "query": query.urlencode(),
+        },
+    )
 
 
 def visible_model_or_404(request, owner: str, name: str) -> Model:
-    model = (Model.objects.visible_to(request.user).select_related("owner")
-             .filter(owner__username=owner, name__iexact=name).first())
-    if model is None:
+    model = (
+        Model.objects.visible_to(request.user)
+        .select_related("owner")
+        .filter(owner__username=owner, name__iexact=name)
+        .first()
+    )
+    if model is None or not model.is_published_for(request.user):
         raise Http404("No such model.")
     return model
 
@@ -79,18 +93,36 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
         "labels": json.dumps(model.labels),
         "preprocessing": json.dumps(model.preprocessing),
     }
-    return render(request, "marketplace/model_detail.html", {
-        "model": model,
-        "card": render_card(model.description),
-        "versions": versions,
-        "latest": latest,
-        "signature": signature,
-        "snippets": code_snippets(slug=model.slug, base_url=base_url, signature=signature) if latest else {},
-        "try_it": try_it,
-        "editable": editable,
-        "version_form": version_form or (VersionUploadForm() if editable else None),
-        "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
-    }, status=status)
+    return render(
+        request,
+        "marketplace/model_detail.html",
+        {
+            "model": model,
+            "card": render_card(model.description),
+            "versions": versions,
+            "latest": latest,
+            "signature": signature,
+            "snippets": code_snippets(slug=model.slug, base_url=base_url, signature=signature)
+            if latest
+            else {},
+            "try_it": try_it,
+            "editable": editable,
+            "version_form": version_form or (VersionUploadForm() if editable else None),
+            "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
+        },
+        status=status,
+    )
+
+
+# Multipart framing around the file: a request this much over the limit is refused before it is read.
+MULTIPART_ALLOWANCE = 1 << 20
+
+
+def declared_too_large(request, limit: int) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_ALLOWANCE
+    except ValueError:
+        return False
 
 
 def too_large(request, template: str, context: dict, limit: int):
@@ -102,8 +134,16 @@ def too_large(request, template: str, context: dict, limit: int):
 def model_upload(request):
     limit = services.upload_limit_for(request.user)
     if request.method != "POST":
-        return render(request, "marketplace/upload.html", {"form": ModelUploadForm(owner=request.user),
-                                                           "limit": limit})
+        return render(
+            request, "marketplace/upload.html", {"form": ModelUploadForm(owner=request.user), "limit": limit}
+        )
+    if declared_too_large(request, limit):
+        return too_large(
+            request,
+            "marketplace/upload.html",
+            {"form": ModelUploadForm(owner=request.user), "limit": limit},
+            limit,
+        )
     form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
     context = {"form": form, "limit": limit}
     if not form.is_valid():
@@ -112,9 +152,17 @@ def model_upload(request):
     try:
         stored = services.store_upload(file=data["file"], limit=limit)
         version = services.model_create(
-            owner=request.user, name=data["name"], stored=stored, task=data["task"],
-            description=data["description"], tags=data["tags"], license=data["license"], labels=data["labels"],
-            preprocessing=data["preprocessing"], visibility=data["visibility"], notes=data["notes"],
+            owner=request.user,
+            name=data["name"],
+            stored=stored,
+            task=data["task"],
+            description=data["description"],
+            tags=data["tags"],
+            license=data["license"],
+            labels=data["labels"],
+            preprocessing=data["preprocessing"],
+            visibility=data["visibility"],
+            notes=data["notes"],
             signature_hint=data["signature"] or None,
         )
     except services.UploadTooLarge:
@@ -141,6 +189,10 @@ def model_upload(request):
 def version_upload(request, owner: str, name: str):
     model = editable_model_or_404(request, owner, name)
     limit = services.upload_limit_for(request.user)
+    if declared_too_large(request, limit):
+        form = VersionUploadForm()
+        form.add_error(None, f"The file is over the upload limit of {limit} bytes.")
+        return render_model_page(request, model, version_form=form, status=413)
     form = VersionUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         return render_model_page(request, model, version_form=form, status=400)
@@ -152,8 +204,12 @@ def version_upload(request, owner: str, name: str):
     except services.UnsupportedModelFile as exc:
         form.add_error("file", str(exc))
         return render_model_page(request, model, version_form=form, status=415)
-    version = services.version_create(model=model, stored=stored, notes=form.cleaned_data["notes"],
-                                      signature_hint=form.cleaned_data["signature"] or None)
+    version = services.version_create(
+        model=model,
+        stored=stored,
+        notes=form.cleaned_data["notes"],
+        signature_hint=form.cleaned_data["signature"] or None,
+    )
     version = services.version_publish(version=version)
     if version.status == ModelVersion.Status.REJECTED:
         form.add_error("file", f"Version {version.number} was rejected: {version.reason}")

@@ -2,9 +2,63 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiKey
+
+KEY_CACHE_SECONDS = 300
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+KEY_FIELDS = [f.attname for f in ApiKey._meta.concrete_fields]
+# Everything the request path needs about the owner; the password hash stays out of the cache.
+USER_FIELDS = [f.attname for f in get_user_model()._meta.concrete_fields if f.attname != "password"]
+
+
+def key_cache_key(prefix: str) -> str:
+    return f"portal:key:{prefix}"
+
+
+def invalidate_keys(prefixes) -> None:
+    """Forget cached keys once the change is committed, so no request re-caches the old row in between."""
+    cache_keys = [key_cache_key(prefix) for prefix in prefixes]
+    if cache_keys:
+        cache.delete_many(cache_keys)
+        transaction.on_commit(lambda: cache.delete_many(cache_keys))
+
+
+def _load_key(prefix: str) -> ApiKey | None:
+    """The key and its owner, from the cache (plain values, no pickled models) or one query."""
+    entry = cache.get(key_cache_key(prefix))
+    if entry is None:
+        key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+        if key is None:
+            return None
+        entry = {
+            "key": [getattr(key, name) for name in KEY_FIELDS],
+            "user": [getattr(key.user, name) for name in USER_FIELDS],
+        }
+        cache.set(key_cache_key(prefix), entry, KEY_CACHE_SECONDS)
+    key = ApiKey.from_db("default", KEY_FIELDS, entry["key"])
+    key.user = get_user_model().from_db("default", USER_FIELDS, entry["user"])
+    return key
+
+
+def touch_last_used(key: ApiKey) -> None:
+    """Record use at most once a minute per key: a cache flag, then one conditional UPDATE."""
+    if not cache.add(f"portal:key-used:{key.pk}", 1, int(LAST_USED_RESOLUTION.total_seconds())):
+        return
+    now = timezone.now()
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
 
 
 def authenticate_bearer(header: str) -> ApiKey:
@@ -16,7 +70,7 @@ def authenticate_bearer(header: str) -> ApiKey:
     prefix = ApiKey.prefix_of(raw_key)
     if prefix is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
-    key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+    key = _load_key(prefix)
     if key is None or not key.matches(raw_key):
         raise exceptions.AuthenticationFailed("Invalid API key.")
     if key.revoked_at is not None:
@@ -25,6 +79,12 @@ def authenticate_bearer(header: str) -> ApiKey:
         raise exceptions.AuthenticationFailed("This API key has expired.")
     if not key.user.is_active:
         raise exceptions.AuthenticationFailed("This account is disabled.")
+    touch_last_used(key)
+    from .quotas import current_request_state
+
+    state = current_request_state.get()
+    if state is not None:
+        state.api_key = key
     return key
 
 
@@ -54,3 +114,28 @@ class HasScope(permissions.BasePermission):
             return True
         self.message = f"This API key lacks the '{scope}' scope."
         return False
+
+
+class SessionOnly(permissions.BasePermission):
+    """Key management needs a logged-in session: a leaked key must not be able to mint or revoke keys."""
+
+    message = (
+        "API keys can be managed only from a logged-in session (the /settings/keys/ page), not with a key."
+    )
+
+    def has_permission(self, request, view) -> bool:
+        return not isinstance(request.auth, ApiKey)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes bearer keys in the OpenAPI document."""
+
+    target_class = "portal.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from /settings/keys/: `Authorization: Bearer mp_…`.",
+        }

@@ -253,6 +253,9 @@ MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 6
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
 # `?format=` filters the catalog by model file format (API.md), so DRF must not read it as a renderer override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
+MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
+MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)
 
 # --- inference ------------------------------------------------------------------------------------------------
 # Jobs: time limits are CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT above (PREDICTION_*_TIME_LIMIT).
@@ -271,3 +274,9 @@ INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 1024)
 INFERENCE_THREADS_PER_SESSION = env_int("INFERENCE_THREADS_PER_SESSION", 0)  # 0: cores / worker processes
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
+
+# --- portal: API keys, plans, quotas ----------------------------------------------------------------------
+# "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
+QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
+# RateLimit-* headers on every API response, and 429s for quota errors outside DRF.
+MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]

@@ -18,8 +18,16 @@ accounts = [
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
 ]
 
+settings_pages = [
+    path("keys/", views.keys, name="keys"),
+    path("keys/<int:key_id>/revoke/", views.key_revoke_view, name="key-revoke"),
+    path("usage/", views.usage, name="usage"),
+    path("usage/export.csv", views.usage_export, name="usage-export"),
+]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("settings/", include(settings_pages)),
     path("accounts/", include(accounts)),
     path("api/v1/", include("portal.api_urls")),
     path("api/v1/", include("marketplace.api_urls")),

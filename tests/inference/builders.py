@@ -14,17 +14,26 @@ from onnx import TensorProto, helper
 from marketplace.models import Model, ModelVersion
 
 ONNX_DATATYPES = {
-    TensorProto.BOOL: "BOOL", TensorProto.UINT8: "UINT8", TensorProto.UINT16: "UINT16",
-    TensorProto.UINT32: "UINT32", TensorProto.UINT64: "UINT64", TensorProto.INT8: "INT8",
-    TensorProto.INT16: "INT16", TensorProto.INT32: "INT32", TensorProto.INT64: "INT64",
-    TensorProto.FLOAT16: "FP16", TensorProto.FLOAT: "FP32", TensorProto.DOUBLE: "FP64",
+    TensorProto.BOOL: "BOOL",
+    TensorProto.UINT8: "UINT8",
+    TensorProto.UINT16: "UINT16",
+    TensorProto.UINT32: "UINT32",
+    TensorProto.UINT64: "UINT64",
+    TensorProto.INT8: "INT8",
+    TensorProto.INT16: "INT16",
+    TensorProto.INT32: "INT32",
+    TensorProto.INT64: "INT64",
+    TensorProto.FLOAT16: "FP16",
+    TensorProto.FLOAT: "FP32",
+    TensorProto.DOUBLE: "FP64",
     TensorProto.STRING: "BYTES",
 }
 
 
 def onnx_model(nodes, inputs, outputs, initializers=(), opset=17) -> bytes:
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
         [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
         list(initializers),
@@ -43,7 +52,9 @@ def onnx_signature(data: bytes) -> dict:
             {
                 "name": v.name,
                 "datatype": ONNX_DATATYPES[v.type.tensor_type.elem_type],
-                "shape": [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim],
+                "shape": [
+                    d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+                ],
             }
             for v in values
         ]
@@ -53,8 +64,14 @@ def onnx_signature(data: bytes) -> dict:
 
 def mixed_onnx() -> bytes:
     """Several inputs and outputs of mixed datatypes, dynamic batch dims."""
-    F, H, B, I, S, U = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BOOL, TensorProto.INT64, \
-        TensorProto.STRING, TensorProto.UINT8
+    F, H, B, L, S, U = (
+        TensorProto.FLOAT,
+        TensorProto.FLOAT16,
+        TensorProto.BOOL,
+        TensorProto.INT64,
+        TensorProto.STRING,
+        TensorProto.UINT8,
+    )
     return onnx_model(
         [
             helper.make_node("Mul", ["x", "two"], ["x2"]),
@@ -65,14 +82,26 @@ def mixed_onnx() -> bytes:
             helper.make_node("Identity", ["text"], ["text_out"]),
             helper.make_node("Identity", ["small"], ["small_out"]),
         ],
-        [("x", F, [-1, 3]), ("h", H, [-1, 2]), ("flag", B, [-1]), ("ids", I, [-1, 2]), ("text", S, [-1]),
-         ("small", U, [-1])],
-        [("y", F, [-1, 3]), ("h2", H, [-1, 2]), ("notflag", B, [-1]), ("idsum", I, [-1]), ("text_out", S, [-1]),
-         ("small_out", U, [-1])],
+        [
+            ("x", F, [-1, 3]),
+            ("h", H, [-1, 2]),
+            ("flag", B, [-1]),
+            ("ids", L, [-1, 2]),
+            ("text", S, [-1]),
+            ("small", U, [-1]),
+        ],
+        [
+            ("y", F, [-1, 3]),
+            ("h2", H, [-1, 2]),
+            ("notflag", B, [-1]),
+            ("idsum", L, [-1]),
+            ("text_out", S, [-1]),
+            ("small_out", U, [-1]),
+        ],
         [
             helper.make_tensor("two", F, [], [2.0]),
             helper.make_tensor("one", F, [], [1.0]),
-            helper.make_tensor("axis1", I, [1], [1]),
+            helper.make_tensor("axis1", L, [1], [1]),
         ],
     )
 
@@ -106,27 +135,41 @@ def digits_onnx(seed: int = 0) -> bytes:
         [("pixels", F, [-1, 64])],
         [("logits", F, [-1, 10])],
         [
-            helper.make_tensor("w1", F, w1.shape, w1.ravel()), helper.make_tensor("b1", F, b1.shape, b1),
-            helper.make_tensor("w2", F, w2.shape, w2.ravel()), helper.make_tensor("b2", F, b2.shape, b2),
+            helper.make_tensor("w1", F, w1.shape, w1.ravel()),
+            helper.make_tensor("b1", F, b1.shape, b1),
+            helper.make_tensor("w2", F, w2.shape, w2.ravel()),
+            helper.make_tensor("b2", F, b2.shape, b2),
         ],
     )
 
 
-DIGITS_PREPROCESSING = {"input": "pixels", "width": 8, "height": 8, "mode": "L", "layout": "flat",
-                        "invert": True, "scale": 0.0627451, "mean": [0.0], "std": [1.0]}
+DIGITS_PREPROCESSING = {
+    "input": "pixels",
+    "width": 8,
+    "height": 8,
+    "mode": "L",
+    "layout": "flat",
+    "invert": True,
+    "scale": 0.0627451,
+    "mean": [0.0],
+    "std": [1.0],
+}
 
 
 def slow_onnx() -> bytes:
     """y = x + n, counted one by one in a Loop: runs as long as `n` says."""
-    F, I, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+    F, L, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
     body = helper.make_graph(
         [
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
             helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
         ],
         "body",
-        [helper.make_tensor_value_info("i", I, []), helper.make_tensor_value_info("cond_in", B, []),
-         helper.make_tensor_value_info("acc_in", F, [1])],
+        [
+            helper.make_tensor_value_info("i", L, []),
+            helper.make_tensor_value_info("cond_in", B, []),
+            helper.make_tensor_value_info("acc_in", F, [1]),
+        ],
         [helper.make_tensor_value_info("cond_out", B, []), helper.make_tensor_value_info("acc_out", F, [1])],
         [helper.make_tensor("one", F, [1], [1.0])],
     )
@@ -135,7 +178,7 @@ def slow_onnx() -> bytes:
             helper.make_node("Squeeze", ["n"], ["trips"]),
             helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body),
         ],
-        [("x", F, [1]), ("n", I, [1])],
+        [("x", F, [1]), ("n", L, [1])],
         [("y", F, [1])],
         [helper.make_tensor("cond", B, [], [True])],
     )
@@ -159,9 +202,14 @@ def torchscript_model() -> bytes:
 
 
 TORCHSCRIPT_SIGNATURE = {
-    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}, {"name": "idx", "datatype": "INT64", "shape": [-1]}],
-    "outputs": [{"name": "probs", "datatype": "FP32", "shape": [-1, 2]},
-                {"name": "idx2", "datatype": "INT64", "shape": [-1]}],
+    "inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [-1, 4]},
+        {"name": "idx", "datatype": "INT64", "shape": [-1]},
+    ],
+    "outputs": [
+        {"name": "probs", "datatype": "FP32", "shape": [-1, 2]},
+        {"name": "idx2", "datatype": "INT64", "shape": [-1]},
+    ],
 }
 
 
@@ -185,21 +233,41 @@ TORCH_EXPORT_SIGNATURE = {
 }
 
 
-def publish(*, owner, name: str, data: bytes, format: str = "onnx", signature: dict | None = None,
-            task: str = "other", labels=None, preprocessing=None, visibility: str = "public",
-            number: int = 1) -> ModelVersion:
+def publish(
+    *,
+    owner,
+    name: str,
+    data: bytes,
+    format: str = "onnx",
+    signature: dict | None = None,
+    task: str = "other",
+    labels=None,
+    preprocessing=None,
+    visibility: str = "public",
+    number: int = 1,
+) -> ModelVersion:
     """Catalog rows as the marketplace leaves them after validation: a ready version, file in storage."""
     model, _ = Model.objects.get_or_create(
-        owner=owner, name=name,
-        defaults={"task": task, "labels": labels or [], "preprocessing": preprocessing or {},
-                  "visibility": visibility},
+        owner=owner,
+        name=name,
+        defaults={
+            "task": task,
+            "labels": labels or [],
+            "preprocessing": preprocessing or {},
+            "visibility": visibility,
+        },
     )
     sha = hashlib.sha256(data).hexdigest()
     path = f"models/{sha[:2]}/{sha}"
     if not default_storage.exists(path):
         default_storage.save(path, ContentFile(data))
     version = ModelVersion(
-        model=model, number=number, format=format, size=len(data), sha256=sha, status=ModelVersion.Status.READY,
+        model=model,
+        number=number,
+        format=format,
+        size=len(data),
+        sha256=sha,
+        status=ModelVersion.Status.READY,
         signature=signature if signature is not None else onnx_signature(data),
     )
     version.file.name = path

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from inference import authentication, services
+from inference import services
 from portal.models import ApiKey
 
 from . import builders
@@ -18,10 +18,8 @@ from . import builders
 def fresh_lookup_caches():
     # Rows are recreated for every test with new ids: cached look-ups from an earlier test would be stale.
     services._targets.clear()
-    authentication._keys.clear()
     yield
     services._targets.clear()
-    authentication._keys.clear()
 
 
 @pytest.fixture
@@ -42,8 +40,12 @@ def mixed(alice):
 @pytest.fixture
 def digits(alice):
     return builders.publish(
-        owner=alice, name="digits", data=builders.digits_onnx(), task="image-classification",
-        labels=[str(i) for i in range(10)], preprocessing=builders.DIGITS_PREPROCESSING,
+        owner=alice,
+        name="digits",
+        data=builders.digits_onnx(),
+        task="image-classification",
+        labels=[str(i) for i in range(10)],
+        preprocessing=builders.DIGITS_PREPROCESSING,
     )
 
 
@@ -57,7 +59,9 @@ def local_run(data: bytes, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
     """The reference: the same model in ONNX Runtime, in this process."""
     session = onnxruntime.InferenceSession(data)
     feed = {
-        name: np.array([v.decode() for v in a.ravel()], dtype=object).reshape(a.shape) if a.dtype == object else a
+        name: np.array([v.decode() for v in a.ravel()], dtype=object).reshape(a.shape)
+        if a.dtype == object
+        else a
         for name, a in inputs.items()
     }
     names = [o.name for o in session.get_outputs()]
@@ -67,10 +71,13 @@ def local_run(data: bytes, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarra
 def assert_same(expected: np.ndarray, got: np.ndarray) -> None:
     if expected.dtype == object:
         expected = np.array([v.encode() if isinstance(v, str) else v for v in expected.ravel()], dtype=object)
-        got = np.array([v.encode() if isinstance(v, str) else v for v in np.asarray(got).ravel()], dtype=object)
+        got = np.array(
+            [v.encode() if isinstance(v, str) else v for v in np.asarray(got).ravel()], dtype=object
+        )
         assert expected.tolist() == got.tolist()
     elif expected.dtype.kind in "biu":
         np.testing.assert_array_equal(np.asarray(got).reshape(expected.shape), expected)
     else:
-        np.testing.assert_allclose(np.asarray(got, dtype=np.float64).reshape(expected.shape), expected, rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(got, dtype=np.float64).reshape(expected.shape), expected, rtol=1e-5, atol=1e-5
+        )

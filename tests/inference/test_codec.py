@@ -20,9 +20,18 @@ from inference.codec import (
 )
 
 SAMPLES = {
-    "BOOL": [True, False], "UINT8": [0, 255], "UINT16": [0, 65535], "UINT32": [0, 2**32 - 1],
-    "UINT64": [0, 2**64 - 1], "INT8": [-128, 127], "INT16": [-(2**15), 2**15 - 1], "INT32": [-(2**31), 2**31 - 1],
-    "INT64": [-(2**63), 2**63 - 1], "FP16": [0.5, -65504.0], "FP32": [1.5, -3.25], "FP64": [1e300, -2.5],
+    "BOOL": [True, False],
+    "UINT8": [0, 255],
+    "UINT16": [0, 65535],
+    "UINT32": [0, 2**32 - 1],
+    "UINT64": [0, 2**64 - 1],
+    "INT8": [-128, 127],
+    "INT16": [-(2**15), 2**15 - 1],
+    "INT32": [-(2**31), 2**31 - 1],
+    "INT64": [-(2**63), 2**63 - 1],
+    "FP16": [0.5, -65504.0],
+    "FP32": [1.5, -3.25],
+    "FP64": [1e300, -2.5],
     "BYTES": ["héllo", ""],
 }
 
@@ -35,12 +44,15 @@ def signature(datatype: str, shape=(-1,)) -> dict:
 def test_every_datatype_round_trips_through_json_and_binary(datatype):
     values = SAMPLES[datatype]
     from_lists = decode_named_lists({"t": values}, signature(datatype))["t"]
-    from_oip = decode_oip_tensors([{"name": "t", "datatype": datatype, "shape": [2], "data": values}],
-                                  signature(datatype))["t"]
+    from_oip = decode_oip_tensors(
+        [{"name": "t", "datatype": datatype, "shape": [2], "data": values}], signature(datatype)
+    )["t"]
     binary = tensor_to_bytes(from_lists)
     from_binary = decode_oip_tensors(
         [{"name": "t", "datatype": datatype, "shape": [2], "parameters": {"binary_data_size": len(binary)}}],
-        signature(datatype), BinaryBody(binary))["t"]
+        signature(datatype),
+        BinaryBody(binary),
+    )["t"]
     expected = [v.encode() for v in values] if datatype == "BYTES" else values
     for array in (from_lists, from_oip, from_binary):
         assert array.dtype == DATATYPES[datatype]
@@ -84,17 +96,27 @@ def test_fixed_dimensions_and_ranks_are_checked():
 
 def test_binary_data_must_be_claimed_exactly():
     with pytest.raises(TensorError, match="no input claims"):
-        decode_oip_tensors([{"name": "t", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}],
-                           signature("FP32"), BinaryBody(b"\0" * 8))
+        decode_oip_tensors(
+            [{"name": "t", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}],
+            signature("FP32"),
+            BinaryBody(b"\0" * 8),
+        )
     with pytest.raises(TensorError, match="needs 8"):
-        decode_oip_tensors([{"name": "t", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 4}}],
-                           signature("FP32"), BinaryBody(b"\0" * 4))
+        decode_oip_tensors(
+            [{"name": "t", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 4}}],
+            signature("FP32"),
+            BinaryBody(b"\0" * 4),
+        )
 
 
 def test_outputs_are_binary_where_asked():
     tensors = {"a": np.array([1.0], dtype=np.float32), "b": np.array([2], dtype=np.int64)}
-    described, chunks = encode_outputs_oip(tensors, [{"name": "b", "parameters": {"binary_data": True}}], False)
-    assert described == [{"name": "b", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}}]
+    described, chunks = encode_outputs_oip(
+        tensors, [{"name": "b", "parameters": {"binary_data": True}}], False
+    )
+    assert described == [
+        {"name": "b", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}}
+    ]
     assert chunks == [np.array([2], dtype="<i8").tobytes()]
     described, chunks = encode_outputs_oip(tensors, None, False)
     assert [d["data"] for d in described] == [[1.0], [2]] and chunks == []
@@ -109,4 +131,7 @@ def test_top_applies_softmax_to_logits_but_keeps_probabilities():
     assert top[0]["score"] == pytest.approx(expected[0], rel=1e-6)
     probabilities = {"label": np.array([1]), "p": np.array([[0.2, 0.7, 0.1]], dtype=np.float32)}
     assert [(t["label"], round(t["score"], 5)) for t in top_classes(probabilities, labels)] == [
-        ("dog", 0.7), ("cat", 0.2), ("eel", 0.1)]
+        ("dog", 0.7),
+        ("cat", 0.2),
+        ("eel", 0.1),
+    ]

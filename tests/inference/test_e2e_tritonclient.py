@@ -19,8 +19,9 @@ def triton(live_web) -> httpclient.InferenceServerClient:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_tritonclient_gets_the_same_numbers_as_onnx_runtime(live_web, celery_worker_process, alice_key, mixed,
-                                                           binary):
+def test_tritonclient_gets_the_same_numbers_as_onnx_runtime(
+    live_web, celery_worker_process, alice_key, mixed, binary
+):
     client = triton(live_web)
     headers = {"Authorization": f"Bearer {alice_key}"}
     assert client.is_server_live()
@@ -49,8 +50,9 @@ def test_tritonclient_gets_the_same_numbers_as_onnx_runtime(live_web, celery_wor
         assert_same(array, result.as_numpy(name))
 
 
-def test_tritonclient_sees_errors_as_exceptions_with_the_servers_message(live_web, celery_worker_process,
-                                                                          alice_key, mixed):
+def test_tritonclient_sees_errors_as_exceptions_with_the_servers_message(
+    live_web, celery_worker_process, alice_key, mixed
+):
     from tritonclient.utils import InferenceServerException
 
     client = triton(live_web)

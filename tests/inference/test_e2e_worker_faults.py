@@ -32,7 +32,11 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
     def start(**env) -> WorkerProcess:
         tag = uuid.uuid4().hex[:8]
         queue, prefix = f"faults-{tag}", f"mp:faults-{tag}:"
-        for name, value in {"INFERENCE_REDIS_PREFIX": prefix, "PREDICTION_REAPER_INTERVAL": "0.5", **env}.items():
+        for name, value in {
+            "INFERENCE_REDIS_PREFIX": prefix,
+            "PREDICTION_REAPER_INTERVAL": "0.5",
+            **env,
+        }.items():
             monkeypatch.setenv(name, value)
         settings.INFERENCE_JOB_QUEUE, settings.INFERENCE_REDIS_PREFIX = queue, prefix
         worker = WorkerProcess(tmp_path / f"worker-{tag}.log", ["-Q", queue, "--hostname", f"{tag}@%h"])
@@ -84,11 +88,14 @@ def test_a_job_whose_pool_process_is_killed_is_redelivered_or_failed_never_left_
     worker = own_worker()
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
     url = "/api/v1/models/alice/slow/predict"
-    response = post_json(client, url, {"inputs": {"x": [0.0], "n": [2_000_000]}}, alice_key,
-                         HTTP_PREFER="respond-async")
+    response = post_json(
+        client, url, {"inputs": {"x": [0.0], "n": [2_000_000]}}, alice_key, HTTP_PREFER="respond-async"
+    )
     assert response.status_code == 202
     prediction_id = response.json()["id"]
-    wait_for(lambda: Prediction.objects.get(id=prediction_id).status == "running", 30, "the job never started")
+    wait_for(
+        lambda: Prediction.objects.get(id=prediction_id).status == "running", 30, "the job never started"
+    )
     pool = [pid for pid in children_of(worker.process.pid) if pid != consumer_pid()]
     assert pool
     for pid in pool:
@@ -101,7 +108,9 @@ def test_a_job_whose_pool_process_is_killed_is_redelivered_or_failed_never_left_
         assert final.attempts == 2 and final.outputs[0]["data"] == [2_000_000.0]
     else:
         assert final.status == "failed" and final.error
-    response = post_json(client, url, {"inputs": {"x": [1.0], "n": [10]}}, alice_key, HTTP_PREFER="respond-async")
+    response = post_json(
+        client, url, {"inputs": {"x": [1.0], "n": [10]}}, alice_key, HTTP_PREFER="respond-async"
+    )
     next_id = response.json()["id"]
     done = wait_for(lambda: (p := Prediction.objects.get(id=next_id)).is_finished and p, 60, "next job hung")
     assert done.status == "succeeded" and done.outputs[0]["data"] == [11.0]
@@ -113,17 +122,28 @@ def test_killing_the_interactive_consumer_answers_its_callers_503_and_it_comes_b
     own_worker()
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
     url = "/v2/models/alice/slow/infer"
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
-                       {"name": "n", "datatype": "INT64", "shape": [1], "data": [20_000_000]}]}
+    body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
+            {"name": "n", "datatype": "INT64", "shape": [1], "data": [20_000_000]},
+        ]
+    }
     answers = {}
 
     def call():
-        answers["response"] = post_json(client, url, body, alice_key)
-        answers["at"] = time.monotonic()
+        from django.db import connection
+
+        try:
+            answers["response"] = post_json(client, url, body, alice_key)
+            answers["at"] = time.monotonic()
+        finally:
+            connection.close()  # this thread's own connection would keep the test database busy
 
     caller = threading.Thread(target=call)
     caller.start()
-    name = wait_for(lambda: interactive.client().keys(interactive.key("inflight", "*")), 30, "never in flight")
+    name = wait_for(
+        lambda: interactive.client().keys(interactive.key("inflight", "*")), 30, "never in flight"
+    )
     assert name
     victim = consumer_pid()
     os.kill(victim, signal.SIGKILL)
@@ -151,15 +171,22 @@ def test_a_model_past_the_time_limit_fails_with_a_timeout_and_the_worker_keeps_s
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
     forever = {"inputs": {"x": [0.0], "n": [10**12]}}
 
-    response = post_json(client, "/api/v1/models/alice/slow/predict", forever, alice_key,
-                         HTTP_PREFER="respond-async")
+    response = post_json(
+        client, "/api/v1/models/alice/slow/predict", forever, alice_key, HTTP_PREFER="respond-async"
+    )
     prediction_id = response.json()["id"]
-    failed = wait_for(lambda: (p := Prediction.objects.get(id=prediction_id)).is_finished and p, 30, "never ended")
+    failed = wait_for(
+        lambda: (p := Prediction.objects.get(id=prediction_id)).is_finished and p, 30, "never ended"
+    )
     assert failed.status == "failed" and "Timed out" in failed.error
 
     started = time.monotonic()
-    v2_body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
-                          {"name": "n", "datatype": "INT64", "shape": [1], "data": [10**12]}]}
+    v2_body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
+            {"name": "n", "datatype": "INT64", "shape": [1], "data": [10**12]},
+        ]
+    }
     response = post_json(client, "/v2/models/alice/slow/infer", v2_body, alice_key)
     assert response.status_code == 503 and "Timed out" in response.json()["error"]
     assert time.monotonic() - started < 10
@@ -167,7 +194,14 @@ def test_a_model_past_the_time_limit_fails_with_a_timeout_and_the_worker_keeps_s
     v2_body["inputs"][1]["data"] = [3]
     response = post_json(client, "/v2/models/alice/slow/infer", v2_body, alice_key)
     assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [3.0]
-    response = post_json(client, "/api/v1/models/alice/slow/predict", {"inputs": {"x": [0.0], "n": [4]}},
-                         alice_key, HTTP_PREFER="respond-async")
-    ok = wait_for(lambda: (p := Prediction.objects.get(id=response.json()["id"])).is_finished and p, 30, "hung")
+    response = post_json(
+        client,
+        "/api/v1/models/alice/slow/predict",
+        {"inputs": {"x": [0.0], "n": [4]}},
+        alice_key,
+        HTTP_PREFER="respond-async",
+    )
+    ok = wait_for(
+        lambda: (p := Prediction.objects.get(id=response.json()["id"])).is_finished and p, 30, "hung"
+    )
     assert ok.status == "succeeded"

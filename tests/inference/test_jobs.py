@@ -18,8 +18,9 @@ pytestmark = pytest.mark.django_db
 
 
 def job(user, version, inputs, **fields) -> Prediction:
-    return Prediction.objects.create(user=user, version=version, created_at=timezone.now(),
-                                     inputs=inputs_to_json(inputs), **fields)
+    return Prediction.objects.create(
+        user=user, version=version, created_at=timezone.now(), inputs=inputs_to_json(inputs), **fields
+    )
 
 
 def test_a_job_runs_and_records_its_outputs_and_timings(alice, mixed):
@@ -56,8 +57,12 @@ def test_a_prediction_redelivered_too_often_fails_with_the_reason(alice, mixed, 
 
 
 def test_a_model_error_fails_the_prediction_with_the_runtimes_message(alice):
-    version = builders.publish(owner=alice, name="broken", data=b"not an onnx file",
-                               signature={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]})
+    version = builders.publish(
+        owner=alice,
+        name="broken",
+        data=b"not an onnx file",
+        signature={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]},
+    )
     prediction = job(alice, version, {"x": np.zeros(1, dtype=np.float32)})
     prediction_execute(prediction_id=str(prediction.id))
     prediction.refresh_from_db()
@@ -66,8 +71,12 @@ def test_a_model_error_fails_the_prediction_with_the_runtimes_message(alice):
 
 def test_the_reaper_fails_predictions_running_past_the_hard_limit(alice, mixed, settings):
     settings.CELERY_TASK_TIME_LIMIT, settings.PREDICTION_REAP_MARGIN = 35, 15
-    stuck = job(alice, mixed, {}, status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=51))
-    fresh = job(alice, mixed, {}, status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=10))
+    stuck = job(
+        alice, mixed, {}, status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=51)
+    )
+    fresh = job(
+        alice, mixed, {}, status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=10)
+    )
     assert predictions_reap() == 1
     stuck.refresh_from_db()
     fresh.refresh_from_db()

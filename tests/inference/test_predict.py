@@ -20,7 +20,8 @@ URL = "/api/v1/models/alice/{}/predict"
 
 def as_lists(inputs: dict[str, np.ndarray]) -> dict:
     return {
-        name: [v.decode() for v in a.ravel()] if a.dtype == object else a.tolist() for name, a in inputs.items()
+        name: [v.decode() for v in a.ravel()] if a.dtype == object else a.tolist()
+        for name, a in inputs.items()
     }
 
 
@@ -33,8 +34,9 @@ def assert_outputs_match(body: dict, expected: dict[str, np.ndarray]) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_returns_the_outputs_onnx_runtime_gives_for_mixed_datatypes(client, alice_key, mixed,
-                                                                      celery_worker_process):
+def test_it_returns_the_outputs_onnx_runtime_gives_for_mixed_datatypes(
+    client, alice_key, mixed, celery_worker_process
+):
     inputs = builders.mixed_inputs(batch=3)
     response = post_json(client, URL.format("mixed"), {"inputs": as_lists(inputs)}, alice_key)
     assert response.status_code == 200, response.content
@@ -44,8 +46,14 @@ def test_it_returns_the_outputs_onnx_runtime_gives_for_mixed_datatypes(client, a
     assert body["latency_ms"] > 0
     assert_outputs_match(body, local_run(builders.mixed_onnx(), inputs))
     datatypes = {o["name"]: o["datatype"] for o in body["outputs"]}
-    assert datatypes == {"y": "FP32", "h2": "FP16", "notflag": "BOOL", "idsum": "INT64", "text_out": "BYTES",
-                         "small_out": "UINT8"}
+    assert datatypes == {
+        "y": "FP32",
+        "h2": "FP16",
+        "notflag": "BOOL",
+        "idsum": "INT64",
+        "text_out": "BYTES",
+        "small_out": "UINT8",
+    }
     # The record is written by the worker in its batch, within a second.
     deadline = time.monotonic() + 5
     while not Prediction.objects.filter(id=body["id"], status="succeeded").exists():
@@ -60,8 +68,12 @@ def test_it_returns_the_outputs_onnx_runtime_gives_for_mixed_datatypes(client, a
 def test_it_takes_open_inference_protocol_tensors(client, alice_key, mixed, celery_worker_process):
     inputs = builders.mixed_inputs(batch=1, seed=3)
     tensors = [
-        {"name": n, "datatype": d, "shape": list(a.shape),
-         "data": [v.decode() for v in a.ravel()] if a.dtype == object else a.ravel().tolist()}
+        {
+            "name": n,
+            "datatype": d,
+            "shape": list(a.shape),
+            "data": [v.decode() for v in a.ravel()] if a.dtype == object else a.ravel().tolist(),
+        }
         for (n, a), d in zip(inputs.items(), ["FP32", "FP16", "BOOL", "INT64", "BYTES", "UINT8"], strict=True)
     ]
     response = post_json(client, URL.format("mixed"), {"inputs": tensors, "version": 1}, alice_key)
@@ -74,11 +86,14 @@ def test_it_runs_a_torchscript_model(client, alice, alice_key, celery_worker_pro
     import torch
 
     data = builders.torchscript_model()
-    builders.publish(owner=alice, name="scorer", data=data, format="torchscript",
-                     signature=builders.TORCHSCRIPT_SIGNATURE)
+    builders.publish(
+        owner=alice, name="scorer", data=data, format="torchscript", signature=builders.TORCHSCRIPT_SIGNATURE
+    )
     x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
     idx = np.array([1, -5, 2**40], dtype=np.int64)
-    response = post_json(client, URL.format("scorer"), {"inputs": {"x": x.tolist(), "idx": idx.tolist()}}, alice_key)
+    response = post_json(
+        client, URL.format("scorer"), {"inputs": {"x": x.tolist(), "idx": idx.tolist()}}, alice_key
+    )
     assert response.status_code == 200, response.content
     module = torch.jit.load(io.BytesIO(data))
     probs, idx2 = module(torch.from_numpy(x), torch.from_numpy(idx))
@@ -86,7 +101,9 @@ def test_it_runs_a_torchscript_model(client, alice, alice_key, celery_worker_pro
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_classifies_an_image_with_the_models_preprocessing(client, alice_key, digits, celery_worker_process):
+def test_it_classifies_an_image_with_the_models_preprocessing(
+    client, alice_key, digits, celery_worker_process
+):
     from PIL import Image
 
     image = Image.new("L", (32, 32), color=255)
@@ -95,8 +112,9 @@ def test_it_classifies_an_image_with_the_models_preprocessing(client, alice_key,
             image.putpixel((x, y), 0)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    response = post_json(client, URL.format("digits"), {"image": base64.b64encode(buffer.getvalue()).decode()},
-                         alice_key)
+    response = post_json(
+        client, URL.format("digits"), {"image": base64.b64encode(buffer.getvalue()).decode()}, alice_key
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     # The same preprocessing by hand: grayscale, 8x8 bilinear, inverted, scaled by 16/255, flat.
@@ -112,14 +130,17 @@ def test_it_classifies_an_image_with_the_models_preprocessing(client, alice_key,
 @pytest.mark.django_db(transaction=True)
 def test_prefer_respond_async_queues_a_job(client, alice_key, mixed, celery_worker_process):
     inputs = builders.mixed_inputs(batch=2, seed=5)
-    response = post_json(client, URL.format("mixed"), {"inputs": as_lists(inputs)}, alice_key,
-                         HTTP_PREFER="respond-async")
+    response = post_json(
+        client, URL.format("mixed"), {"inputs": as_lists(inputs)}, alice_key, HTTP_PREFER="respond-async"
+    )
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["status"] == "queued" and body["url"].endswith(f"/api/v1/predictions/{body['id']}")
     deadline = time.monotonic() + 20
     while True:
-        detail = client.get(f"/api/v1/predictions/{body['id']}", HTTP_AUTHORIZATION=f"Bearer {alice_key}").json()
+        detail = client.get(
+            f"/api/v1/predictions/{body['id']}", HTTP_AUTHORIZATION=f"Bearer {alice_key}"
+        ).json()
         if detail["status"] == "succeeded":
             break
         assert detail["status"] in {"queued", "running"}, detail
@@ -130,8 +151,9 @@ def test_prefer_respond_async_queues_a_job(client, alice_key, mixed, celery_work
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_redis_a_sync_call_runs_as_a_job_and_waits_for_it(client, alice_key, mixed, settings,
-                                                                  celery_worker_process):
+def test_without_redis_a_sync_call_runs_as_a_job_and_waits_for_it(
+    client, alice_key, mixed, settings, celery_worker_process
+):
     settings.REDIS_URL = ""
     inputs = builders.mixed_inputs(batch=1, seed=7)
     response = post_json(client, URL.format("mixed"), {"inputs": as_lists(inputs)}, alice_key)
@@ -141,10 +163,13 @@ def test_without_redis_a_sync_call_runs_as_a_job_and_waits_for_it(client, alice_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_result_not_ready_within_wait_answers_202_with_a_record(client, alice, alice_key, celery_worker_process):
+def test_a_result_not_ready_within_wait_answers_202_with_a_record(
+    client, alice, alice_key, celery_worker_process
+):
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
-    response = post_json(client, URL.format("slow") + "?wait=0.2", {"inputs": {"x": [1.0], "n": [1_500_000]}},
-                         alice_key)
+    response = post_json(
+        client, URL.format("slow") + "?wait=0.2", {"inputs": {"x": [1.0], "n": [1_500_000]}}, alice_key
+    )
     assert response.status_code == 202, response.content
     prediction_id = response.json()["id"]
     assert Prediction.objects.filter(id=prediction_id).exists()
@@ -155,7 +180,7 @@ def test_a_result_not_ready_within_wait_answers_202_with_a_record(client, alice,
     assert Prediction.objects.get(id=prediction_id).outputs[0]["data"] == [1_500_001.0]
 
 
-# --- refusals: nothing is queued -----------------------------------------------------------------------------
+# --- refusals: nothing is queued ----------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -224,7 +249,7 @@ def test_it_rejects_a_wait_over_the_maximum(client, alice_key, mixed):
     assert response.status_code == 400 and "wait" in response.json()
 
 
-# --- who may run what -----------------------------------------------------------------------------------------
+# --- who may run what ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db

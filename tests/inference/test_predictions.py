@@ -14,8 +14,12 @@ pytestmark = pytest.mark.django_db
 
 def record(user, version, status="succeeded", **fields) -> Prediction:
     return Prediction.objects.create(
-        user=user, version=version, status=status, created_at=timezone.now(),
-        finished_at=timezone.now() if status in {"succeeded", "failed", "canceled"} else None, **fields,
+        user=user,
+        version=version,
+        status=status,
+        created_at=timezone.now(),
+        finished_at=timezone.now() if status in {"succeeded", "failed", "canceled"} else None,
+        **fields,
     )
 
 
@@ -61,9 +65,17 @@ def test_large_outputs_are_kept_in_a_file_and_served_back(client, alice, alice_k
     settings.PREDICTION_INLINE_OUTPUT_BYTES = 100
 
     prediction = record(alice, mixed, status="running")
-    predictions_record([Finished(id=str(prediction.id), status="succeeded", model_id=mixed.model_id,
-                                 outputs={"y": np.arange(100, dtype=np.float32).reshape(1, 100)},
-                                 finished_at=timezone.now())])
+    predictions_record(
+        [
+            Finished(
+                id=str(prediction.id),
+                status="succeeded",
+                model_id=mixed.model_id,
+                outputs={"y": np.arange(100, dtype=np.float32).reshape(1, 100)},
+                finished_at=timezone.now(),
+            )
+        ]
+    )
     prediction.refresh_from_db()
     assert prediction.outputs is None and prediction.outputs_file.name.endswith(".json")
     assert prediction.bytes_out > 100

@@ -31,8 +31,9 @@ def test_torchscript_and_torch_export_models_run(alice):
     import torch
 
     data = builders.torchscript_model()
-    scripted = builders.publish(owner=alice, name="ts", data=data, format="torchscript",
-                                signature=builders.TORCHSCRIPT_SIGNATURE)
+    scripted = builders.publish(
+        owner=alice, name="ts", data=data, format="torchscript", signature=builders.TORCHSCRIPT_SIGNATURE
+    )
     runtime = SessionCache().get(version_ref(scripted))
     assert isinstance(runtime, TorchRuntime) and runtime.platform == "pytorch_libtorch"
     x, idx = np.ones((2, 4), dtype=np.float32), np.array([3, 4])
@@ -41,8 +42,13 @@ def test_torchscript_and_torch_export_models_run(alice):
     np.testing.assert_allclose(outputs["probs"], probs.detach().numpy(), rtol=1e-6)
     np.testing.assert_array_equal(outputs["idx2"], [6, 8])
 
-    exported = builders.publish(owner=alice, name="ex", data=builders.torch_export_model(), format="torch-export",
-                                signature=builders.TORCH_EXPORT_SIGNATURE)
+    exported = builders.publish(
+        owner=alice,
+        name="ex",
+        data=builders.torch_export_model(),
+        format="torch-export",
+        signature=builders.TORCH_EXPORT_SIGNATURE,
+    )
     outputs = SessionCache().get(version_ref(exported)).run({"x": np.ones((4, 3), dtype=np.float32)})
     np.testing.assert_array_equal(outputs["y"], np.full((4, 3), 3.0, dtype=np.float32))
 

@@ -19,8 +19,12 @@ DATATYPES = {"x": "FP32", "h": "FP16", "flag": "BOOL", "ids": "INT64", "text": "
 
 def oip_inputs(inputs: dict[str, np.ndarray]) -> list[dict]:
     return [
-        {"name": n, "datatype": DATATYPES[n], "shape": list(a.shape),
-         "data": [v.decode() for v in a.ravel()] if a.dtype == object else a.ravel().tolist()}
+        {
+            "name": n,
+            "datatype": DATATYPES[n],
+            "shape": list(a.shape),
+            "data": [v.decode() for v in a.ravel()] if a.dtype == object else a.ravel().tolist(),
+        }
         for n, a in inputs.items()
     ]
 
@@ -40,7 +44,9 @@ def test_model_metadata_of_a_public_model_needs_no_key(client, mixed):
     assert body["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 3]}
     assert [o["name"] for o in body["outputs"]] == ["y", "h2", "notflag", "idsum", "text_out", "small_out"]
     assert client.get("/v2/models/alice/mixed/versions/1").status_code == 200
-    assert client.get("/v2/models/alice/mixed/versions/2").json() == {"error": "No model alice/mixed version 2 to run."}
+    assert client.get("/v2/models/alice/mixed/versions/2").json() == {
+        "error": "No model alice/mixed version 2 to run."
+    }
 
 
 @pytest.mark.django_db
@@ -68,32 +74,50 @@ def test_infer_needs_a_key_with_the_predict_scope(client, alice, mixed):
 @pytest.mark.django_db(transaction=True)
 def test_infer_with_json_tensors(client, alice_key, mixed, celery_worker_process):
     inputs = builders.mixed_inputs(batch=2, seed=11)
-    response = post_json(client, "/v2/models/alice/mixed/infer", {"id": "req-1", "inputs": oip_inputs(inputs)},
-                         alice_key)
+    response = post_json(
+        client, "/v2/models/alice/mixed/infer", {"id": "req-1", "inputs": oip_inputs(inputs)}, alice_key
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["model_name"] == "alice/mixed" and body["model_version"] == "1" and body["id"] == "req-1"
     expected = local_run(builders.mixed_onnx(), inputs)
     for output in body["outputs"]:
         assert output["shape"] == list(expected[output["name"]].shape)
-        assert_same(expected[output["name"]], np.asarray(output["data"], dtype=object if output["datatype"] == "BYTES" else None))
+        assert_same(
+            expected[output["name"]],
+            np.asarray(output["data"], dtype=object if output["datatype"] == "BYTES" else None),
+        )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_infer_with_binary_tensors_in_and_out(client, alice_key, mixed, celery_worker_process):
     inputs = builders.mixed_inputs(batch=2, seed=12)
     chunks = [tensor_to_bytes(a) for a in inputs.values()]
-    header = json.dumps({
-        "inputs": [
-            {"name": n, "datatype": DATATYPES[n], "shape": list(a.shape), "parameters": {"binary_data_size": len(c)}}
-            for (n, a), c in zip(inputs.items(), chunks, strict=True)
-        ],
-        "outputs": [{"name": "h2", "parameters": {"binary_data": True}}, {"name": "text_out"},
-                    {"name": "idsum", "parameters": {"binary_data": True}}],
-    }).encode()
-    response = client.post("/v2/models/alice/mixed/infer", header + b"".join(chunks),
-                           content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {alice_key}",
-                           HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)))
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": n,
+                    "datatype": DATATYPES[n],
+                    "shape": list(a.shape),
+                    "parameters": {"binary_data_size": len(c)},
+                }
+                for (n, a), c in zip(inputs.items(), chunks, strict=True)
+            ],
+            "outputs": [
+                {"name": "h2", "parameters": {"binary_data": True}},
+                {"name": "text_out"},
+                {"name": "idsum", "parameters": {"binary_data": True}},
+            ],
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/alice/mixed/infer",
+        header + b"".join(chunks),
+        content_type="application/octet-stream",
+        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+        HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+    )
     assert response.status_code == 200, response.content
     length = int(response["Inference-Header-Content-Length"])
     body = json.loads(response.content[:length])
@@ -112,18 +136,37 @@ def test_infer_with_binary_tensors_in_and_out(client, alice_key, mixed, celery_w
     ("body", "headers", "message"),
     [
         (b'{"inputs": [', {}, "Malformed JSON"),
-        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}]}',
-         {}, "no Inference-Header-Content-Length"),
-        (b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]}', {}, "unknown input 'nope'"),
-        (b'{"inputs": [{"name": "small", "datatype": "UINT8", "shape": [1], "data": [300]}]}', {}, "out of range"),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], '
+            b'"parameters": {"binary_data_size": 12}}]}',
+            {},
+            "no Inference-Header-Content-Length",
+        ),
+        (
+            b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            {},
+            "unknown input 'nope'",
+        ),
+        (
+            b'{"inputs": [{"name": "small", "datatype": "UINT8", "shape": [1], "data": [300]}]}',
+            {},
+            "out of range",
+        ),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2]}]}', {}, "needs 3"),
         (b'{"inputs": []}', {}, "missing input 'x'"),
         (b'{"inputs": [], "outputs": [{"name": "zzz"}]}', {}, "Unknown output"),
     ],
 )
-def test_infer_rejects_bad_requests_with_an_error_naming_the_problem(client, alice_key, mixed, body, headers, message):
-    response = client.post("/v2/models/alice/mixed/infer", body, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {alice_key}", **headers)
+def test_infer_rejects_bad_requests_with_an_error_naming_the_problem(
+    client, alice_key, mixed, body, headers, message
+):
+    response = client.post(
+        "/v2/models/alice/mixed/infer",
+        body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+        **headers,
+    )
     assert response.status_code == 400
     assert message in response.json()["error"], response.json()
     assert not Prediction.objects.exists()
@@ -131,11 +174,20 @@ def test_infer_rejects_bad_requests_with_an_error_naming_the_problem(client, ali
 
 @pytest.mark.django_db
 def test_binary_sizes_that_do_not_add_up_are_a_400(client, alice_key, mixed):
-    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3],
-                                     "parameters": {"binary_data_size": 12}}]}).encode()
-    response = client.post("/v2/models/alice/mixed/infer", header + struct.pack("<2f", 1, 2),
-                           content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {alice_key}",
-                           HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)))
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}}
+            ]
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/alice/mixed/infer",
+        header + struct.pack("<2f", 1, 2),
+        content_type="application/octet-stream",
+        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+        HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+    )
     assert response.status_code == 400 and "runs past the end" in response.json()["error"]
 
 

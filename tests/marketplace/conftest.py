@@ -1,4 +1,4 @@
-"""Model files built in the suite (nothing downloaded), upload helpers, and tight limits for validation children."""
+"""Model files built in the suite (nothing downloaded), upload helpers, tight validation limits."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ os.environ.setdefault("MODEL_VALIDATION_MEMORY_MB", "1536")
 os.environ.setdefault("MODEL_VALIDATION_TIMEOUT_SECONDS", "40")
 
 
-# --- valid models ---------------------------------------------------------------------------------------------------
+# --- valid models -------------------------------------------------------------------------------------------
+
 
 @cache
 def onnx_model_bytes(bias: float = 0.0) -> bytes:
@@ -26,8 +27,10 @@ def onnx_model_bytes(bias: float = 0.0) -> bytes:
     weights = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "weights")
     offset = numpy_helper.from_array(np.full(3, bias, dtype=np.float32), "offset")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "weights"], ["product"]),
-         helper.make_node("Add", ["product", "offset"], ["scores"])],
+        [
+            helper.make_node("MatMul", ["features", "weights"], ["product"]),
+            helper.make_node("Add", ["product", "offset"], ["scores"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])],
@@ -71,7 +74,8 @@ def torch_export_bytes() -> bytes:
     return buffer.getvalue()
 
 
-# --- hostile files --------------------------------------------------------------------------------------------------
+# --- hostile files ------------------------------------------------------------------------------------------
+
 
 class CreatesMarker:
     def __init__(self, marker: str):
@@ -110,7 +114,8 @@ def onnx_with(nodes, initializers, *, domains=(), inputs=None, outputs=None) -> 
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, "hostile",
+        nodes,
+        "hostile",
         inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "m"])],
         outputs or [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "m"])],
         initializer=initializers,
@@ -137,9 +142,15 @@ def onnx_constant_of_shape_terabytes() -> bytes:
 
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1 << 20, 1 << 20])
     return onnx_with(
-        [helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                          value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-         helper.make_node("Add", ["x", "big"], ["y"])],
+        [
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                ["big"],
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            ),
+            helper.make_node("Add", ["x", "big"], ["y"]),
+        ],
         [shape],
     )
 
@@ -158,8 +169,9 @@ def onnx_huge_initializer() -> bytes:
 def onnx_unknown_domain() -> bytes:
     from onnx import helper
 
-    return onnx_with([helper.make_node("Detonate", ["x"], ["y"], domain="evil.example")], [],
-                     domains=["evil.example"])
+    return onnx_with(
+        [helper.make_node("Detonate", ["x"], ["y"], domain="evil.example")], [], domains=["evil.example"]
+    )
 
 
 def zip_bomb_like_a_torch_archive() -> bytes:
@@ -176,7 +188,8 @@ def zip_bomb_like_a_torch_archive() -> bytes:
     return out.getvalue()
 
 
-# --- helpers --------------------------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------------
+
 
 def upload_file(content: bytes, name: str = "model.onnx"):
     from django.core.files.uploadedfile import SimpleUploadedFile
@@ -210,8 +223,10 @@ def publish(alice):
     def make(name: str = "tiny", *, owner=None, content: bytes | None = None, fmt: str = "onnx", **fields):
         stored = services.store_upload(file=upload_file(content or onnx_model_bytes()), limit=1 << 30)
         version = services.model_create(owner=owner or alice, name=name, stored=stored, **fields)
-        signature = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
-                     "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}]}
+        signature = {
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}],
+        }
         ModelVersion.objects.filter(pk=version.pk).update(status="ready", format=fmt, signature=signature)
         Model.objects.filter(pk=version.model_id).update(latest_format=fmt)
         return Model.objects.get(pk=version.model_id)

@@ -50,7 +50,8 @@ def test_it_searches_name_card_and_tags(client, publish):
 
 
 def test_it_sorts(client, publish):
-    a, b, c = publish("a"), publish("b"), publish("c")
+    publish("a")
+    b, c = publish("b"), publish("c")
     Model.objects.filter(pk=b.pk).update(downloads=10, runs=1)
     Model.objects.filter(pk=c.pk).update(downloads=5, runs=50)
     order = lambda s: [m["name"] for m in client.get(f"/api/v1/models?sort={s}").json()["results"]]  # noqa: E731
@@ -63,8 +64,23 @@ def test_it_sorts(client, publish):
 def test_the_detail_has_the_contract_fields(client, publish):
     publish("tiny", description="# Tiny", labels=["x", "y", "z"], license="MIT")
     body = client.get("/api/v1/models/alice/tiny").json()
-    for field in ("owner", "name", "slug", "task", "description", "tags", "license", "labels", "visibility",
-                  "downloads", "runs", "created_at", "updated_at", "versions", "signature"):
+    for field in (
+        "owner",
+        "name",
+        "slug",
+        "task",
+        "description",
+        "tags",
+        "license",
+        "labels",
+        "visibility",
+        "downloads",
+        "runs",
+        "created_at",
+        "updated_at",
+        "versions",
+        "signature",
+    ):
         assert field in body
     assert body["owner"] == "alice"
     assert body["signature"]["inputs"][0]["name"] == "features"
@@ -75,8 +91,13 @@ def test_the_owner_edits_metadata_but_not_owner_or_counters(alice_client, publis
     publish("tiny")
     response = alice_client.patch(
         "/api/v1/models/alice/tiny",
-        {"description": "new card", "tags": ["a", "b"], "downloads": 999, "owner": "bob",
-         "preprocessing": {"width": 8, "height": 8, "mode": "L", "layout": "flat"}},
+        {
+            "description": "new card",
+            "tags": ["a", "b"],
+            "downloads": 999,
+            "owner": "bob",
+            "preprocessing": {"width": 8, "height": 8, "mode": "L", "layout": "flat"},
+        },
         content_type="application/json",
     )
     assert response.status_code == 200, response.content
@@ -90,8 +111,11 @@ def test_the_owner_edits_metadata_but_not_owner_or_counters(alice_client, publis
 
 def test_it_refuses_bad_preprocessing(alice_client, publish):
     publish("tiny")
-    response = alice_client.patch("/api/v1/models/alice/tiny", {"preprocessing": {"layout": "sideways"}},
-                                  content_type="application/json")
+    response = alice_client.patch(
+        "/api/v1/models/alice/tiny",
+        {"preprocessing": {"layout": "sideways"}},
+        content_type="application/json",
+    )
     assert response.status_code == 400
     assert "preprocessing" in response.json()
 
@@ -99,8 +123,12 @@ def test_it_refuses_bad_preprocessing(alice_client, publish):
 def test_another_user_cannot_edit_or_delete_a_public_model(client, publish, bob):
     publish("tiny")
     client.force_login(bob)
-    assert client.patch("/api/v1/models/alice/tiny", {"description": "mine"},
-                        content_type="application/json").status_code == 403
+    assert (
+        client.patch(
+            "/api/v1/models/alice/tiny", {"description": "mine"}, content_type="application/json"
+        ).status_code
+        == 403
+    )
     assert client.delete("/api/v1/models/alice/tiny").status_code == 403
     assert Model.objects.filter(name="tiny").exists()
 
@@ -129,5 +157,7 @@ def test_a_read_key_reads_and_a_predict_only_key_gets_403(client, publish, alice
     _k, reader = ApiKey.issue(user=alice, name="r", scopes=["read"])
     _k, predictor = ApiKey.issue(user=alice, name="p", scopes=["predict"])
     assert client.get("/api/v1/models/alice/tiny", HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 200
-    assert client.get("/api/v1/models/alice/tiny", HTTP_AUTHORIZATION=f"Bearer {predictor}").status_code == 403
+    assert (
+        client.get("/api/v1/models/alice/tiny", HTTP_AUTHORIZATION=f"Bearer {predictor}").status_code == 403
+    )
     assert client.get("/api/v1/models", HTTP_AUTHORIZATION="Bearer mp_bad_key").status_code == 401

@@ -22,10 +22,18 @@ TINY_SIGNATURE = {
 
 def test_it_uploads_an_onnx_model(api, celery_worker_process):
     content = onnx_model_bytes()
-    response = api.post("/api/v1/models", {
-        "name": "tiny-onnx", "file": upload_file(content, "tiny.onnx"), "task": "tabular-classification",
-        "description": "# Tiny", "tags": "demo, tiny", "labels": "a,b,c",
-    }, format="multipart")
+    response = api.post(
+        "/api/v1/models",
+        {
+            "name": "tiny-onnx",
+            "file": upload_file(content, "tiny.onnx"),
+            "task": "tabular-classification",
+            "description": "# Tiny",
+            "tags": "demo, tiny",
+            "labels": "a,b,c",
+        },
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["slug"] == "alice/tiny-onnx"
@@ -47,8 +55,9 @@ def test_it_uploads_an_onnx_model(api, celery_worker_process):
 
 def test_it_uploads_a_traced_torchscript_model(api, celery_worker_process):
     content = torchscript_bytes()
-    response = api.post("/api/v1/models", {"name": "tiny-ts", "file": upload_file(content, "weights.bin")},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models", {"name": "tiny-ts", "file": upload_file(content, "weights.bin")}, format="multipart"
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["format"] == "torchscript"
@@ -61,22 +70,33 @@ def test_it_uploads_a_traced_torchscript_model(api, celery_worker_process):
 
 def test_it_takes_a_signature_field_for_a_scripted_module(api, celery_worker_process):
     content = torchscript_bytes(traced=False)
-    response = api.post("/api/v1/models", {"name": "tiny-scripted", "file": upload_file(content, "m.pt")},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models", {"name": "tiny-scripted", "file": upload_file(content, "m.pt")}, format="multipart"
+    )
     assert response.status_code == 415
     assert "signature" in response.json()["detail"]
     assert not Model.objects.filter(name="tiny-scripted").exists()
 
-    response = api.post("/api/v1/models", {"name": "tiny-scripted", "file": upload_file(content, "m.pt"),
-                                           "signature": json.dumps(TINY_SIGNATURE)}, format="multipart")
+    response = api.post(
+        "/api/v1/models",
+        {
+            "name": "tiny-scripted",
+            "file": upload_file(content, "m.pt"),
+            "signature": json.dumps(TINY_SIGNATURE),
+        },
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     assert response.json()["signature"]["inputs"] == TINY_SIGNATURE["inputs"]
 
 
 def test_it_uploads_a_torch_export_program(api, celery_worker_process):
     content = torch_export_bytes()
-    response = api.post("/api/v1/models", {"name": "tiny-export", "file": upload_file(content, "model.onnx")},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models",
+        {"name": "tiny-export", "file": upload_file(content, "model.onnx")},
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["format"] == "torch-export"
@@ -85,17 +105,26 @@ def test_it_uploads_a_torch_export_program(api, celery_worker_process):
 
 
 def test_versions_number_up_and_cannot_be_changed(api, celery_worker_process):
-    assert api.post("/api/v1/models", {"name": "grows", "file": upload_file(onnx_model_bytes())},
-                    format="multipart").status_code == 201
-    second = api.post("/api/v1/models/alice/grows/versions",
-                      {"file": upload_file(torchscript_bytes(), "v2.pt"), "notes": "now TorchScript"},
-                      format="multipart")
+    assert (
+        api.post(
+            "/api/v1/models", {"name": "grows", "file": upload_file(onnx_model_bytes())}, format="multipart"
+        ).status_code
+        == 201
+    )
+    second = api.post(
+        "/api/v1/models/alice/grows/versions",
+        {"file": upload_file(torchscript_bytes(), "v2.pt"), "notes": "now TorchScript"},
+        format="multipart",
+    )
     assert second.status_code == 201, second.content
     assert second.json()["number"] == 2
     assert second.json()["format"] == "torchscript"
     assert second.json()["notes"] == "now TorchScript"
-    third = api.post("/api/v1/models/alice/grows/versions", {"file": upload_file(onnx_model_bytes(0.5))},
-                     format="multipart")
+    third = api.post(
+        "/api/v1/models/alice/grows/versions",
+        {"file": upload_file(onnx_model_bytes(0.5))},
+        format="multipart",
+    )
     assert third.json()["number"] == 3
 
     listed = api.get("/api/v1/models/alice/grows/versions").json()
@@ -109,10 +138,16 @@ def test_versions_number_up_and_cannot_be_changed(api, celery_worker_process):
 
 
 def test_a_rejected_later_version_is_recorded_with_its_reason(api, celery_worker_process):
-    assert api.post("/api/v1/models", {"name": "keeps", "file": upload_file(onnx_model_bytes())},
-                    format="multipart").status_code == 201
+    assert (
+        api.post(
+            "/api/v1/models", {"name": "keeps", "file": upload_file(onnx_model_bytes())}, format="multipart"
+        ).status_code
+        == 201
+    )
     truncated = onnx_model_bytes()[:40]
-    response = api.post("/api/v1/models/alice/keeps/versions", {"file": upload_file(truncated)}, format="multipart")
+    response = api.post(
+        "/api/v1/models/alice/keeps/versions", {"file": upload_file(truncated)}, format="multipart"
+    )
     assert response.status_code == 415
     rejected = api.get("/api/v1/models/alice/keeps/versions/2").json()
     assert rejected["status"] == "rejected"
@@ -123,8 +158,9 @@ def test_a_rejected_later_version_is_recorded_with_its_reason(api, celery_worker
 
 def test_it_refuses_an_upload_over_the_limit_with_413(api, settings):
     settings.MODEL_UPLOAD_MAX_BYTES = 100
-    response = api.post("/api/v1/models", {"name": "big", "file": upload_file(onnx_model_bytes())},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models", {"name": "big", "file": upload_file(onnx_model_bytes())}, format="multipart"
+    )
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
     assert not Model.objects.filter(name="big").exists()
@@ -132,7 +168,9 @@ def test_it_refuses_an_upload_over_the_limit_with_413(api, settings):
 
 def test_it_refuses_a_request_body_far_over_the_limit_before_reading_it(api, settings):
     settings.MODEL_UPLOAD_MAX_BYTES = 10
-    response = api.post("/api/v1/models", {"name": "big", "file": upload_file(bytes(3 << 20))}, format="multipart")
+    response = api.post(
+        "/api/v1/models", {"name": "big", "file": upload_file(bytes(3 << 20))}, format="multipart"
+    )
     assert response.status_code == 413
 
 
@@ -140,8 +178,11 @@ def test_a_key_without_the_upload_scope_gets_403(alice, client):
     from portal.models import ApiKey
 
     _key, plaintext = ApiKey.issue(user=alice, name="reader", scopes=["read"])
-    response = client.post("/api/v1/models", {"name": "nope", "file": upload_file(onnx_model_bytes())},
-                           HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    response = client.post(
+        "/api/v1/models",
+        {"name": "nope", "file": upload_file(onnx_model_bytes())},
+        HTTP_AUTHORIZATION=f"Bearer {plaintext}",
+    )
     assert response.status_code == 403
     assert "upload" in response.json()["detail"]
 
@@ -153,15 +194,19 @@ def test_anonymous_uploads_get_401(client):
 
 def test_it_refuses_a_duplicate_name(api, publish):
     publish("taken")
-    response = api.post("/api/v1/models", {"name": "TAKEN", "file": upload_file(onnx_model_bytes())},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models", {"name": "TAKEN", "file": upload_file(onnx_model_bytes())}, format="multipart"
+    )
     assert response.status_code == 400
     assert "name" in response.json()
 
 
 def test_a_task_enqueued_by_a_web_request_runs_in_the_worker_process(api, celery_worker_process):
-    response = api.post("/api/v1/models", {"name": "via-worker", "file": upload_file(onnx_model_bytes(0.25))},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/models",
+        {"name": "via-worker", "file": upload_file(onnx_model_bytes(0.25))},
+        format="multipart",
+    )
     assert response.status_code == 201
     version = ModelVersion.objects.get(model__name="via-worker")
     assert version.status == "ready"

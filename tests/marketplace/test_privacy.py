@@ -37,8 +37,12 @@ def test_another_users_key_gets_404_on_writes_too(client, secret, bob):
     _k, key = ApiKey.issue(user=bob, name="k", scopes=["read", "upload"])
     auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
     assert client.get("/api/v1/models/alice/secret", **auth).status_code == 404
-    assert client.patch("/api/v1/models/alice/secret", {"visibility": "public"}, content_type="application/json",
-                        **auth).status_code == 404
+    assert (
+        client.patch(
+            "/api/v1/models/alice/secret", {"visibility": "public"}, content_type="application/json", **auth
+        ).status_code
+        == 404
+    )
     assert client.delete("/api/v1/models/alice/secret", **auth).status_code == 404
     assert client.post("/api/v1/models/alice/secret/versions", {}, **auth).status_code == 404
 

@@ -45,7 +45,12 @@ def test_it_signs_up_a_new_user_and_logs_them_in(browser):
 def test_it_rejects_a_signup_without_the_csrf_token(browser):
     response = browser.post(
         "/accounts/signup/",
-        {"username": "mallory", "email": "m@example.com", "password1": "x-long-pass-123", "password2": "x-long-pass-123"},
+        {
+            "username": "mallory",
+            "email": "m@example.com",
+            "password1": "x-long-pass-123",
+            "password2": "x-long-pass-123",
+        },
     )
     assert response.status_code == 403
     assert not User.objects.filter(username="mallory").exists()

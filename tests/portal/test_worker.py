@@ -13,7 +13,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_the_worker_answers_celery_inspect_ping(celery_worker_process):
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "portal", "inspect", "ping", "--timeout", "5"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pong" in result.stdout

@@ -1,0 +1,609 @@
+"""Plans, quotas and rate limits: the functions other apps call.
+
+For the inference app
+---------------------
+``admit_prediction(*, user, api_key) -> Admission``
+        Call once per prediction request (predict API, ``/v2/…/infer``, the browser's try-it) after
+    authentication and input validation, *before* anything is queued or run. It counts the request in every
+    window that applies (the user's minute and day, the key's minute and day caps) all-or-nothing and checks
+    this month's compute. When a limit is used up it raises ``QuotaExceeded`` and nothing was counted.
+    ``QuotaExceeded`` is a DRF ``APIException`` (429, ``{"detail", "limit", "retry_after"}``, ``Retry-
+    After``), so DRF views just let it propagate; in plain Django views (``/v2/``)
+    ``portal.middleware.RateLimitHeadersMiddleware`` turns it into a 429 ``{"error": …, "limit": …}``.
+    ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers. The middleware adds the admission's
+    ``RateLimit-*`` headers to the response by itself.
+
+``charge_finished(predictions) -> int``
+        Call from the worker's bulk record step with finished ``inference.Prediction`` rows (instances or ids)
+    once they are saved (inside the same transaction is fine). Each row is accounted exactly once
+    (``Prediction.charged`` marks it, so a redelivered task charges nothing twice): it adds one request, its
+    bytes and, if it succeeded, its compute time to the daily ledger (``UsageDay``) and to the month's compute
+    counter. Failed and canceled predictions never cost compute: a failure through the server's fault (worker
+    lost, timeout) is not charged. Returns how many rows were accounted now.
+
+``portal.authentication.authenticate_bearer(header) -> ApiKey``
+    The one bearer check (cached; revocation takes effect on the next request).
+
+For the marketplace
+-------------------
+``upload_limit_for(user) -> int`` (bytes) and ``private_model_limit_for(user) -> int``.
+
+Backends
+--------
+With Redis (``QUOTA_BACKEND = "redis"``, the default when ``REDIS_URL`` is set) one Lua script checks and
+bumps all windows atomically. Without it (``"sql"``) each window is a ``UsageCounter`` row bumped by a
+conditional ``UPDATE … WHERE used < limit`` inside one transaction, rolled back if any window is full. Both
+are fixed windows (UTC minute, UTC day, calendar month).
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextvars
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.apps import apps
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from rest_framework import exceptions, status
+
+from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
+
+LIMITS_CACHE_SECONDS = 300
+
+LIMIT_DESCRIPTIONS = {
+    "requests_per_minute": "requests per minute",
+    "requests_per_day": "requests per day",
+    "key_requests_per_minute": "requests per minute for this API key",
+    "key_requests_per_day": "requests per day for this API key",
+    "compute_seconds_per_month": "compute seconds per month",
+}
+
+
+# --- Limits -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    plan: str
+    requests_per_minute: int
+    requests_per_day: int
+    compute_seconds_per_month: int
+    max_upload_bytes: int
+    max_private_models: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def limits_cache_key(user_id: int) -> str:
+    return f"portal:limits:{user_id}"
+
+
+def quota_for(user) -> Quota:
+    """The user's quota row, created on the default plan if missing."""
+    quota = Quota.objects.select_related("plan").filter(user_id=user.pk).first()
+    if quota is None:
+        quota, _ = Quota.objects.select_related("plan").get_or_create(
+            user_id=user.pk, defaults={"plan": Plan.default()}
+        )
+    return quota
+
+
+def effective_limits(user) -> Limits:
+    """The user's plan with overrides applied; cached, and invalidated when a plan or quota changes."""
+    cache_key = limits_cache_key(user.pk)
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return Limits(**cached)
+    quota = quota_for(user)
+    limits = Limits(plan=quota.plan.name, **quota.effective())
+    cache.set(cache_key, limits.as_dict(), LIMITS_CACHE_SECONDS)
+    return limits
+
+
+def upload_limit_for(user) -> int:
+    """Largest model file, in bytes, this user may upload."""
+    return effective_limits(user).max_upload_bytes
+
+
+def private_model_limit_for(user) -> int:
+    """How many private models this user may own."""
+    return effective_limits(user).max_private_models
+
+
+def invalidate_limits(user_ids) -> None:
+    """Forget cached limits now and again at commit, so no request re-caches the old values in between."""
+    cache_keys = [limits_cache_key(user_id) for user_id in user_ids]
+    if cache_keys:
+        cache.delete_many(cache_keys)
+        transaction.on_commit(lambda: cache.delete_many(cache_keys))
+
+
+# --- Windows ------------------------------------------------------------------------------------------------
+
+
+def minute_number(now: float) -> int:
+    return int(now // 60)
+
+
+def day_number(now: float) -> int:
+    return int(now // 86400)
+
+
+def month_number(now: float) -> int:
+    moment = datetime.fromtimestamp(now, UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def seconds_to_next_month(now: float) -> int:
+    moment = datetime.fromtimestamp(now, UTC)
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    start_of_month = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return max(1, math.ceil(start_of_month + days * 86400 - now))
+
+
+@dataclass
+class Window:
+    """One fixed window that a prediction request counts in."""
+
+    limit_name: str
+    subject: str  # "u:<user id>" or "k:<key id>"
+    kind: str  # "minute" or "day"
+    limit: int
+    number: int
+    reset: int  # seconds until the window ends
+    used: int = 0
+
+    @property
+    def counter_key(self) -> str:
+        return f"{self.subject}:{self.kind}"
+
+    @property
+    def redis_key(self) -> str:
+        return f"mpq:{self.subject}:{self.kind}:{self.number}"
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def windows_for(user, api_key: ApiKey | None, limits: Limits, now: float) -> list[Window]:
+    minute, day = minute_number(now), day_number(now)
+    to_minute_end, to_day_end = 60 - int(now % 60), 86400 - int(now % 86400)
+    windows = [
+        Window(
+            "requests_per_minute", f"u:{user.pk}", "minute", limits.requests_per_minute, minute, to_minute_end
+        ),
+        Window("requests_per_day", f"u:{user.pk}", "day", limits.requests_per_day, day, to_day_end),
+    ]
+    if api_key is not None and api_key.requests_per_minute is not None:
+        windows.append(
+            Window(
+                "key_requests_per_minute",
+                f"k:{api_key.pk}",
+                "minute",
+                api_key.requests_per_minute,
+                minute,
+                to_minute_end,
+            )
+        )
+    if api_key is not None and api_key.requests_per_day is not None:
+        windows.append(
+            Window(
+                "key_requests_per_day", f"k:{api_key.pk}", "day", api_key.requests_per_day, day, to_day_end
+            )
+        )
+    return windows
+
+
+def compute_counter_key(user_id: int) -> str:
+    return f"u:{user_id}:compute"
+
+
+def compute_redis_key(user_id: int, month: int) -> str:
+    return f"mpq:u:{user_id}:compute:{month}"
+
+
+def rate_limit_headers(window: Window) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(window.limit),
+        "RateLimit-Remaining": str(window.remaining),
+        "RateLimit-Reset": str(window.reset),
+    }
+
+
+def tightest(windows: list[Window]) -> Window:
+    # The window with the fewest requests left is the one a client must pace itself by.
+    return min(windows, key=lambda w: (w.remaining, w.reset))
+
+
+# --- Admission ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Admission:
+    """A counted prediction request: the windows it counted in, after counting."""
+
+    windows: list[Window]
+    compute_used_ms: int = 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return rate_limit_headers(tightest(self.windows))
+
+
+class QuotaExceeded(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "quota_exceeded"
+
+    def __init__(self, *, limit_name: str, limit: int, retry_after: int, windows: list[Window]):
+        self.limit_name = limit_name
+        self.limit = limit
+        self.retry_after = retry_after
+        self.wait = retry_after  # DRF's exception handler sends it as Retry-After
+        self.windows = windows
+        self.message = (
+            f"Quota exhausted: {limit_name} ({limit} {LIMIT_DESCRIPTIONS[limit_name]}). "
+            f"Try again in {retry_after} s."
+        )
+        super().__init__({"detail": self.message, "limit": limit_name, "retry_after": retry_after})
+
+    @property
+    def headers(self) -> dict[str, str]:
+        rejected = next((w for w in self.windows if w.limit_name == self.limit_name), None)
+        headers = rate_limit_headers(rejected or tightest(self.windows))
+        if rejected is None:  # the month's compute: requests remain but none may run
+            headers["RateLimit-Remaining"] = "0"
+            headers["RateLimit-Reset"] = str(self.retry_after)
+        headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+@dataclass
+class RequestQuotaState:
+    """What the admission and authentication learned during one API request, for the headers middleware."""
+
+    admission: Admission | None = None
+    rejection: QuotaExceeded | None = None
+    api_key: ApiKey | None = None
+    extra: dict = field(default_factory=dict)
+
+
+current_request_state: contextvars.ContextVar[RequestQuotaState | None] = contextvars.ContextVar(
+    "portal_quota_state", default=None
+)
+
+
+def quota_backend() -> str:
+    return getattr(settings, "QUOTA_BACKEND", "") or ("redis" if settings.REDIS_URL else "sql")
+
+
+def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
+    """Count one prediction request in every limit that applies, or raise QuotaExceeded counting nothing."""
+    now = time.time()
+    limits = effective_limits(user)
+    windows = windows_for(user, api_key, limits, now)
+    compute_limit_ms = limits.compute_seconds_per_month * 1000
+    state = current_request_state.get()
+    try:
+        if quota_backend() == "redis":
+            admission = _admit_redis(user.pk, windows, compute_limit_ms, now)
+        else:
+            admission = _admit_sql(user.pk, windows, compute_limit_ms, now)
+    except QuotaExceeded as rejection:
+        if state is not None:
+            state.rejection = rejection
+        raise
+    if state is not None:
+        state.admission = admission
+    return admission
+
+
+def _compute_rejection(windows: list[Window], compute_limit_ms: int, now: float) -> QuotaExceeded:
+    return QuotaExceeded(
+        limit_name="compute_seconds_per_month",
+        limit=compute_limit_ms // 1000,
+        retry_after=seconds_to_next_month(now),
+        windows=windows,
+    )
+
+
+def _window_rejection(window: Window, windows: list[Window]) -> QuotaExceeded:
+    return QuotaExceeded(
+        limit_name=window.limit_name, limit=window.limit, retry_after=window.reset, windows=windows
+    )
+
+
+# Returns {0, used…} when admitted, {i, used_i} when window i is full, {-1, used} when the month's compute is
+# spent, {-2} when the compute counter is not in Redis yet (the caller seeds it from PostgreSQL and retries).
+ADMIT_SCRIPT = """
+local n = #KEYS - 1
+local compute_limit = tonumber(ARGV[2 * n + 1])
+local compute = redis.call('GET', KEYS[n + 1])
+if not compute then return {-2} end
+if tonumber(compute) >= compute_limit then return {-1, tonumber(compute)} end
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + 1 > tonumber(ARGV[2 * i - 1]) then return {i, used} end
+end
+local result = {0}
+for i = 1, n do
+  local used = redis.call('INCR', KEYS[i])
+  if used == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
+  result[i + 1] = used
+end
+result[n + 2] = tonumber(compute)
+return result
+"""
+
+CHARGE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return -1
+"""
+
+_scripts: dict[str, object] = {}
+
+
+def redis_client():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def _script(name: str, source: str):
+    if name not in _scripts:
+        _scripts[name] = redis_client().register_script(source)
+    return _scripts[name]
+
+
+def _admit_redis(user_id: int, windows: list[Window], compute_limit_ms: int, now: float) -> Admission:
+    month = month_number(now)
+    keys = [w.redis_key for w in windows] + [compute_redis_key(user_id, month)]
+    args: list[int] = []
+    for w in windows:
+        args += [w.limit, w.reset + 5]
+    args.append(compute_limit_ms)
+    script = _script("admit", ADMIT_SCRIPT)
+    result = script(keys=keys, args=args)
+    if result[0] == -2:
+        _seed_compute_in_redis(user_id, month, now)
+        result = script(keys=keys, args=args)
+    code = result[0]
+    if code == -1:
+        raise _compute_rejection(windows, compute_limit_ms, now)
+    if code > 0:
+        full = windows[code - 1]
+        full.used = int(result[1])
+        raise _window_rejection(full, windows)
+    for w, used in zip(windows, result[1:], strict=False):
+        w.used = int(used)
+    return Admission(windows=windows, compute_used_ms=int(result[-1]))
+
+
+def _seed_compute_in_redis(user_id: int, month: int, now: float) -> None:
+    """Copy this month's charged compute from PostgreSQL (the record) into Redis unless it is there."""
+    row = UsageCounter.objects.filter(key=compute_counter_key(user_id)).values_list("window", "used").first()
+    used = row[1] if row and row[0] == month else 0
+    redis_client().set(
+        compute_redis_key(user_id, month), used, nx=True, ex=seconds_to_next_month(now) + 86400
+    )
+
+
+def _admit_sql(user_id: int, windows: list[Window], compute_limit_ms: int, now: float) -> Admission:
+    month = month_number(now)
+    with transaction.atomic():
+        compute = (
+            UsageCounter.objects.filter(key=compute_counter_key(user_id))
+            .values_list("window", "used")
+            .first()
+        )
+        compute_used = compute[1] if compute and compute[0] == month else 0
+        if compute_used >= compute_limit_ms:
+            raise _compute_rejection(windows, compute_limit_ms, now)
+        # Always in the same order, so two requests of one user queue on the row locks instead of deadlocking.
+        for window in windows:
+            if not _bump_counter(window):
+                window.used = _counter_used(window)
+                raise _window_rejection(window, windows)  # rolls back the windows bumped so far
+        used = dict(
+            UsageCounter.objects.filter(key__in=[w.counter_key for w in windows]).values_list("key", "used")
+        )
+    for window in windows:
+        window.used = used.get(window.counter_key, 0)
+    return Admission(windows=windows, compute_used_ms=compute_used)
+
+
+def _bump_counter(window: Window) -> bool:
+    if window.limit < 1:
+        return False
+    if _conditional_bump(window):
+        return True
+    # The subject's first request ever: make its counter row, then count.
+    UsageCounter.objects.bulk_create(
+        [UsageCounter(key=window.counter_key, window=window.number, used=0)], ignore_conflicts=True
+    )
+    return _conditional_bump(window)
+
+
+def _conditional_bump(window: Window) -> bool:
+    """One conditional UPDATE: start a new window at 1, or add 1 if that stays within the limit."""
+    return bool(
+        UsageCounter.objects.filter(key=window.counter_key)
+        .filter(~Q(window=window.number) | Q(used__lt=window.limit))
+        .update(
+            used=Case(When(window=window.number, then=F("used") + 1), default=Value(1)),
+            window=Value(window.number),
+        )
+    )
+
+
+def _counter_used(window: Window) -> int:
+    row = UsageCounter.objects.filter(key=window.counter_key).values_list("window", "used").first()
+    return row[1] if row and row[0] == window.number else 0
+
+
+# --- Reading the current windows (headers on uncounted calls, the usage page) -------------------------------
+
+
+def current_windows(user, api_key: ApiKey | None = None, *, now: float | None = None) -> list[Window]:
+    """The user's (and key's) windows with what is used in them now, without counting anything."""
+    now = time.time() if now is None else now
+    windows = windows_for(user, api_key, effective_limits(user), now)
+    if quota_backend() == "redis":
+        values = redis_client().mget([w.redis_key for w in windows])
+        for window, value in zip(windows, values, strict=True):
+            window.used = int(value or 0)
+    else:
+        rows = {
+            key: (number, used)
+            for key, number, used in UsageCounter.objects.filter(
+                key__in=[w.counter_key for w in windows]
+            ).values_list("key", "window", "used")
+        }
+        for window in windows:
+            number, used = rows.get(window.counter_key, (None, 0))
+            window.used = used if number == window.number else 0
+    return windows
+
+
+def current_minute_headers(user) -> dict[str, str]:
+    """RateLimit headers for an API call that is not counted: the caller's minute window as it stands."""
+    now = time.time()
+    limits = effective_limits(user)
+    window = windows_for(user, None, limits, now)[0]
+    if quota_backend() == "redis":
+        window.used = int(redis_client().get(window.redis_key) or 0)
+    else:
+        window.used = _counter_used(window)
+    return rate_limit_headers(window)
+
+
+def compute_used_ms(user, *, now: float | None = None) -> int:
+    """This month's charged compute, from the record in the database."""
+    now = time.time() if now is None else now
+    row = UsageCounter.objects.filter(key=compute_counter_key(user.pk)).values_list("window", "used").first()
+    return int(row[1]) if row and row[0] == month_number(now) else 0
+
+
+# --- Charging finished predictions --------------------------------------------------------------------------
+
+
+def charge_finished(predictions) -> int:
+    """Account finished predictions once each: daily ledger and the month's compute (see the module doc)."""
+    Prediction = apps.get_model("inference", "Prediction")
+    ids = [getattr(p, "pk", p) for p in predictions]
+    if not ids:
+        return 0
+    finished = [Prediction.Status.SUCCEEDED, Prediction.Status.FAILED, Prediction.Status.CANCELED]
+    month = month_number(time.time())
+    # The claim flips `charged` and returns only the rows it flipped: a redelivered batch is charged nothing.
+    # After it every increment commits on its own: workers charging overlapping batches never hold locks on
+    # several ledger rows at once (no deadlocks), and a crash in between under-charges, never double-charges.
+    claimed = _claim_unaccounted(Prediction, ids, finished)
+    if not claimed:
+        return 0
+    rows = Prediction.objects.filter(pk__in=claimed).values(
+        "user_id", "api_key_id", "version_id", "status", "created_at", "compute_ms", "bytes_in", "bytes_out"
+    )
+    days: dict[tuple, dict] = defaultdict(
+        lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
+    )
+    compute_by_user: dict[int, int] = defaultdict(int)
+    for row in rows:
+        day = row["created_at"].astimezone(UTC).date()
+        totals = days[(row["user_id"], row["api_key_id"], row["version_id"], day)]
+        totals["requests"] += 1
+        totals["bytes_in"] += row["bytes_in"] or 0
+        totals["bytes_out"] += row["bytes_out"] or 0
+        if row["status"] == Prediction.Status.SUCCEEDED:
+            compute_ms = row["compute_ms"] or 0.0
+            totals["succeeded"] += 1
+            totals["compute_ms"] += compute_ms
+            compute_by_user[row["user_id"]] += math.ceil(compute_ms)
+    for (user_id, api_key_id, version_id, day), totals in sorted(days.items(), key=lambda item: str(item[0])):
+        _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
+    for user_id, compute_ms in sorted(compute_by_user.items()):
+        _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
+    if quota_backend() == "redis" and compute_by_user:
+        charges = dict(compute_by_user)
+        transaction.on_commit(lambda: _charge_redis(charges, month))
+    return len(claimed)
+
+
+def _claim_unaccounted(Prediction, ids: list, statuses: list[str]) -> list:
+    """One `UPDATE … SET charged = true WHERE NOT charged … RETURNING id` (PostgreSQL and SQLite >= 3.35)."""
+    quote = connection.ops.quote_name
+    pk = Prediction._meta.pk
+    id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
+    # Table and column names come from the model; every value is a parameter.
+    table, id_column, charged, status_column = (
+        quote(Prediction._meta.db_table),
+        quote(pk.column),
+        quote("charged"),
+        quote("status"),
+    )
+    id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(statuses))
+    sql = (
+        f"UPDATE {table} SET {charged} = %s WHERE {id_column} IN ({id_list}) AND {charged} = %s "  # noqa: S608
+        f"AND {status_column} IN ({status_list}) RETURNING {id_column}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *id_values, False, *statuses])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _add_usage_day(
+    *, user_id, api_key_id, version_id, day, requests, succeeded, compute_ms, bytes_in, bytes_out
+):
+    lookup = dict(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day)
+    increments = dict(
+        requests=F("requests") + requests,
+        succeeded=F("succeeded") + succeeded,
+        compute_ms=F("compute_ms") + compute_ms,
+        bytes_in=F("bytes_in") + bytes_in,
+        bytes_out=F("bytes_out") + bytes_out,
+    )
+    if UsageDay.objects.filter(**lookup).update(**increments):
+        return
+    try:
+        with transaction.atomic():
+            UsageDay.objects.create(
+                **lookup,
+                requests=requests,
+                succeeded=succeeded,
+                compute_ms=compute_ms,
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+            )
+    except IntegrityError:  # another worker created the row first
+        UsageDay.objects.filter(**lookup).update(**increments)
+
+
+def _add_compute(*, user_id: int, month: int, compute_ms: int) -> None:
+    key = compute_counter_key(user_id)
+    increment = dict(
+        used=Case(When(window=month, then=F("used") + compute_ms), default=Value(compute_ms)),
+        window=Value(month),
+    )
+    if UsageCounter.objects.filter(key=key).update(**increment):
+        return
+    try:
+        with transaction.atomic():
+            UsageCounter.objects.create(key=key, window=month, used=compute_ms)
+    except IntegrityError:
+        UsageCounter.objects.filter(key=key).update(**increment)
+
+
+def _charge_redis(charges: dict[int, int], month: int) -> None:
+    # Only bumps a counter Redis already has; a missing one is seeded from PostgreSQL, which includes this
+    # charge.
+    script = _script("charge", CHARGE_SCRIPT)
+    for user_id, compute_ms in charges.items():
+        script(keys=[compute_redis_key(user_id, month)], args=[compute_ms])

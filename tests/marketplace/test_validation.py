@@ -1,0 +1,56 @@
+"""The validation service: sandboxed child process, signatures, verdicts recorded on the version."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from marketplace import services, validation
+from marketplace.models import ModelVersion
+
+from .conftest import onnx_model_bytes, torch_export_bytes, upload_file
+
+
+def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypatch, settings):
+    settings.MODEL_VALIDATION_MEMORY_MB = 1024
+    monkeypatch.setenv("SECRET_KEY", "top-secret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:pw@db/x")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://secret")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, os, resource\n"
+        "print(json.dumps({'env': sorted(os.environ), 'as': resource.getrlimit(resource.RLIMIT_AS)[0]}))"
+    )
+    result = validation.run_sandboxed([str(probe)], workdir=str(tmp_path), timeout=30)
+    answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert not {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"} & set(answer["env"])
+    assert answer["as"] == 1024 << 20
+
+
+@pytest.mark.django_db
+def test_validate_version_records_the_signature_and_format(alice):
+    stored = services.store_upload(file=upload_file(torch_export_bytes(), "m.bin"), limit=1 << 30)
+    version = services.model_create(owner=alice, name="exported", stored=stored)
+    services.validate_version(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.READY
+    assert version.format == "torch-export"
+    assert version.model.latest_format == "torch-export"
+    assert version.signature["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+
+
+@pytest.mark.django_db
+def test_an_upload_not_validated_in_time_answers_202_with_a_status_url(api, client, settings):
+    # No worker here and a zero wait: the request must not block, and must say where to look.
+    settings.MODEL_UPLOAD_WAIT_SECONDS = 0
+    response = api.post(
+        "/api/v1/models", {"name": "slow", "file": upload_file(onnx_model_bytes())}, format="multipart"
+    )
+    assert response.status_code == 202
+    assert response.json()["url"] == "/api/v1/models/alice/slow/versions/1"
+    assert response.json()["status"] == "validating"
+    assert api.get("/api/v1/models/alice/slow/versions/1").json()["status"] == "validating"
+    # Not published yet: other people do not see it, even though it is public.
+    assert client.get("/api/v1/models/alice/slow").status_code == 404
+    assert client.get("/models/alice/slow/").status_code == 404

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from .authentication import CachedApiKeyAuthentication
 from .codec import TensorError, decode_image, decode_named_lists, decode_oip_tensors
+from .interactive import Unavailable
 from .models import Prediction
 from .services import (
     NotCancelable,
@@ -204,15 +205,18 @@ class PredictView(APIView):
             raise ValidationError({"inputs": [str(exc)]}) from None
         api_key = request.auth if request.auth is not None and hasattr(request.auth, "prefix") else None
         asynchronous = wants_async(request)
-        submission = prediction_submit(
-            user=request.user,
-            api_key=api_key,
-            target=target,
-            inputs=tensors,
-            source=Prediction.Source.API if api_key else Prediction.Source.WEB,
-            bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
-            asynchronous=asynchronous,
-        )
+        try:
+            submission = prediction_submit(
+                user=request.user,
+                api_key=api_key,
+                target=target,
+                inputs=tensors,
+                source=Prediction.Source.API if api_key else Prediction.Source.WEB,
+                bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
+                asynchronous=asynchronous,
+            )
+        except Unavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         if not asynchronous:
             outcome = prediction_wait(
                 submission=submission,

@@ -1,7 +1,8 @@
 """The interactive consumer: `python -m inference.consumer --name NAME`, started and watched by the worker.
 
-It drains the per-model queues in Redis, runs one batched call per model, replies to each caller, then records
-the batch in the database at once (`predictions_record`). See `inference.interactive` for the keys.
+It drains the per-model queues in Redis, runs one batched call per model and replies to each caller. The
+finished calls go onto the `records` list, which the worker's supervisor writes to the database in bulk
+(`predictions_record`). See `inference.interactive` for the keys.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import argparse
 import json
 import logging
 import os
-import queue
-import threading
 import time
 
 import numpy as np
@@ -68,11 +67,10 @@ def _concatenable(signature: dict, batch: list[dict[str, np.ndarray]]) -> bool:
 def serve_batch(items: list[bytes], consumer: str) -> None:
     from django.conf import settings
     from django.db import close_old_connections
-    from django.utils import timezone
 
     from . import interactive
     from .runtimes import RuntimeFailure, runtime_for
-    from .services import Finished, version_ref_cached
+    from .services import version_ref_cached
 
     requests = [interactive.unpack_tensors(item) for item in items]
     headers = [header for header, _ in requests]
@@ -82,7 +80,7 @@ def serve_batch(items: list[bytes], consumer: str) -> None:
         json.dumps({"started": time.time(), "headers": headers}),
         ex=3600,
     )
-    started_at = timezone.now()
+    started_at = time.time()
     started = time.perf_counter()
     close_old_connections()  # only a version seen for the first time queries the database
     try:
@@ -94,68 +92,33 @@ def serve_batch(items: list[bytes], consumer: str) -> None:
     except RuntimeFailure as exc:
         results = [exc] * len(requests)
     compute_ms = (time.perf_counter() - started) * 1000 / len(requests)
-    finished_at = timezone.now()
+    finished_at = time.time()
     pipe = redis.pipeline(transaction=False)
-    finished = []
     for header, result in zip(headers, results, strict=True):
-        item = Finished(
-            id=header["id"],
-            status="succeeded",
-            model_id=header["model_id"],
-            header=header,
-            started_at=started_at,
-            finished_at=finished_at,
-            queue_ms=max(0.0, (started_at.timestamp() - header["created_at"]) * 1000),
-            compute_ms=compute_ms,
-        )
+        record = {
+            **header,
+            "status": "succeeded",
+            "error": "",
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "queue_ms": max(0.0, (started_at - header["created_at"]) * 1000),
+            "compute_ms": compute_ms,
+        }
         if isinstance(result, RuntimeFailure):
-            item.status, item.error = "failed", str(result)
+            record["status"], record["error"] = "failed", str(result)
             # A timeout is the server's limit, not the caller's mistake: /v2 answers 503 for it.
             interactive.reply(
-                pipe, header["id"], {"status": "failed", "error": item.error, "unavailable": result.timed_out}
+                pipe,
+                header["id"],
+                {"status": "failed", "error": str(result), "unavailable": result.timed_out},
             )
+            result = {}
         else:
-            item.outputs = result
             interactive.reply(pipe, header["id"], {"status": "succeeded", "compute_ms": compute_ms}, result)
-        finished.append(item)
+        # The worker's supervisor writes these to the database in bulk: the serving loop never waits on it.
+        pipe.rpush(interactive.key("records"), interactive.pack_tensors(record, result))
     pipe.delete(interactive.key("inflight", consumer))
     pipe.execute()
-    recorder.put(finished)
-
-
-class Recorder(threading.Thread):
-    """Writes the records of answered calls off the serving loop: callers never wait on the database.
-
-    Everything finished since the last write goes in one `predictions_record` call (one bulk INSERT).
-    """
-
-    def __init__(self):
-        super().__init__(name="prediction-recorder", daemon=True)
-        self.finished: queue.Queue = queue.Queue()
-
-    def put(self, finished: list) -> None:
-        self.finished.put(finished)
-
-    def run(self) -> None:
-        from django.db import close_old_connections
-
-        from .services import predictions_record
-
-        while True:
-            pending = list(self.finished.get())
-            while True:
-                try:
-                    pending.extend(self.finished.get_nowait())
-                except queue.Empty:
-                    break
-            close_old_connections()
-            try:
-                predictions_record(pending)
-            except Exception:
-                logger.exception("could not record %d interactive predictions", len(pending))
-
-
-recorder = Recorder()
 
 
 def consume(consumer: str) -> None:
@@ -164,8 +127,9 @@ def consume(consumer: str) -> None:
     redis = interactive.client()
     parent = os.getppid()
     wake_key = interactive.key("wake")
-    batch_size = int(os.environ.get("INFERENCE_MAX_BATCH", "0")) or 64
-    recorder.start()
+    from django.conf import settings
+
+    batch_size = settings.INFERENCE_MAX_BATCH
     logger.info("interactive consumer %s serving", consumer)
     while os.getppid() == parent:  # the worker that started us is gone: so are we
         item = redis.blpop([wake_key], timeout=1)

@@ -7,7 +7,8 @@ once.
 
 Keys (under `INFERENCE_REDIS_PREFIX`): `wake`, `q:<sha256>`, `r:<prediction id>`, `alive` (the supervisors'
 heartbeat: no consumer, no point waiting), `inflight:<consumer>` (the batch being run, so a supervisor can
-answer its callers when the consumer dies), `consumers` (consumer name -> pid).
+answer its callers when the consumer dies), `consumers` (consumer name -> pid), `records` (finished calls
+the supervisor writes to the database in bulk).
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ REPLY_TTL_SECONDS = 120
 
 
 class NoConsumer(Exception):
-    """No worker serves interactive calls right now."""
+    """No worker serves interactive calls right now (or Redis is out of reach): take the job path."""
+
+
+class Unavailable(Exception):
+    """A dependency (Redis, the task queue) failed mid-call: the caller gets a 503 and may retry."""
 
 
 def enabled() -> bool:
@@ -60,18 +65,28 @@ class PendingCall:
 def submit(*, header: dict, tensors: dict[str, np.ndarray], queue: str) -> PendingCall:
     payload = pack_tensors(header, tensors)
     call = PendingCall(id=header["id"], queue_key=key("q", queue), payload=payload)
+    import redis
+
     pipe = client().pipeline(transaction=False)
     pipe.rpush(call.queue_key, payload)
     pipe.rpush(key("wake"), queue)
     pipe.exists(key("alive"))
-    _, _, alive = pipe.execute()
-    if not alive and withdraw(call):
-        raise NoConsumer()
+    try:
+        _, _, alive = pipe.execute()
+        if not alive and withdraw(call):
+            raise NoConsumer()
+    except redis.RedisError:
+        raise NoConsumer() from None
     return call
 
 
 def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:
-    item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+    import redis
+
+    try:
+        item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+    except redis.RedisError as exc:
+        raise Unavailable(f"The interactive queue is unavailable ({exc}); retry.") from None
     if item is None:
         return None
     return unpack_tensors(item[1])
@@ -86,6 +101,12 @@ def reply(pipe, prediction_id: str, header: dict, outputs: dict[str, np.ndarray]
     reply_key = key("r", prediction_id)
     pipe.rpush(reply_key, pack_tensors(header, outputs or {}))
     pipe.expire(reply_key, REPLY_TTL_SECONDS)
+
+
+def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
+    """Finished interactive calls the consumer left to be recorded, oldest first."""
+    items = client().lpop(key("records"), limit) or []
+    return [unpack_tensors(item) for item in items]
 
 
 def inflight_read(consumer: str) -> dict | None:

@@ -215,9 +215,14 @@ def _job_create(
 def job_enqueue(*, prediction_id) -> None:
     from .tasks import run_prediction
 
-    run_prediction.apply_async(
-        kwargs={"prediction_id": str(prediction_id)}, queue=settings.INFERENCE_JOB_QUEUE
-    )
+    try:
+        run_prediction.apply_async(
+            kwargs={"prediction_id": str(prediction_id)}, queue=settings.INFERENCE_JOB_QUEUE
+        )
+    except Exception as exc:  # the broker's errors vary by transport
+        logger.exception("could not queue prediction %s", prediction_id)
+        prediction_fail(prediction_id=prediction_id, error="The task queue was unavailable; not run.")
+        raise interactive.Unavailable("The task queue is unavailable; retry.") from exc
 
 
 @dataclass
@@ -240,7 +245,10 @@ def prediction_wait(
     Not done by then: `pending` (the record then exists, as a job or a running row the worker completes)
     if `fall_back_to_job`, else `unavailable` (a 503)."""
     if submission.call is not None:
-        reply = interactive.wait(submission.call, timeout)
+        try:
+            reply = interactive.wait(submission.call, timeout)
+        except interactive.Unavailable as exc:
+            return Outcome(status="pending", unavailable=True, error=str(exc))
         if reply is not None:
             header, outputs = reply
             if header["status"] == Prediction.Status.SUCCEEDED:
@@ -253,17 +261,24 @@ def prediction_wait(
             return Outcome(
                 status="pending", unavailable=True, error="No worker answered in time; retry later."
             )
-        with transaction.atomic():
-            if taken:
-                # A worker holds it: a running row it will complete, or the reaper will fail it.
-                Prediction.objects.bulk_create(
-                    [_interactive_row(submission.header, status=Prediction.Status.RUNNING)],
-                    ignore_conflicts=True,
-                )
-            else:
-                _job_create(submission=submission, user=user, api_key=api_key)
+        try:
+            _record_pending_call(submission=submission, taken=taken, user=user, api_key=api_key)
+        except interactive.Unavailable as exc:
+            return Outcome(status="pending", unavailable=True, error=str(exc))
         return Outcome(status="pending")
     return _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
+
+
+def _record_pending_call(*, submission: Submission, taken: bool, user, api_key) -> None:
+    with transaction.atomic():
+        if taken:
+            # A worker holds it: a running row it will complete, or the reaper will fail it.
+            Prediction.objects.bulk_create(
+                [_interactive_row(submission.header, status=Prediction.Status.RUNNING)],
+                ignore_conflicts=True,
+            )
+        else:
+            _job_create(submission=submission, user=user, api_key=api_key)
 
 
 def _poll_job(*, prediction_id, timeout: float) -> Outcome:

@@ -167,14 +167,17 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
         tensors = decode_oip_tensors(request_json["inputs"], target.ref.signature, binary)
     except TensorError as exc:
         raise V2Error(str(exc), 400) from None
-    submission = prediction_submit(
-        user=user,
-        api_key=key,
-        target=target,
-        inputs=tensors,
-        source=Prediction.Source.V2,
-        bytes_in=len(request.body),
-    )
+    try:
+        submission = prediction_submit(
+            user=user,
+            api_key=key,
+            target=target,
+            inputs=tensors,
+            source=Prediction.Source.V2,
+            bytes_in=len(request.body),
+        )
+    except interactive.Unavailable as exc:
+        raise V2Error(str(exc), 503) from None
     outcome = prediction_wait(
         submission=submission,
         timeout=settings.CELERY_TASK_TIME_LIMIT + 5,

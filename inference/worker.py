@@ -30,6 +30,7 @@ class Supervisor(threading.Thread):
         self.stopping = threading.Event()
         self.next_reap = 0.0
         self.next_heartbeat = 0.0
+        self.next_record = 0.0
 
     def run(self) -> None:
         while not self.stopping.wait(0.1):
@@ -48,6 +49,9 @@ class Supervisor(threading.Thread):
             if now >= self.next_heartbeat:
                 interactive.client().set(interactive.key("alive"), self.consumer_name, ex=3)
                 self.next_heartbeat = now + 1
+            if now >= self.next_record:
+                self.next_record = now + settings.INFERENCE_RECORD_INTERVAL
+                self.record_finished()
         if now >= self.next_reap:
             self.next_reap = now + settings.PREDICTION_REAPER_INTERVAL
             from django.db import close_old_connections
@@ -75,6 +79,35 @@ class Supervisor(threading.Thread):
             self.process.wait()
             self.process = None
             self.fail_inflight(f"Timed out: the model ran past the {limit} s time limit.")
+
+    def record_finished(self) -> None:
+        """Write what the consumer answered, in bulk: one INSERT for every call finished since last time."""
+        from datetime import UTC, datetime
+
+        from django.db import close_old_connections
+
+        from . import interactive
+        from .services import Finished, predictions_record
+
+        while records := interactive.records_take():
+            close_old_connections()
+            predictions_record(
+                [
+                    Finished(
+                        id=header["id"],
+                        status=header["status"],
+                        model_id=header["model_id"],
+                        header=header,
+                        outputs=outputs if header["status"] == "succeeded" else None,
+                        error=header["error"],
+                        started_at=datetime.fromtimestamp(header["started_at"], tz=UTC),
+                        finished_at=datetime.fromtimestamp(header["finished_at"], tz=UTC),
+                        queue_ms=header["queue_ms"],
+                        compute_ms=header["compute_ms"],
+                    )
+                    for header, outputs in records
+                ]
+            )
 
     def start_consumer(self) -> None:
         from . import interactive

@@ -137,5 +137,26 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")
         ]
 
+    # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
+    IMMUTABLE_FIELDS = ("model_id", "number", "file", "size", "sha256", "notes")
+
     def __str__(self) -> str:
         return f"{self.model.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        loaded = getattr(self, "_loaded", None)
+        if loaded and not self._state.adding:
+            changed = [name for name, value in loaded.items() if getattr(self, name) != value]
+            if changed:
+                raise ValueError(f"Model versions are immutable: cannot change {', '.join(changed)}.")
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded = {
+            name: getattr(instance, name)
+            for name in cls.IMMUTABLE_FIELDS
+            if name in field_names or f"{name}_id" in field_names or name.removesuffix("_id") in field_names
+        }
+        return instance

@@ -274,6 +274,9 @@ INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 1024)
 INFERENCE_THREADS_PER_SESSION = env_int("INFERENCE_THREADS_PER_SESSION", 0)  # 0: cores / worker processes
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
+INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched call of one model
+# Records of interactive calls are written in bulk at most this often (seconds) by the worker.
+INFERENCE_RECORD_INTERVAL = env_float("INFERENCE_RECORD_INTERVAL", 0.25)
 
 # --- portal: API keys, plans, quotas ----------------------------------------------------------------------
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).

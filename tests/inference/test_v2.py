@@ -195,3 +195,30 @@ def test_binary_sizes_that_do_not_add_up_are_a_400(client, alice_key, mixed):
 def test_a_ready_model_is_ready(client, mixed, celery_worker_process):
     assert client.get("/v2/models/alice/mixed/ready").status_code == 200
     assert client.get("/v2/models/alice/missing/ready").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_infer_runs_a_torchscript_model(client, alice, alice_key, celery_worker_process):
+    import io
+
+    import torch
+
+    data = builders.torchscript_model()
+    builders.publish(
+        owner=alice, name="scorer", data=data, format="torchscript", signature=builders.TORCHSCRIPT_SIGNATURE
+    )
+    assert client.get("/v2/models/alice/scorer").json()["platform"] == "pytorch_libtorch"
+    x = np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)
+    idx = np.array([7, -(2**50)], dtype=np.int64)
+    body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()},
+            {"name": "idx", "datatype": "INT64", "shape": [2], "data": idx.tolist()},
+        ]
+    }
+    response = post_json(client, "/v2/models/alice/scorer/infer", body, alice_key)
+    assert response.status_code == 200, response.content
+    probs, idx2 = torch.jit.load(io.BytesIO(data))(torch.from_numpy(x), torch.from_numpy(idx))
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert_same(probs.detach().numpy(), np.asarray(outputs["probs"]["data"]))
+    assert outputs["idx2"]["datatype"] == "INT64" and outputs["idx2"]["data"] == [14, -(2**51)]

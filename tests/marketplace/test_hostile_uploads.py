@@ -3,9 +3,12 @@ the worker goes on."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from marketplace.models import Model
 
@@ -74,8 +77,9 @@ CORPUS = {
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_it_rejects_a_hostile_file(case, api, marker, celery_worker_process):
     make, filename, phrase = CORPUS[case]
+    content = make(marker)
     response = api.post(
-        "/api/v1/models", {"name": "hostile", "file": upload_file(make(marker), filename)}, format="multipart"
+        "/api/v1/models", {"name": "hostile", "file": upload_file(content, filename)}, format="multipart"
     )
     assert response.status_code == 415, response.content
     reason = response.json()["detail"]
@@ -83,6 +87,10 @@ def test_it_rejects_a_hostile_file(case, api, marker, celery_worker_process):
     assert phrase.lower() in reason.lower()
     assert not os.path.exists(marker)
     assert not Model.objects.filter(name="hostile").exists()
+    # Nothing half-written: neither the stored file nor a staging copy is left behind.
+    sha = hashlib.sha256(content).hexdigest()
+    assert not (Path(settings.MEDIA_ROOT) / "models" / sha[:2] / sha).exists()
+    assert not any((Path(settings.MEDIA_ROOT) / "staging").glob("*"))
 
 
 def test_pickles_are_refused_with_how_to_export(api):

@@ -91,10 +91,6 @@
     return /^U?INT\d+$/.test(datatype || "");
   }
 
-  function isFloatType(datatype) {
-    return /^FP\d+$/.test(datatype || "") || !datatype;
-  }
-
   function exampleValue(datatype) {
     if (datatype === "BOOL") return false;
     if (datatype === "BYTES") return "example";
@@ -341,7 +337,9 @@
     } else {
       container.appendChild(el("p", { className: "muted", text: "The model returned no outputs." }));
     }
-    container.appendChild(el("details", { className: "try-it-raw" }, [
+    var hasTop = Array.isArray(result.top) && result.top.length > 0;
+    // Without a chart the raw answer is part of the result, so it starts open.
+    container.appendChild(el("details", { className: "try-it-raw", open: !hasTop }, [
       el("summary", { text: "Raw JSON" }),
       el("pre", {}, [el("code", { text: readableJson(result, 2) })]),
     ]));
@@ -403,6 +401,8 @@
         if (canvas.setPointerCapture && event.pointerId !== undefined) {
           try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* synthetic events */ }
         }
+        // The last input wins and the other one goes, so what is on screen is what the model reads.
+        if (state.fileBase64) forgetFile();
         last = point(event);
         context.beginPath();
         context.arc(last.x, last.y, brush / 2, 0, 2 * Math.PI);
@@ -428,7 +428,7 @@
         text: "Clear drawing",
         onclick: function () {
           resetCanvas();
-          setSource(state.fileBase64 ? "file" : null);
+          setSource(null);
         },
       });
       root.appendChild(el("div", { className: "try-it-draw" }, [
@@ -442,14 +442,12 @@
     var fileId = uniqueId("file");
     var fileInput = el("input", { id: fileId, type: "file", accept: "image/png,image/jpeg", className: "try-it-file" });
     var preview = el("img", { className: "try-it-preview", alt: "Preview of the chosen image", hidden: true });
-    var fileName = el("span", { className: "muted try-it-file-name" });
     var dropZone = el("div", { className: "try-it-drop" }, [
       el("label", { for: fileId, className: "try-it-drop-label" }, [
         el("strong", { text: small ? "Or choose an image" : "Choose an image" }),
         " (PNG or JPEG), or drop it here",
       ]),
       fileInput,
-      fileName,
       preview,
     ]);
 
@@ -465,11 +463,18 @@
         state.fileBase64 = dataUrl.slice(dataUrl.indexOf(",") + 1);
         preview.src = dataUrl;
         preview.hidden = false;
-        fileName.textContent = file.name;
+        if (canvas) resetCanvas();
         config.showMessage("");
         setSource("file");
       };
       reader.readAsDataURL(file);
+    }
+
+    function forgetFile() {
+      state.fileBase64 = null;
+      fileInput.value = "";
+      preview.hidden = true;
+      preview.removeAttribute("src");
     }
 
     fileInput.addEventListener("change", function () { useFile(fileInput.files[0]); });
@@ -485,7 +490,11 @@
     dropZone.addEventListener("drop", function (event) {
       event.preventDefault();
       var files = event.dataTransfer && event.dataTransfer.files;
-      if (files && files.length) useFile(files[0]);
+      if (!files || !files.length) return;
+      try {
+        fileInput.files = files; // the picker then names the dropped file, as if it had been chosen
+      } catch (error) { /* older browsers: the preview still shows it */ }
+      useFile(files[0]);
     });
     root.appendChild(dropZone);
     root.appendChild(hint);

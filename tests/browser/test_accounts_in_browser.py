@@ -97,3 +97,9 @@ def test_the_navigation_fits_a_phone_screen(page, live_server, alice):
     page.get_by_role("button", name="Log in").click()
     expect(nav(page).get_by_role("link", name="Usage")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    # The links wrap onto their own rows under the brand, side by side, not squeezed into a column.
+    brand = nav(page).get_by_role("link", name="Modelport").bounding_box()
+    models = nav(page).get_by_role("link", name="Models").bounding_box()
+    upload = nav(page).get_by_role("link", name="Upload").bounding_box()
+    assert models["y"] > brand["y"] + brand["height"]
+    assert upload["y"] == models["y"] and upload["x"] > models["x"]

@@ -94,8 +94,8 @@ def upload_and_wait_until_ready(page, base_url: str, name: str, model: bytes) ->
         files=[{"name": f"{name}.onnx", "mimeType": "application/octet-stream", "buffer": model}]
     )
     page.get_by_role("button", name="Upload", exact=True).click()
-    # The progress bar shows while the file goes up, then the browser lands on the new model's page.
-    expect(page.locator(".upload-progress")).to_be_visible()
+    # A progress bar shows while the file goes up (too briefly to catch for 150 bytes), then the browser lands
+    # on the new model's page, where the version is validated by the worker.
     page.wait_for_url(re.compile(rf"/models/carol/{name}/$"), timeout=RUN_TIMEOUT_MS)
     deadline = time.monotonic() + READY_TIMEOUT_S
     versions = page.locator(".versions-table")

@@ -34,6 +34,7 @@ def publish(
         labels=list(labels),
         preprocessing=preprocessing or {},
         visibility=visibility,
+        latest_format="onnx" if signature else "",  # what publishing a ready version records
     )
     ModelVersion.objects.create(
         model=model,
@@ -136,5 +137,7 @@ def test_the_widget_fits_a_phone_screen_on_the_model_page(page, live_server, dig
     try_it = page.locator("#try-it")
     expect(try_it.locator("canvas")).to_be_visible()
     assert try_it.evaluate("s => s.scrollWidth <= s.clientWidth")
+    # The whole page too: long code snippets scroll inside their box instead of widening the page.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
     box = try_it.locator("canvas").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 360

@@ -142,6 +142,7 @@ def test_the_result_is_a_bar_chart_of_the_top_labels_with_latency_and_version(wi
     expect(page.locator(".try-it-result")).to_contain_text("version 3")
     expect(page.locator(".try-it-result")).to_contain_text("3.4 ms")
     assert page.locator(".try-it-result").get_attribute("aria-live") == "polite"
+    expect(page.locator(".try-it-raw pre")).to_be_hidden()  # folded under the chart
     page.get_by_text("Raw JSON").click()
     expect(page.locator(".try-it-raw pre")).to_contain_text('"latency_ms": 3.4')
     expect(page.locator(".try-it-status")).to_have_text("Done")
@@ -156,7 +157,7 @@ def test_an_image_chosen_with_the_file_picker_is_previewed_and_sent_as_is(widget
         files=[{"name": "seven.png", "mimeType": "image/png", "buffer": image}]
     )
     expect(page.locator("img.try-it-preview")).to_be_visible()
-    expect(page.locator(".try-it-drop")).to_contain_text("seven.png")
+    assert page.get_by_label("Or choose an image").evaluate("input => input.files[0].name") == "seven.png"
     page.get_by_role("button", name="Run").click()
 
     expect(page.locator(".try-it-label")).to_have_text("1")
@@ -175,9 +176,34 @@ def test_an_image_dropped_on_the_drop_zone_is_used(widget_page):
     )
     page.locator(".try-it-drop").dispatch_event("drop", {"dataTransfer": data_transfer})
     expect(page.locator("img.try-it-preview")).to_be_visible()
+    assert page.get_by_label("Or choose an image").evaluate("input => input.files[0].name") == "drop.png"
     page.get_by_role("button", name="Run").click()
     expect(page.locator(".try-it-label")).to_have_text("1")
     assert base64.b64decode(widget_page.calls[0].body["image"]) == image
+
+
+def test_the_last_input_wins_and_the_other_is_cleared(widget_page):
+    widget_page.answer("POST", PREDICT, (200, DIGIT_RESULT))
+    page = widget_page.open(**DIGITS)
+    canvas = page.locator("canvas.try-it-canvas")
+    ink = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).some(v => v < 200)"
+    draw_vertical_stroke(page)
+    assert canvas.evaluate(ink)
+
+    picker = page.get_by_label("Or choose an image")
+    picker.set_input_files(files=[{"name": "a.png", "mimeType": "image/png", "buffer": png_bytes()}])
+    expect(page.locator("img.try-it-preview")).to_be_visible()
+    expect(page.locator(".try-it-source")).to_have_text("The model will read the chosen image.")
+    assert not canvas.evaluate(ink)  # the drawing went when the file came
+
+    draw_vertical_stroke(page)
+    expect(page.locator("img.try-it-preview")).to_be_hidden()
+    expect(page.locator(".try-it-source")).to_have_text("The model will read your drawing.")
+    assert picker.evaluate("input => input.files.length") == 0
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator(".try-it-label")).to_have_text("1")
+    sent = Image.open(io.BytesIO(base64.b64decode(widget_page.calls[0].body["image"])))
+    assert sent.size[0] > 100  # the cropped drawing, not the 8x8 file
 
 
 def test_running_with_nothing_drawn_asks_for_a_drawing_and_sends_nothing(widget_page):
@@ -293,6 +319,8 @@ def test_any_other_model_gets_a_json_editor_per_input_prefilled_from_the_signatu
     expect(table).to_contain_text("[1, 2]")
     expect(table).to_contain_text("0.25, -1.5")
     expect(page.locator(".try-it-bars")).to_have_count(0)
+    expect(page.locator(".try-it-raw pre")).to_be_visible()  # open: without a chart it is the answer
+    expect(page.locator(".try-it-raw pre")).to_contain_text('"data": [0.25, -1.5]')
     expect(page.locator(".try-it-result")).to_contain_text("12 ms")
     assert widget_page.calls[0].body == {"inputs": {"x": [[1, 2, 3]], "ids": [[[0, 0]], [[0, 0]]]}}
 

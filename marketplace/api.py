@@ -140,6 +140,8 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
             )
         except services.ModelNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from exc
+        except services.PrivateModelLimitReached as exc:
+            raise ValidationError({"visibility": [str(exc)]}) from exc
         version = services.version_publish(version=version)
         if version.status == ModelVersion.Status.REJECTED:
             raise UnsupportedModel(version.reason)
@@ -175,7 +177,10 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
         model = self.get_object()
         changes = ModelUpdateSerializer(model, data=request.data, partial=True)
         changes.is_valid(raise_exception=True)
-        model = services.model_update(model=model, **changes.validated_data)
+        try:
+            model = services.model_update(model=model, **changes.validated_data)
+        except services.PrivateModelLimitReached as exc:
+            raise ValidationError({"visibility": [str(exc)]}) from exc
         return Response(ModelDetailSerializer(model, context={"request": request}).data)
 
     @extend_schema(summary="Delete a model and all its versions (owner only)", responses={204: None})

@@ -36,6 +36,24 @@ class ModelNameTaken(Exception):
     pass
 
 
+class PrivateModelLimitReached(Exception):
+    """The owner's plan allows no more private models; str(exc) says how many it allows."""
+
+
+def check_private_model_allowance(*, owner, excluding: Model | None = None) -> None:
+    from portal.quotas import private_model_limit_for
+
+    limit = private_model_limit_for(owner)
+    owned = Model.objects.filter(owner=owner, visibility=Visibility.PRIVATE)
+    if excluding is not None:
+        owned = owned.exclude(pk=excluding.pk)
+    if owned.count() >= limit:
+        raise PrivateModelLimitReached(
+            f"Your plan allows {limit} private model(s) and you have {owned.count()}: "
+            "make one public or delete one first."
+        )
+
+
 def upload_limit_for(user) -> int:
     """The largest model file `user` may upload, in bytes: the user's plan, never above the server's limit."""
     from portal.quotas import upload_limit_for as plan_upload_limit
@@ -120,6 +138,12 @@ def model_create(
     signature_hint: dict | None = None,
 ) -> ModelVersion:
     """Create a model and its version 1 (status `validating`); the caller then has it validated."""
+    if visibility == Visibility.PRIVATE:
+        try:
+            check_private_model_allowance(owner=owner)
+        except PrivateModelLimitReached:
+            discard_stored_file(stored.name)
+            raise
     try:
         with transaction.atomic():
             model = Model.objects.create(
@@ -236,6 +260,12 @@ def discard_unpublished_model(*, version: ModelVersion) -> None:
 
 
 def model_update(*, model: Model, **fields) -> Model:
+    # Compared with the stored row: a ModelForm has already copied the new values onto `model`.
+    becomes_private = fields.get("visibility") == Visibility.PRIVATE and not Model.objects.filter(
+        pk=model.pk, visibility=Visibility.PRIVATE
+    ).exists()
+    if becomes_private:
+        check_private_model_allowance(owner=model.owner, excluding=model)
     for key, value in fields.items():
         setattr(model, key, value)
     model.save()

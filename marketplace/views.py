@@ -173,6 +173,9 @@ def model_upload(request):
     except services.ModelNameTaken as exc:
         form.add_error("name", str(exc))
         return render(request, "marketplace/upload.html", context, status=400)
+    except services.PrivateModelLimitReached as exc:
+        form.add_error("visibility", str(exc))
+        return render(request, "marketplace/upload.html", context, status=400)
     version = services.version_publish(version=version)
     if version.status == ModelVersion.Status.REJECTED:
         context["error"] = version.reason
@@ -228,7 +231,11 @@ def model_edit(request, owner: str, name: str):
     form = ModelEditForm(request.POST, instance=model)
     if not form.is_valid():
         return render_model_page(request, model, edit_form=form, status=400)
-    services.model_update(model=model, **form.cleaned_data)
+    try:
+        services.model_update(model=model, **form.cleaned_data)
+    except services.PrivateModelLimitReached as exc:
+        form.add_error("visibility" if "visibility" in form.fields else None, str(exc))
+        return render_model_page(request, model, edit_form=form, status=400)
     messages.success(request, "Saved.")
     return HttpResponseRedirect(model.get_absolute_url())
 
@@ -238,8 +245,12 @@ def model_edit(request, owner: str, name: str):
 def model_toggle_visibility(request, owner: str, name: str):
     model = editable_model_or_404(request, owner, name)
     visibility = Visibility.PRIVATE if model.visibility == Visibility.PUBLIC else Visibility.PUBLIC
-    services.model_update(model=model, visibility=visibility)
-    messages.success(request, f"{model.slug} is now {visibility}.")
+    try:
+        services.model_update(model=model, visibility=visibility)
+    except services.PrivateModelLimitReached as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{model.slug} is now {visibility}.")
     return HttpResponseRedirect(model.get_absolute_url())
 
 

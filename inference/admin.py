@@ -8,8 +8,18 @@ class PredictionAdmin(admin.ModelAdmin):
     """The prediction ledger: read-only (rows are written by the service, never by hand)."""
 
     list_display = [
-        "id", "user", "version", "source", "status", "created_at",
-        "queue_ms", "compute_ms", "bytes_in", "bytes_out", "attempts", "charged",
+        "id",
+        "user",
+        "version",
+        "source",
+        "status",
+        "created_at",
+        "queue_ms",
+        "compute_ms",
+        "bytes_in",
+        "bytes_out",
+        "attempts",
+        "charged",
     ]
     list_filter = ["status", "source", "charged", "created_at"]
     search_fields = ["id", "user__username", "version__model__name"]

@@ -120,6 +120,7 @@ class PredictionSerializer(serializers.ModelSerializer):
 
 # --- views --------------------------------------------------------------------------------------------------
 
+
 def wait_seconds(request) -> float:
     raw = request.query_params.get("wait")
     if raw in (None, ""):

@@ -261,9 +261,10 @@ def discard_unpublished_model(*, version: ModelVersion) -> None:
 
 def model_update(*, model: Model, **fields) -> Model:
     # Compared with the stored row: a ModelForm has already copied the new values onto `model`.
-    becomes_private = fields.get("visibility") == Visibility.PRIVATE and not Model.objects.filter(
-        pk=model.pk, visibility=Visibility.PRIVATE
-    ).exists()
+    becomes_private = (
+        fields.get("visibility") == Visibility.PRIVATE
+        and not Model.objects.filter(pk=model.pk, visibility=Visibility.PRIVATE).exists()
+    )
     if becomes_private:
         check_private_model_allowance(owner=model.owner, excluding=model)
     for key, value in fields.items():

@@ -48,7 +48,9 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS is not set. Production (DEBUG off) needs the site's host names.")
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is not set. Production (DEBUG off) needs the site's host names."
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -99,7 +101,7 @@ TEMPLATES = [
     },
 ]
 
-# --- Database -------------------------------------------------------------------------------------------------
+# --- Database ---
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'modelport.sqlite3'}"),
@@ -109,7 +111,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker write to one SQLite file at once: WAL lets readers go on while one writes,
-    # IMMEDIATE takes the write lock at BEGIN so two writers queue instead of failing with "database is locked".
+    # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead of failing "database is locked".
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -118,7 +120,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (and shared counters) ------------------------------------------------------------------------------
+# --- Cache (and shared counters) ---
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {
@@ -131,7 +133,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# --- Auth -----------------------------------------------------------------------------------------------------
+# --- Auth ---
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -147,7 +149,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# --- Static and media -----------------------------------------------------------------------------------------
+# --- Static and media ---
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
@@ -170,7 +172,7 @@ FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)
 MODEL_UPLOAD_MAX_BYTES = env_int("MODEL_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
 
-# --- REST API -------------------------------------------------------------------------------------------------
+# --- REST API ---
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.authentication.ApiKeyAuthentication",
@@ -201,7 +203,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Celery ---------------------------------------------------------------------------------------------------
+# --- Celery ---
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -228,7 +230,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes the database connection around every task unless this is set.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 
-# --- Logging --------------------------------------------------------------------------------------------------
+# --- Logging ---
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -251,13 +253,13 @@ MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
 MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
 MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
-# `?format=` filters the catalog by model file format (API.md), so DRF must not read it as a renderer override.
+# `?format=` filters the catalog by model file format (API.md): DRF must not read it as a renderer override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
 # Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
 MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
 MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)
 
-# --- inference ------------------------------------------------------------------------------------------------
+# --- inference ---
 # Jobs: time limits are CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT above (PREDICTION_*_TIME_LIMIT).
 PREDICTION_MAX_ATTEMPTS = env_int("PREDICTION_MAX_ATTEMPTS", 3)
 PREDICTION_REAP_MARGIN = env_int("PREDICTION_REAP_MARGIN", 15)
@@ -278,11 +280,11 @@ INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched
 # Records of interactive calls are written in bulk at most this often (seconds) by the worker.
 INFERENCE_RECORD_INTERVAL = env_float("INFERENCE_RECORD_INTERVAL", 0.25)
 
-# --- portal: API keys, plans, quotas ----------------------------------------------------------------------
+# --- portal: API keys, plans, quotas ---
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
 QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
 # How long a key or a user's limits stay cached. Changes invalidate the shared Redis cache at once; the
-# in-process cache (no REDIS_URL) is only invalidated in the process that made the change: keep it short there.
+# in-process cache (no REDIS_URL) is invalidated only in the process that made the change: keep it short.
 ACCESS_CACHE_SECONDS = env_int("ACCESS_CACHE_SECONDS", 300 if REDIS_URL else 5)
 # RateLimit-* headers on every API response, and 429s for quota errors outside DRF.
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]

@@ -67,9 +67,23 @@ class WorkerProcess:
     def start(self) -> None:
         env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO", "--concurrency", "2",
-             "--without-gossip", "--without-mingle", "--hostname", f"test-worker-{os.getpid()}@%h",
-             *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"test-worker-{os.getpid()}@%h",
+                *self.extra_args,
+            ],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=open(self.log_path, "ab"),
@@ -135,10 +149,27 @@ class WebServer:
 
         env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{self.port}",
-             "--worker-class", "gthread", "--workers", str(self.workers), "--threads", str(self.threads),
-             "--timeout", "120", "--no-control-socket"],
-            cwd=PROJECT_ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "portal.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+                "--timeout",
+                "120",
+                "--no-control-socket",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + 60

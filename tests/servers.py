@@ -1,8 +1,9 @@
 """Run the test suite against throwaway PostgreSQL and Redis servers.
 
-`python -m tests.servers [pytest args]` installs what is missing (Redis, Chromium; PostgreSQL 15 is expected under
-/usr/lib/postgresql/15/bin), starts both servers on free ports in a temporary folder, runs pytest with DATABASE_URL,
-CELERY_BROKER_URL and REDIS_URL pointing at them, stops them whatever happened, and exits with pytest's status.
+`python -m tests.servers [pytest args]` installs what is missing (Redis, Chromium; PostgreSQL 15 is expected
+under /usr/lib/postgresql/15/bin), starts both servers on free ports in a temporary folder, runs pytest with
+DATABASE_URL, CELERY_BROKER_URL and REDIS_URL pointing at them, stops them whatever happened, and exits with
+pytest's status.
 """
 
 from __future__ import annotations
@@ -73,7 +74,18 @@ class PostgresServer:
         if is_root():
             shutil.chown(self.root, "postgres", "postgres")
         as_postgres(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -82,7 +94,17 @@ class PostgresServer:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         as_postgres(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"],
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "start",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -106,8 +128,19 @@ class RedisServer:
     def start(self) -> str:
         self.root.mkdir()
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
             stdout=open(self.root / "log", "wb"),
             stderr=subprocess.STDOUT,
         )
@@ -131,7 +164,7 @@ class RedisServer:
 def main(pytest_args: list[str]) -> int:
     install_missing()
     root = Path(tempfile.mkdtemp(prefix="modelport-test-"))
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103  (the postgres user must reach its cluster folder inside)
     postgres, redis = PostgresServer(root), RedisServer(root)
     try:
         database_url = postgres.start()

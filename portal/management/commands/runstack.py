@@ -1,4 +1,4 @@
-"""`make run`: migrate, make sure an admin and a demo user exist, load the demo catalog, serve web and worker."""
+"""`make run`: migrate, ensure an admin and a demo user, load the demo catalog, serve web and worker."""
 
 import os
 import secrets
@@ -26,7 +26,9 @@ def ensure_user(username: str, *, staff: bool, password_env: str) -> str | None:
 
 
 class Command(BaseCommand):
-    help = "Migrate, bootstrap users and the demo catalog, then run gunicorn and a Celery worker until Ctrl-C."
+    help = (
+        "Migrate, bootstrap users and the demo catalog, then run gunicorn and a Celery worker until Ctrl-C."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -37,13 +39,15 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         admin_name = os.environ.get("ADMIN_USERNAME", "admin")
         created = {
-            admin_name: ensure_user(admin_name, staff=True, password_env="ADMIN_PASSWORD"),
-            "demo": ensure_user("demo", staff=False, password_env="DEMO_PASSWORD"),
+            admin_name: ensure_user(admin_name, staff=True, password_env="ADMIN_PASSWORD"),  # noqa: S106
+            "demo": ensure_user("demo", staff=False, password_env="DEMO_PASSWORD"),  # noqa: S106
         }
         for username, password in created.items():
             if password:
                 self.stdout.write(self.style.WARNING(f"Created user {username!r} with password: {password}"))
-                self.stdout.write("  (shown once; change it with `python manage.py changepassword " + username + "`)")
+                self.stdout.write(
+                    "  (shown once; change it with `python manage.py changepassword " + username + "`)"
+                )
         if not no_seed and "seed_demo" in get_commands():
             call_command("seed_demo")
 
@@ -51,16 +55,40 @@ class Command(BaseCommand):
         bin_dir = os.path.dirname(sys.executable)
         processes = [
             subprocess.Popen(
-                [os.path.join(bin_dir, "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}",
-                 "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"],
+                [
+                    os.path.join(bin_dir, "gunicorn"),
+                    "portal.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--worker-class",
+                    "gthread",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "8",
+                    "--access-logfile",
+                    "-",
+                    "--no-control-socket",
+                ],
                 env=env,
             ),
             subprocess.Popen(
-                [os.path.join(bin_dir, "celery"), "-A", "portal", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+                [
+                    os.path.join(bin_dir, "celery"),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                ],
                 env=env,
             ),
         ]
-        self.stdout.write(self.style.SUCCESS(f"Modelport is running at http://127.0.0.1:{port}/ (Ctrl-C stops it)"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Modelport is running at http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+        )
         stopping = False
 
         def stop(*_):

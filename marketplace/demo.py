@@ -242,7 +242,11 @@ Demonstrations of tabular models. The dataset is small and old: not for real win
         description=card,
         tags=["tabular", "wine", "scikit-learn", "demo", "onnx"],
         labels=list(wine.target_names),
-        preprocessing={},
+        # Tabular models: the try-it form labels its fields with these and fills them with a held-out example.
+        preprocessing={
+            "features": list(wine.feature_names),
+            "example": [round(float(v), 4) for v in x_test[0]],
+        },
         accuracy=accuracy,
     )
 

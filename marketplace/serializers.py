@@ -76,6 +76,12 @@ def validate_preprocessing(value: dict) -> dict:
             errors.append(f"{key} must be a list of numbers.")
     if "std" in value and isinstance(value["std"], list) and any(v == 0 for v in value["std"]):
         errors.append("std must not contain 0.")
+    if "features" in value and not (
+        isinstance(value["features"], list) and all(isinstance(v, str) for v in value["features"])
+    ):
+        errors.append("features must be a list of column names.")
+    if "example" in value and not isinstance(value["example"], list):
+        errors.append("example must be a list of values, one per feature.")
     if errors:
         raise serializers.ValidationError(errors)
     return value

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import services
@@ -92,6 +94,8 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
         "task": model.task,
         "labels": json.dumps(model.labels),
         "preprocessing": json.dumps(model.preprocessing),
+        "authenticated": "true" if request.user.is_authenticated else "false",
+        "login_url": f"{reverse('login')}?{urlencode({'next': model.get_absolute_url()})}",
     }
     return render(
         request,

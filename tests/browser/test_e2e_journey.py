@@ -149,6 +149,7 @@ def test_a_new_member_uploads_tries_and_calls_models(page, live_web, celery_work
     page.goto(base + "/models/demo/wine/")
     try_it.get_by_role("button", name="Fill with example").click()
     expect(try_it.locator(".try-it-fields input")).to_have_count(13)
+    expect(try_it.locator(".try-it-fields")).to_contain_text("alcohol")  # the columns' real names
     run(page)
     expect(try_it.locator(".try-it-label")).to_have_text(re.compile(r"^class_[012]$"))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -161,11 +162,18 @@ class RedisServer:
             self.process.wait(10)
 
 
+def stop_on_sigterm(signum, frame) -> None:
+    # SIGTERM (a CI timeout, `kill`) unwinds through main()'s `finally`, so the servers are stopped too.
+    raise SystemExit(128 + signum)
+
+
 def main(pytest_args: list[str]) -> int:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     install_missing()
     root = Path(tempfile.mkdtemp(prefix="modelport-test-"))
     os.chmod(root, 0o755)  # noqa: S103  (the postgres user must reach its cluster folder inside)
     postgres, redis = PostgresServer(root), RedisServer(root)
+    pytest: subprocess.Popen | None = None
     try:
         database_url = postgres.start()
         redis_url = redis.start()
@@ -181,8 +189,12 @@ def main(pytest_args: list[str]) -> int:
             MODELPORT_DATA_DIR=str(root / "data"),
             MODELPORT_TEST_SERVERS="1",
         )
-        return subprocess.call([sys.executable, "-m", "pytest", *pytest_args], env=env)
+        pytest = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], env=env)
+        return pytest.wait()
     finally:
+        if pytest is not None and pytest.poll() is None:
+            pytest.terminate()
+            pytest.wait(30)
         redis.stop()
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -56,20 +56,47 @@ def database_url_for_test_db() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-class WorkerProcess:
+class ChildProcess:
+    """A server the tests start in its own process group, on the test database, logging to `log_path`."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def spawn(self, command: list[str]) -> None:
+        env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *command],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(5)
+
+
+class WorkerProcess(ChildProcess):
     """A real `celery -A portal worker` in a child process, pointed at the test database."""
 
     def __init__(self, log_path: Path, extra_args: list[str] | None = None):
-        self.log_path = log_path
+        super().__init__(log_path)
         self.extra_args = extra_args or []
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
+        self.spawn(
             [
-                sys.executable,
-                "-m",
                 "celery",
                 "-A",
                 "portal",
@@ -83,12 +110,7 @@ class WorkerProcess:
                 "--hostname",
                 f"test-worker-{os.getpid()}@%h",
                 *self.extra_args,
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=open(self.log_path, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            ]
         )
         self.wait_ready()
 
@@ -102,18 +124,6 @@ class WorkerProcess:
             if app.control.ping(timeout=0.5):
                 return
         raise RuntimeError(f"the worker did not answer a ping in {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait(5)
 
 
 @pytest.fixture(scope="session")
@@ -133,25 +143,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class WebServer:
+class WebServer(ChildProcess):
     """`gunicorn portal.wsgi` with several worker processes, on the test database; `url` is its address."""
 
     def __init__(self, log_path: Path, workers: int = 2, threads: int = 8):
-        self.log_path = log_path
+        super().__init__(log_path)
         self.workers = workers
         self.threads = threads
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         import requests
 
-        env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
+        self.spawn(
             [
-                sys.executable,
-                "-m",
                 "gunicorn",
                 "portal.wsgi",
                 "--bind",
@@ -165,12 +171,7 @@ class WebServer:
                 "--timeout",
                 "120",
                 "--no-control-socket",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=open(self.log_path, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            ]
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -182,17 +183,6 @@ class WebServer:
             except requests.RequestException:
                 time.sleep(0.2)
         raise RuntimeError(f"gunicorn did not come up:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
 
 
 @pytest.fixture(scope="session")

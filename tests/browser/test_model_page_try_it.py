@@ -6,22 +6,11 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from marketplace.demo import DIGITS_PREPROCESSING
 from marketplace.models import Model, ModelVersion
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-DIGITS_PREPROCESSING = {
-    "input": "pixels",
-    "width": 8,
-    "height": 8,
-    "mode": "L",
-    "layout": "flat",
-    "invert": True,
-    "scale": 0.0627451,
-    "mean": [0.0],
-    "std": [1.0],
-}
 
 
 def publish(

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from marketplace.demo import DIGITS_PREPROCESSING
+
 DIGITS = {
     "data_model": "demo/digits",
     "data_task": "image-classification",
@@ -21,17 +23,7 @@ DIGITS = {
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
     },
     "data_labels": [str(n) for n in range(10)],
-    "data_preprocessing": {
-        "input": "pixels",
-        "width": 8,
-        "height": 8,
-        "mode": "L",
-        "layout": "flat",
-        "invert": True,
-        "scale": 0.0627451,
-        "mean": [0.0],
-        "std": [1.0],
-    },
+    "data_preprocessing": DIGITS_PREPROCESSING,
     "data_authenticated": "true",
     "data_login_url": "/accounts/login/?next=/models/demo/digits/",
 }

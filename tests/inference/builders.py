@@ -143,19 +143,6 @@ def digits_onnx(seed: int = 0) -> bytes:
     )
 
 
-DIGITS_PREPROCESSING = {
-    "input": "pixels",
-    "width": 8,
-    "height": 8,
-    "mode": "L",
-    "layout": "flat",
-    "invert": True,
-    "scale": 0.0627451,
-    "mean": [0.0],
-    "std": [1.0],
-}
-
-
 def slow_onnx() -> bytes:
     """y = x + n, counted one by one in a Loop: runs as long as `n` says."""
     F, L, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL

@@ -9,6 +9,7 @@ import onnxruntime
 import pytest
 
 from inference import services
+from marketplace.demo import DIGITS_PREPROCESSING
 from portal.models import ApiKey
 
 from . import builders
@@ -45,7 +46,7 @@ def digits(alice):
         data=builders.digits_onnx(),
         task="image-classification",
         labels=[str(i) for i in range(10)],
-        preprocessing=builders.DIGITS_PREPROCESSING,
+        preprocessing=DIGITS_PREPROCESSING,
     )
 
 

@@ -1,9 +1,12 @@
-"""`RateLimit-*` headers on every API response, and 429s for quota errors raised outside DRF (`/v2/`)."""
+"""API middleware: `RateLimit-*` headers on every API response, 429s for quota errors raised outside DRF
+(`/v2/`), and JSON 413s for request bodies over the limit."""
 
 from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
 from .quotas import (
@@ -66,3 +69,36 @@ class RateLimitHeadersMiddleware:
             # Headers are advice; a counter store hiccup must not turn a served answer into an error.
             logger.warning("could not read the rate-limit window for user %s", user.pk, exc_info=True)
             return {}
+
+
+class ApiBodyLimitMiddleware:
+    """`413` in JSON for an API request body over `DATA_UPLOAD_MAX_MEMORY_SIZE`, before any of it is read.
+
+    Django's own check raises RequestDataTooBig while the body is parsed, which it answers with an HTML 400.
+    Multipart uploads are exempt: their files stream to disk under the upload limit (the marketplace's 413).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith(API_PREFIXES) and not request.content_type.startswith("multipart/"):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if limit is not None and length > limit:
+                return self.too_large(request, limit)
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, RequestDataTooBig) and request.path.startswith(API_PREFIXES):
+            return self.too_large(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        return None
+
+    @staticmethod
+    def too_large(request, limit: int) -> JsonResponse:
+        message = f"The request body is over the limit of {limit} bytes."
+        key = "error" if request.path.startswith("/v2") else "detail"
+        return JsonResponse({key: message}, status=413)

@@ -104,9 +104,30 @@ def reply(pipe, prediction_id: str, header: dict, outputs: dict[str, np.ndarray]
 
 
 def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
-    """Finished interactive calls the consumer left to be recorded, oldest first."""
-    items = client().lpop(key("records"), limit) or []
-    return [unpack_tensors(item) for item in items]
+    """Finished interactive calls the consumer left to be recorded, oldest first.
+
+    Taking them raises the `recording` flag in the same transaction; `records_done()` lowers it once they are
+    in the database, so "nothing pending" (`records_pending()`) means written, not merely popped.
+    """
+    pipe = client().pipeline(transaction=True)
+    pipe.lpop(key("records"), limit)
+    pipe.set(key("recording"), 1, ex=60)
+    items, _ = pipe.execute()
+    if not items:
+        records_done()
+    return [unpack_tensors(item) for item in items or []]
+
+
+def records_done() -> None:
+    client().delete(key("recording"))
+
+
+def records_pending(connection=None) -> bool:
+    pipe = (connection or client()).pipeline(transaction=False)
+    pipe.llen(key("records"))
+    pipe.exists(key("recording"))
+    queued, recording = pipe.execute()
+    return bool(queued or recording)
 
 
 def inflight_read(consumer: str) -> dict | None:

@@ -91,23 +91,26 @@ class Supervisor(threading.Thread):
 
         while records := interactive.records_take():
             close_old_connections()
-            predictions_record(
-                [
-                    Finished(
-                        id=header["id"],
-                        status=header["status"],
-                        model_id=header["model_id"],
-                        header=header,
-                        outputs=outputs if header["status"] == "succeeded" else None,
-                        error=header["error"],
-                        started_at=datetime.fromtimestamp(header["started_at"], tz=UTC),
-                        finished_at=datetime.fromtimestamp(header["finished_at"], tz=UTC),
-                        queue_ms=header["queue_ms"],
-                        compute_ms=header["compute_ms"],
-                    )
-                    for header, outputs in records
-                ]
-            )
+            try:
+                predictions_record(
+                    [
+                        Finished(
+                            id=header["id"],
+                            status=header["status"],
+                            model_id=header["model_id"],
+                            header=header,
+                            outputs=outputs if header["status"] == "succeeded" else None,
+                            error=header["error"],
+                            started_at=datetime.fromtimestamp(header["started_at"], tz=UTC),
+                            finished_at=datetime.fromtimestamp(header["finished_at"], tz=UTC),
+                            queue_ms=header["queue_ms"],
+                            compute_ms=header["compute_ms"],
+                        )
+                        for header, outputs in records
+                    ]
+                )
+            finally:
+                interactive.records_done()
 
     def start_consumer(self) -> None:
         from . import interactive

@@ -192,3 +192,24 @@ def live_web(django_db_setup, django_db_blocker, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def settle_worker_writes(request):
+    """Transactional tests end once the worker has written what it was given (interactive records are written
+    in batches), so the database flush between tests never races those writes (a TRUNCATE deadlock)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction") or not settings.REDIS_URL:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # requested here, so it is flushed after this teardown
+    yield
+    import redis
+
+    from inference import interactive
+
+    connection = redis.Redis.from_url(settings.REDIS_URL)  # tests may point the app client elsewhere
+    deadline = time.monotonic() + 10
+    while interactive.records_pending(connection) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    connection.close()

@@ -3,7 +3,7 @@ import csv
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -35,12 +35,21 @@ def signup(request):
     return render(request, "registration/signup.html", {"form": form})
 
 
+def api_error(request, status: int, message: str) -> JsonResponse | None:
+    """API errors are JSON even where no view matched: `{"detail"}` on /api/, `{"error"}` on /v2."""
+    if request.path.startswith("/v2"):
+        return JsonResponse({"error": message}, status=status)
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return None
+
+
 def page_not_found(request, exception=None):
-    return render(request, "404.html", status=404)
+    return api_error(request, 404, "Not found.") or render(request, "404.html", status=404)
 
 
 def server_error(request):
-    return render(request, "500.html", status=500)
+    return api_error(request, 500, "Server error.") or render(request, "500.html", status=500)
 
 
 @login_required

@@ -35,3 +35,12 @@ def test_static_files_are_served_locally(live_server):
     response = requests.get(f"{live_server.url}/static/css/modelport.css", timeout=10)
     assert response.status_code == 200
     assert "--accent" in response.text
+
+
+def test_unknown_api_addresses_get_json_404s(client):
+    response = client.get("/api/v1/predictions/not-a-uuid")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    response = client.post("/v2/models/demo/wine/versions/abc/infer", "{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not found."}

@@ -15,15 +15,14 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import ledger
 from .codec import TensorError, decode_image, decode_named_lists, decode_oip_tensors
-from .interactive import Unavailable
 from .models import Prediction
+from .queue import ModelBusy, Unavailable
 from .services import (
-    NotCancelable,
     VersionNotFound,
     outcome_outputs_json,
     outcome_top,
-    prediction_cancel,
     prediction_submit,
     prediction_wait,
     target_find,
@@ -121,6 +120,12 @@ class PredictionSerializer(serializers.ModelSerializer):
 # --- views --------------------------------------------------------------------------------------------------
 
 
+def unavailable(message: str) -> Response:
+    return Response(
+        {"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}
+    )
+
+
 def wait_seconds(request) -> float:
     raw = request.query_params.get("wait")
     if raw in (None, ""):
@@ -191,11 +196,11 @@ class PredictView(APIView):
             if "image" in data:
                 if not target.task.startswith("image"):
                     raise TensorError("this model takes 'inputs', not an image")
-                tensors = decode_image(data["image"], target.preprocessing, target.ref.signature)
+                tensors = decode_image(data["image"], target.preprocessing, target.signature)
             elif isinstance(data["inputs"], dict):
-                tensors = decode_named_lists(data["inputs"], target.ref.signature)
+                tensors = decode_named_lists(data["inputs"], target.signature)
             else:
-                tensors = decode_oip_tensors(data["inputs"], target.ref.signature)
+                tensors = decode_oip_tensors(data["inputs"], target.signature)
         except TensorError as exc:
             raise ValidationError({"inputs": [str(exc)]}) from None
         api_key = request.auth if request.auth is not None and hasattr(request.auth, "prefix") else None
@@ -210,8 +215,8 @@ class PredictView(APIView):
                 bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
                 asynchronous=asynchronous,
             )
-        except Unavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except (Unavailable, ModelBusy) as exc:
+            return unavailable(str(exc))
         if not asynchronous:
             outcome = prediction_wait(
                 submission=submission,
@@ -220,6 +225,8 @@ class PredictView(APIView):
                 user=request.user,
                 api_key=api_key,
             )
+            if outcome.unavailable and outcome.status != "pending":
+                return unavailable(outcome.error)
             if outcome.status != "pending":
                 return self.result(submission, outcome)
         url = request.build_absolute_uri(f"/api/v1/predictions/{submission.id}")
@@ -307,7 +314,7 @@ class PredictionCancelView(APIView):
     def post(self, request, id):
         prediction = get_object_or_404(own_predictions(request), id=id)
         try:
-            prediction = prediction_cancel(prediction=prediction)
-        except NotCancelable as exc:
+            prediction = ledger.cancel(prediction)
+        except ledger.NotCancelable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(PredictionSerializer(prediction, context={"request": request}).data)

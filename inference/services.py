@@ -1,37 +1,36 @@
-"""Running models: admitting a request (the web's one entry), running jobs, recording results, cancel, reaper.
+"""The prediction pipeline, the one way every prediction goes, whatever its protocol:
 
-Two hook points for quotas and usage:
-- `prediction_submit` is the only place the web admits a prediction, before anything is queued or run.
-- `predictions_record` is the only place the worker records finished predictions (in bulk): compute is charged
-  there.
+    admit (key, scope, quota) → look up the ready version → queue → runner → result → ledger
+
+Protocols (`api.py` for /api/v1, `v2.py` for the Open Inference Protocol) only parse, call `prediction_submit`
+and `prediction_wait`, and render the `Outcome`. Interactive calls travel through the Redis request queue
+(`queue.py`) when it is configured; jobs, and every call without Redis, are `Prediction` rows run by a Celery
+task, which hands them to the same runner pool. Every status write is the ledger's (`ledger.py`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from marketplace.models import Model, ModelVersion, Visibility
-from portal.quotas import admit_prediction, charge_finished
+from portal.quotas import admit_prediction
 
-from . import interactive
-from .codec import encode_outputs_json, tensor_from_bytes, tensor_to_bytes, top_classes
+from . import ledger, queue
+from .codec import encode_outputs_json, top_classes
 from .models import Prediction
-from .runtimes import RuntimeFailure, VersionRef, runtime_for
+from .queue import RequestHeader
+from .runners.pool import ModelRef
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +39,12 @@ class VersionNotFound(LookupError):
     pass
 
 
-# --- looking up what to run (cached: the hot path must not query the catalog on every request) --------------
+# --- what to run (cached: the hot path must not query the catalog on every request) ---------------------------
 
 
 @dataclass(frozen=True)
 class Target:
-    """A ready version of a model, with what the web needs to admit a request for it."""
+    """A ready version of a model, with what the web needs to admit and queue a request for it."""
 
     model_id: int
     owner_id: int
@@ -56,16 +55,40 @@ class Target:
     preprocessing: dict
     number: int
     versions: list[int]
-    ref: VersionRef
+    version_id: int
+    sha256: str
+    format: str
+    file_name: str
+    size: int
+    signature: dict
 
     def visible_to(self, user) -> bool:
         if self.visibility == Visibility.PUBLIC:
             return True
         return user is not None and user.is_authenticated and (user.is_staff or user.id == self.owner_id)
 
+    @property
+    def model_ref(self) -> ModelRef:
+        specs = self.signature.get("inputs", [])
+        return ModelRef(
+            sha256=self.sha256,
+            format=self.format,
+            file_name=self.file_name,
+            size=self.size,
+            inputs=tuple(spec["name"] for spec in specs),
+            outputs=tuple(spec["name"] for spec in self.signature.get("outputs", [])),
+            batchable=bool(specs) and all(spec["shape"] and spec["shape"][0] == -1 for spec in specs),
+        )
+
 
 _targets: dict[tuple, tuple[float, Target | None]] = {}
 _targets_lock = threading.Lock()
+
+
+def targets_forget() -> None:
+    """Drop cached look-ups (rows recreated under the same names, as in tests)."""
+    with _targets_lock:
+        _targets.clear()
 
 
 def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
@@ -106,26 +129,6 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         preprocessing=dict(model.preprocessing or {}),
         number=version.number,
         versions=sorted(v.number for v in ready),
-        ref=version_ref(version),
-    )
-
-
-_refs: dict[int, VersionRef] = {}
-
-
-def version_ref_cached(*, version_id: int) -> VersionRef:
-    """Versions are immutable: a worker looks each one up once. Only ready versions are ever opened."""
-    ref = _refs.get(version_id)
-    if ref is None:
-        version = ModelVersion.objects.filter(id=version_id, status=ModelVersion.Status.READY).first()
-        if version is None:
-            raise RuntimeFailure("this model version is not ready to run")
-        ref = _refs[version_id] = version_ref(version)
-    return ref
-
-
-def version_ref(version: ModelVersion) -> VersionRef:
-    return VersionRef(
         version_id=version.id,
         sha256=version.sha256,
         format=version.format,
@@ -135,7 +138,7 @@ def version_ref(version: ModelVersion) -> VersionRef:
     )
 
 
-# --- admission ----------------------------------------------------------------------------------------------
+# --- admission and queueing ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -144,12 +147,11 @@ class Submission:
 
     id: uuid.UUID
     target: Target
-    created_at: datetime
+    header: RequestHeader
+    tensors: dict[str, np.ndarray]
     started: float
     prediction: Prediction | None = None
-    call: interactive.PendingCall | None = None
-    header: dict = field(default_factory=dict)
-    tensors: dict = field(default_factory=dict)
+    call: queue.PendingCall | None = None
 
 
 def prediction_submit(
@@ -164,50 +166,47 @@ def prediction_submit(
 ) -> Submission:
     """Admit one prediction (inputs already checked against the signature) and queue it.
 
-    Interactive calls go to the worker over Redis when it is configured (no database write here); jobs,
-    and every call when Redis is not configured, get a `Prediction` row and a Celery task.
+    Raises QuotaExceeded (429) before anything is counted or queued, `queue.ModelBusy` (503, this model's
+    queue is full) or `queue.Unavailable` (503, the task queue is down; the request is recorded as failed).
     """
-    # Quotas and rate limits: counts the request or raises QuotaExceeded (429) before anything is queued.
     admit_prediction(user=user, api_key=api_key)
-    submission = Submission(
-        id=uuid.uuid4(), target=target, created_at=timezone.now(), started=time.monotonic()
+    submission_id = uuid.uuid4()
+    ref = target.model_ref
+    header = RequestHeader(
+        id=str(submission_id),
+        user_id=user.id,
+        api_key_id=getattr(api_key, "id", None),
+        source=source,
+        bytes_in=bytes_in,
+        created_at=time.time(),
+        model_id=target.model_id,
+        version_id=target.version_id,
+        sha256=target.sha256,
+        format=target.format,
+        file_name=target.file_name,
+        size=target.size,
+        inputs=list(ref.inputs),
+        outputs=list(ref.outputs),
+        batchable=ref.batchable,
     )
-    header = {
-        "id": str(submission.id),
-        "user_id": user.id,
-        "api_key_id": getattr(api_key, "id", None),
-        "source": source,
-        "bytes_in": bytes_in,
-        "created_at": submission.created_at.timestamp(),
-        "model_id": target.model_id,
-        "version_id": target.ref.version_id,
-        "sha256": target.ref.sha256,
-    }
-    submission.header, submission.tensors = header, inputs
-    if not asynchronous and interactive.enabled():
+    submission = Submission(
+        id=submission_id, target=target, header=header, tensors=inputs, started=time.monotonic()
+    )
+    if not asynchronous and queue.enabled():
         try:
-            submission.call = interactive.submit(header=header, tensors=inputs, queue=target.ref.sha256)
+            submission.call = queue.submit(header, inputs, model=target.slug)
             return submission
-        except interactive.NoConsumer:
-            pass  # no worker is serving interactive calls now: the job path waits for one
-    submission.prediction = _job_create(submission=submission, user=user, api_key=api_key)
+        except queue.ModelBusy:
+            ledger.failed_create(header, "Refused: the model's queue was full.")
+            raise
+        except queue.NoConsumer:
+            pass  # no worker is serving the queue now: the job path waits for one
+    submission.prediction = _job_create(submission)
     return submission
 
 
-def _job_create(
-    *, submission: Submission, user, api_key, status: str = Prediction.Status.QUEUED
-) -> Prediction:
-    prediction = Prediction.objects.create(
-        id=submission.id,
-        user=user,
-        api_key=api_key,
-        version_id=submission.target.ref.version_id,
-        source=submission.header["source"],
-        status=status,
-        inputs=inputs_to_json(submission.tensors),
-        created_at=submission.created_at,
-        bytes_in=submission.header["bytes_in"],
-    )
+def _job_create(submission: Submission) -> Prediction:
+    prediction = ledger.job_create(header=submission.header, tensors=submission.tensors)
     transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id))
     return prediction
 
@@ -221,13 +220,18 @@ def job_enqueue(*, prediction_id) -> None:
         )
     except Exception as exc:  # the broker's errors vary by transport
         logger.exception("could not queue prediction %s", prediction_id)
-        prediction_fail(prediction_id=prediction_id, error="The task queue was unavailable; not run.")
-        raise interactive.Unavailable("The task queue is unavailable; retry.") from exc
+        ledger.fail(prediction_id, "The task queue was unavailable; not run.")
+        raise queue.Unavailable("The task queue is unavailable; retry.") from exc
+
+
+# --- waiting -----------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Outcome:
-    """What a caller waiting on a submission gets: a finished prediction's fields, or `pending`."""
+    """What a caller waiting on a submission gets: a finished prediction's fields, or `pending`.
+
+    `unavailable` means the server could not give an answer (503): a time-out, a lost runner, Redis gone."""
 
     status: str
     outputs: dict[str, np.ndarray] | None = None
@@ -242,43 +246,47 @@ def prediction_wait(
 ) -> Outcome:
     """Wait up to `timeout` s for the result.
 
-    Not done by then: `pending` (the record then exists, as a job or a running row the worker completes)
-    if `fall_back_to_job`, else `unavailable` (a 503)."""
-    if submission.call is not None:
-        try:
-            reply = interactive.wait(submission.call, timeout)
-        except interactive.Unavailable as exc:
-            return Outcome(status="pending", unavailable=True, error=str(exc))
-        if reply is not None:
-            header, outputs = reply
-            if header["status"] == Prediction.Status.SUCCEEDED:
-                return Outcome(status=header["status"], outputs=outputs, compute_ms=header.get("compute_ms"))
-            return Outcome(
-                status=header["status"], error=header["error"], unavailable=header.get("unavailable", False)
-            )
-        taken = not interactive.withdraw(submission.call)
-        if not fall_back_to_job:
-            return Outcome(
-                status="pending", unavailable=True, error="No worker answered in time; retry later."
-            )
-        try:
-            _record_pending_call(submission=submission, taken=taken, user=user, api_key=api_key)
-        except interactive.Unavailable as exc:
-            return Outcome(status="pending", unavailable=True, error=str(exc))
-        return Outcome(status="pending")
-    return _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
-
-
-def _record_pending_call(*, submission: Submission, taken: bool, user, api_key) -> None:
-    with transaction.atomic():
+    Not done by then: `pending` if `fall_back_to_job` (the record then exists, as a job or as a running row
+    the worker completes), else a failed, `unavailable` outcome (a 503) that is recorded too."""
+    if submission.call is None:
+        return _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
+    header = submission.header
+    try:
+        reply = queue.wait(submission.call, timeout)
+    except queue.Unavailable as exc:
+        ledger.failed_create(header, str(exc))
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(exc))
+    if reply is not None:
+        status, outputs = reply
+        if status["status"] == Prediction.Status.SUCCEEDED:
+            return Outcome(status=status["status"], outputs=outputs, compute_ms=status.get("compute_ms"))
+        return Outcome(
+            status=status["status"], error=status["error"], unavailable=status.get("unavailable", False)
+        )
+    try:
+        taken = not queue.withdraw(submission.call)
         if taken:
-            # A worker holds it: a running row it will complete, or the reaper will fail it.
-            Prediction.objects.bulk_create(
-                [_interactive_row(submission.header, status=Prediction.Status.RUNNING)],
-                ignore_conflicts=True,
-            )
+            # A runner holds it: a running row its record completes (or the reaper fails).
+            ledger.running_create(header)
+            if not fall_back_to_job:
+                return Outcome(
+                    status="pending", unavailable=True, error="No answer within the time limit; retry later."
+                )
+            return Outcome(status="pending")
+        if not fall_back_to_job:
+            error = "No worker answered in time; retry later."
+            ledger.failed_create(header, error)
+            return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
+        submission.prediction = _job_create(submission)
+        return Outcome(status="pending")
+    except Exception as exc:  # Redis or the broker went away mid-call
+        if isinstance(exc, queue.Unavailable):
+            error = str(exc)
         else:
-            _job_create(submission=submission, user=user, api_key=api_key)
+            logger.exception("could not hand prediction %s over", header.id)
+            error = "The request queue is unavailable; retry."
+        ledger.failed_create(header, error)
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
 
 
 def _poll_job(*, prediction_id, timeout: float) -> Outcome:
@@ -290,11 +298,7 @@ def _poll_job(*, prediction_id, timeout: float) -> Outcome:
             .values("status", "outputs", "outputs_file", "error", "compute_ms")
             .first()
         )
-        if row and row["status"] in {
-            Prediction.Status.SUCCEEDED,
-            Prediction.Status.FAILED,
-            Prediction.Status.CANCELED,
-        }:
+        if row and row["status"] in ledger.ENDED:
             outputs = row["outputs"]
             if outputs is None and row["outputs_file"]:
                 with default_storage.open(row["outputs_file"]) as handle:
@@ -327,223 +331,63 @@ def outcome_top(outcome: Outcome, target: Target) -> list | None:
     return top_classes(tensors, target.labels)
 
 
-def inputs_to_json(tensors: dict[str, np.ndarray]) -> list[dict]:
-    from .codec import datatype_of
-
-    return [
-        {
-            "name": name,
-            "datatype": datatype_of(array),
-            "shape": list(array.shape),
-            "base64": base64.b64encode(tensor_to_bytes(array)).decode(),
-        }
-        for name, array in tensors.items()
-    ]
+# --- jobs (in a Celery task) -------------------------------------------------------------------------------------
 
 
-def inputs_from_json(stored: list[dict]) -> dict[str, np.ndarray]:
-    return {
-        t["name"]: tensor_from_bytes(base64.b64decode(t["base64"]), t["datatype"], t["shape"], t["name"])
-        for t in stored
-    }
+def prediction_execute(*, prediction_id: str, run=None) -> None:
+    """Run a queued job on the runner pool and record how it ended. Idempotent: an ended prediction is not run
+    again. `run(header, tensors) -> (reply, outputs)` reaches the pool (default: this worker's supervisor)."""
+    from .runners.supervisor import run_via_supervisor
 
-
-# --- running (in the worker) --------------------------------------------------------------------------------
-
-
-@dataclass
-class Finished:
-    """A finished prediction to record: interactive ones are inserted, jobs update their row."""
-
-    id: str
-    status: str
-    model_id: int
-    header: dict | None = None  # interactive calls: who and what, from the request
-    outputs: dict[str, np.ndarray] | None = None
-    error: str = ""
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    queue_ms: float | None = None
-    compute_ms: float | None = None
-    bytes_out: int = 0
-
-
-def prediction_execute(*, prediction_id: str, soft_time_limit: float | None = None) -> None:
-    """Run a queued job. Idempotent: a finished or canceled prediction is not run again."""
-    now = timezone.now()
-    claimed = Prediction.objects.filter(
-        id=prediction_id, status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING]
-    ).update(status=Prediction.Status.RUNNING, attempts=F("attempts") + 1, started_at=now)
-    if not claimed:
-        logger.info("prediction %s is already finished or canceled: not run again", prediction_id)
+    prediction = ledger.job_start(prediction_id)
+    if prediction is None:
+        logger.info("prediction %s already ended: not run again", prediction_id)
         return
-    prediction = Prediction.objects.select_related("version").get(id=prediction_id)
     if prediction.attempts > settings.PREDICTION_MAX_ATTEMPTS:
-        prediction_fail(
-            prediction_id=prediction.id,
-            error=f"The worker running this prediction was lost {prediction.attempts - 1} times; "
-            "not retried.",
+        ledger.fail(
+            prediction.id,
+            f"The worker running this prediction was lost {prediction.attempts - 1} times; not retried.",
         )
         return
-    finished = Finished(
+    version = prediction.version
+    if version.status != ModelVersion.Status.READY:
+        ledger.fail(prediction.id, "This model version is not ready to run.")
+        return
+    ended = ledger.Ended(
         id=str(prediction.id),
         status=Prediction.Status.SUCCEEDED,
-        model_id=prediction.version.model_id,
-        started_at=now,
-        queue_ms=(now - prediction.created_at).total_seconds() * 1000,
+        model_id=version.model_id,
+        started_at=prediction.started_at,
+        queue_ms=(prediction.started_at - prediction.created_at).total_seconds() * 1000,
     )
+    signature = version.signature or {}
+    specs = signature.get("inputs", [])
+    header = {
+        "id": str(prediction.id),
+        "sha256": version.sha256,
+        "format": version.format,
+        "file_name": version.file.name,
+        "size": version.size,
+        "inputs": [spec["name"] for spec in specs],
+        "outputs": [spec["name"] for spec in signature.get("outputs", [])],
+        "batchable": bool(specs) and all(spec["shape"] and spec["shape"][0] == -1 for spec in specs),
+    }
     started = time.perf_counter()
     try:
-        if prediction.version.status != ModelVersion.Status.READY:
-            raise RuntimeFailure("this model version is not ready to run")
-        runtime = runtime_for(version_ref(prediction.version))
-        finished.outputs = runtime.run_with_limit(inputs_from_json(prediction.inputs), soft_time_limit)
-    except RuntimeFailure as exc:
-        finished.status, finished.error = Prediction.Status.FAILED, str(exc)
-    finished.compute_ms = (time.perf_counter() - started) * 1000
-    finished.finished_at = timezone.now()
-    predictions_record([finished])
-
-
-def predictions_record(finished: list[Finished]) -> None:
-    """Record finished predictions in bulk, and count the model runs. Compute time is charged here."""
-    if not finished:
-        return
-    inserts, runs = [], {}
-    for item in finished:
-        outputs_json, outputs_file, bytes_out = _stored_outputs(item)
-        item.bytes_out = bytes_out
-        fields = {
-            "status": item.status,
-            "outputs": outputs_json,
-            "outputs_file": outputs_file,
-            "error": item.error,
-            "started_at": item.started_at,
-            "finished_at": item.finished_at,
-            "queue_ms": item.queue_ms,
-            "compute_ms": item.compute_ms,
-            "bytes_out": bytes_out,
-        }
-        if item.header is not None:
-            header = item.header
-            inserts.append(
-                Prediction(
-                    id=item.id,
-                    user_id=header["user_id"],
-                    api_key_id=header["api_key_id"],
-                    version_id=header["version_id"],
-                    source=header["source"],
-                    created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),
-                    bytes_in=header["bytes_in"],
-                    attempts=1,
-                    **fields,
-                )
+        if run is None:
+            reply, outputs = run_via_supervisor(
+                header, ledger.inputs_from_json(prediction.inputs), settings.PREDICTION_TIME_LIMIT + 90
             )
         else:
-            # A canceled job stays canceled.
-            Prediction.objects.filter(id=item.id, status=Prediction.Status.RUNNING).update(**fields)
-        if item.status == Prediction.Status.SUCCEEDED:
-            runs[item.model_id] = runs.get(item.model_id, 0) + 1
-    with transaction.atomic():
-        if inserts:
-            Prediction.objects.bulk_create(
-                inserts,
-                update_conflicts=True,
-                unique_fields=["id"],
-                update_fields=[
-                    "status",
-                    "outputs",
-                    "outputs_file",
-                    "error",
-                    "started_at",
-                    "finished_at",
-                    "queue_ms",
-                    "compute_ms",
-                    "bytes_out",
-                ],
-            )
-        for model_id, count in runs.items():
-            Model.objects.filter(id=model_id).update(runs=F("runs") + count)
-    # Usage ledger and compute quota: each finished prediction is accounted once (Prediction.charged).
-    charge_finished([item.id for item in finished])
-
-
-def _stored_outputs(item: Finished) -> tuple[list | None, str, int]:
-    if item.outputs is None:
-        return None, "", 0
-    encoded = encode_outputs_json(item.outputs)
-    raw = json.dumps(encoded, separators=(",", ":")).encode()
-    if len(raw) <= settings.PREDICTION_INLINE_OUTPUT_BYTES:
-        return encoded, "", len(raw)
-    name = default_storage.save(f"predictions/{item.id}.json", ContentFile(raw))
-    return None, name, len(raw)
-
-
-def _interactive_row(header: dict, *, status: str) -> Prediction:
-    return Prediction(
-        id=header["id"],
-        user_id=header["user_id"],
-        api_key_id=header["api_key_id"],
-        version_id=header["version_id"],
-        source=header["source"],
-        status=status,
-        created_at=datetime.fromtimestamp(header["created_at"], tz=UTC),
-        started_at=timezone.now(),
-        bytes_in=header["bytes_in"],
-        attempts=1,
-    )
-
-
-def prediction_fail(*, prediction_id, error: str) -> bool:
-    """Mark a queued or running prediction failed; False if it had already finished."""
-    return bool(
-        Prediction.objects.filter(
-            id=prediction_id, status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING]
-        ).update(status=Prediction.Status.FAILED, error=error, finished_at=timezone.now())
-    )
-
-
-class NotCancelable(Exception):
-    pass
-
-
-def prediction_cancel(*, prediction: Prediction) -> Prediction:
-    updated = Prediction.objects.filter(
-        id=prediction.id, status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING]
-    ).update(status=Prediction.Status.CANCELED, finished_at=timezone.now(), error="Canceled by the user.")
-    prediction.refresh_from_db()
-    if not updated:
-        raise NotCancelable(
-            f"This prediction already {prediction.status}; only queued or running ones can be canceled."
-        )
-    return prediction
-
-
-def predictions_reap() -> int:
-    """Fail what no worker will finish: running past the hard limit (plus a margin), or out of attempts."""
-    now = timezone.now()
-    limit = settings.CELERY_TASK_TIME_LIMIT + settings.PREDICTION_REAP_MARGIN
-    stuck = Prediction.objects.filter(
-        status=Prediction.Status.RUNNING, started_at__lt=now - timedelta(seconds=limit)
-    )
-    count = stuck.update(
-        status=Prediction.Status.FAILED,
-        finished_at=now,
-        error=f"Timed out: still running after {limit} s "
-        f"(the time limit is {settings.CELERY_TASK_TIME_LIMIT} s); "
-        "its worker was lost or the model ran too long.",
-    )
-    count += Prediction.objects.filter(
-        status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING],
-        attempts__gte=settings.PREDICTION_MAX_ATTEMPTS,
-        started_at__lt=now - timedelta(seconds=limit),
-    ).update(
-        status=Prediction.Status.FAILED, finished_at=now, error="Failed after the maximum number of attempts."
-    )
-    never_started = now - timedelta(seconds=settings.PREDICTION_QUEUED_MAX_SECONDS)
-    count += Prediction.objects.filter(status=Prediction.Status.QUEUED, created_at__lt=never_started).update(
-        status=Prediction.Status.FAILED, finished_at=now, error="No worker started this prediction in time."
-    )
-    if count:
-        logger.warning("reaper marked %d predictions failed", count)
-    return count
+            reply, outputs = run(header, ledger.inputs_from_json(prediction.inputs))
+    except (OSError, EOFError) as exc:
+        ledger.fail(prediction.id, f"The worker's runner pool did not answer ({exc}); it can be retried.")
+        return
+    if reply["status"] == Prediction.Status.SUCCEEDED:
+        ended.outputs = outputs
+        ended.compute_ms = reply.get("compute_ms")
+    else:
+        ended.status, ended.error = Prediction.Status.FAILED, reply["error"]
+        ended.compute_ms = (time.perf_counter() - started) * 1000
+    ended.finished_at = timezone.now()
+    ledger.finish([ended])

@@ -10,33 +10,38 @@ from django.conf import settings
 
 from portal.celery import app
 
-from .services import prediction_execute, prediction_fail
+from . import ledger
+from .services import prediction_execute
 from .worker import InferenceWorkerStep
 
 logger = logging.getLogger(__name__)
 
 app.steps["worker"].add(InferenceWorkerStep)
 
+# The task only waits on the runner pool, which enforces the prediction's own time limit; these are backstops.
+TASK_SOFT_LIMIT = settings.PREDICTION_TIME_LIMIT + 90
+TASK_HARD_LIMIT = settings.PREDICTION_TIME_LIMIT + 120
+
 
 class PredictionTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Runs in the worker's main process when the hard limit killed the pool process running it.
         if isinstance(exc, TimeLimitExceeded) and kwargs.get("prediction_id"):
-            prediction_fail(
-                prediction_id=kwargs["prediction_id"],
-                error=f"Timed out: the model ran past the {settings.CELERY_TASK_TIME_LIMIT} s time limit.",
-            )
+            ledger.fail(kwargs["prediction_id"], "The worker running this prediction stopped answering.")
 
 
-@shared_task(name="inference.run_prediction", base=PredictionTask, acks_late=True, reject_on_worker_lost=True)
+@shared_task(
+    name="inference.run_prediction",
+    base=PredictionTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=TASK_SOFT_LIMIT,
+    time_limit=TASK_HARD_LIMIT,
+)
 def run_prediction(*, prediction_id: str) -> None:
     try:
-        prediction_execute(prediction_id=prediction_id, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+        prediction_execute(prediction_id=prediction_id)
     except SoftTimeLimitExceeded:
-        prediction_fail(
-            prediction_id=prediction_id,
-            error=f"Timed out: the model ran past the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s time limit.",
-        )
+        ledger.fail(prediction_id, "The worker running this prediction stopped answering.")
     except Exception as exc:
         logger.exception("prediction %s failed", prediction_id)
-        prediction_fail(prediction_id=prediction_id, error=f"The worker could not run this prediction: {exc}")
+        ledger.fail(prediction_id, f"The worker could not run this prediction: {exc}")

@@ -12,7 +12,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from portal.authentication import authenticate_bearer
 from portal.celery import app as celery_app
 
-from . import interactive
+from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
@@ -57,6 +57,12 @@ SERVER_VERSION = "1.0.0"
 
 def error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def unavailable(message: str) -> JsonResponse:
+    response = error(message, 503)
+    response["Retry-After"] = "1"
+    return response
 
 
 @require_GET
@@ -112,12 +118,12 @@ def v2_view(view):
 @require_GET
 def model_metadata(request, owner: str, name: str, number: int | None = None):
     _, _, target = _target(request, owner, name, number)
-    signature = target.ref.signature
+    signature = target.signature
     return JsonResponse(
         {
             "name": target.slug,
             "versions": [str(n) for n in target.versions] if number is None else [str(number)],
-            "platform": platform_of(target.ref.format),
+            "platform": platform_of(target.format),
             "inputs": signature.get("inputs", []),
             "outputs": signature.get("outputs", []),
         }
@@ -128,7 +134,7 @@ def model_metadata(request, owner: str, name: str, number: int | None = None):
 @require_GET
 def model_ready(request, owner: str, name: str, number: int | None = None):
     _, _, target = _target(request, owner, name, number)
-    if interactive.enabled() and not interactive.client().exists(interactive.key("alive")):
+    if queue.enabled() and not queue.serving():
         return JsonResponse({"name": target.slug, "ready": False}, status=503)
     return JsonResponse({"name": target.slug, "ready": True})
 
@@ -158,13 +164,13 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     requested = request_json.get("outputs")
     if requested is not None and not isinstance(requested, list):
         raise V2Error("'outputs' must be a list.", 400)
-    output_names = [spec["name"] for spec in target.ref.signature.get("outputs", [])]
+    output_names = [spec["name"] for spec in target.signature.get("outputs", [])]
     for output in requested or []:
         if not isinstance(output, dict) or output.get("name") not in output_names:
             raise V2Error(f"Unknown output {output!r}: the model's outputs are {output_names}.", 400)
     binary_default = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
     try:
-        tensors = decode_oip_tensors(request_json["inputs"], target.ref.signature, binary)
+        tensors = decode_oip_tensors(request_json["inputs"], target.signature, binary)
     except TensorError as exc:
         raise V2Error(str(exc), 400) from None
     try:
@@ -176,17 +182,17 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
             source=Prediction.Source.V2,
             bytes_in=len(request.body),
         )
-    except interactive.Unavailable as exc:
-        raise V2Error(str(exc), 503) from None
+    except (queue.Unavailable, queue.ModelBusy) as exc:
+        return unavailable(str(exc))
     outcome = prediction_wait(
         submission=submission,
-        timeout=settings.CELERY_TASK_TIME_LIMIT + 5,
+        timeout=settings.PREDICTION_TIME_LIMIT + 5,
         fall_back_to_job=False,
         user=user,
         api_key=key,
     )
     if outcome.unavailable or outcome.status == "pending":
-        return error(outcome.error or "No worker answered in time; retry later.", 503)
+        return unavailable(outcome.error or "No worker answered in time; retry later.")
     if outcome.status != Prediction.Status.SUCCEEDED:
         return error(outcome.error or f"The prediction {outcome.status}.", 400)
     outputs = outcome.outputs

@@ -13,13 +13,11 @@ For the inference app
     ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers. The middleware adds the admission's
     ``RateLimit-*`` headers to the response by itself.
 
-``charge_finished(predictions) -> int``
-        Call from the worker's bulk record step with finished ``inference.Prediction`` rows (instances or ids)
-    once they are saved (inside the same transaction is fine). Each row is accounted exactly once
-    (``Prediction.charged`` marks it, so a redelivered task charges nothing twice): it adds one request, its
+``usage_record(usages: list[Usage])``
+        Call from inference's ledger once per ended prediction, with plain values: it adds one request, its
     bytes and, if it succeeded, its compute time to the daily ledger (``UsageDay``) and to the month's compute
-    counter. Failed and canceled predictions never cost compute: a failure through the server's fault (worker
-    lost, timeout) is not charged. Returns how many rows were accounted now.
+    counter. Failed and canceled predictions never cost compute. The ledger guarantees each prediction is handed
+    over exactly once.
 
 ``portal.authentication.authenticate_bearer(header) -> ApiKey``
     The one bearer check (cached; revocation takes effect on the next request).
@@ -45,12 +43,11 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from redis.exceptions import RedisError
 from rest_framework import exceptions, status
@@ -508,71 +505,54 @@ def compute_used_ms(user, *, now: float | None = None) -> int:
     return int(row[1]) if row and row[0] == month_number(now) else 0
 
 
-# --- Charging finished predictions --------------------------------------------------------------------------
+# --- Recording usage ---------------------------------------------------------------------------------------
 
 
-def charge_finished(predictions) -> int:
-    """Account finished predictions once each: daily ledger and the month's compute (see the module doc)."""
-    Prediction = apps.get_model("inference", "Prediction")
-    ids = [getattr(p, "pk", p) for p in predictions]
-    if not ids:
-        return 0
-    finished = [Prediction.Status.SUCCEEDED, Prediction.Status.FAILED, Prediction.Status.CANCELED]
+@dataclass(frozen=True)
+class Usage:
+    """One ended prediction, as the usage ledger counts it (plain values: portal knows no prediction table)."""
+
+    user_id: int
+    api_key_id: int | None
+    version_id: int | None
+    day: date
+    succeeded: bool
+    compute_ms: float
+    bytes_in: int
+    bytes_out: int
+
+
+def usage_record(usages: list[Usage]) -> None:
+    """Add ended predictions to the daily ledger (``UsageDay``) and this month's compute.
+
+    The caller (inference's ledger) hands each prediction over exactly once. Every one counts as a request;
+    only a succeeded one costs compute. Call it inside the transaction that ended the predictions.
+    """
+    if not usages:
+        return
     month = month_number(time.time())
-    # The claim flips `charged` and returns only the rows it flipped: a redelivered batch is charged nothing.
-    # After it every increment commits on its own: workers charging overlapping batches never hold locks on
-    # several ledger rows at once (no deadlocks), and a crash in between under-charges, never double-charges.
-    claimed = _claim_unaccounted(Prediction, ids, finished)
-    if not claimed:
-        return 0
-    rows = Prediction.objects.filter(pk__in=claimed).values(
-        "user_id", "api_key_id", "version_id", "status", "created_at", "compute_ms", "bytes_in", "bytes_out"
-    )
     days: dict[tuple, dict] = defaultdict(
         lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
     )
     compute_by_user: dict[int, int] = defaultdict(int)
-    for row in rows:
-        day = row["created_at"].astimezone(UTC).date()
-        totals = days[(row["user_id"], row["api_key_id"], row["version_id"], day)]
+    for usage in usages:
+        totals = days[(usage.user_id, usage.api_key_id, usage.version_id, usage.day)]
         totals["requests"] += 1
-        totals["bytes_in"] += row["bytes_in"] or 0
-        totals["bytes_out"] += row["bytes_out"] or 0
-        if row["status"] == Prediction.Status.SUCCEEDED:
-            compute_ms = row["compute_ms"] or 0.0
+        totals["bytes_in"] += usage.bytes_in
+        totals["bytes_out"] += usage.bytes_out
+        if usage.succeeded:
             totals["succeeded"] += 1
-            totals["compute_ms"] += compute_ms
-            compute_by_user[row["user_id"]] += math.ceil(compute_ms)
+            totals["compute_ms"] += usage.compute_ms
+            compute_by_user[usage.user_id] += math.ceil(usage.compute_ms)
+    # Rows in a fixed order: workers recording overlapping batches never wait on each other in a cycle.
     for (user_id, api_key_id, version_id, day), totals in sorted(days.items(), key=lambda item: str(item[0])):
         _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
     for user_id, compute_ms in sorted(compute_by_user.items()):
-        _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
-    if quota_backend() == "redis" and compute_by_user:
-        charges = dict(compute_by_user)
+        if compute_ms:
+            _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
+    if quota_backend() == "redis" and any(compute_by_user.values()):
+        charges = {user_id: ms for user_id, ms in compute_by_user.items() if ms}
         transaction.on_commit(lambda: _charge_redis(charges, month))
-    return len(claimed)
-
-
-def _claim_unaccounted(Prediction, ids: list, statuses: list[str]) -> list:
-    """One `UPDATE … SET charged = true WHERE NOT charged … RETURNING id` (PostgreSQL and SQLite >= 3.35)."""
-    quote = connection.ops.quote_name
-    pk = Prediction._meta.pk
-    id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
-    # Table and column names come from the model; every value is a parameter.
-    table, id_column, charged, status_column = (
-        quote(Prediction._meta.db_table),
-        quote(pk.column),
-        quote("charged"),
-        quote("status"),
-    )
-    id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(statuses))
-    sql = (
-        f"UPDATE {table} SET {charged} = %s WHERE {id_column} IN ({id_list}) AND {charged} = %s "  # noqa: S608
-        f"AND {status_column} IN ({status_list}) RETURNING {id_column}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [True, *id_values, False, *statuses])
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _add_usage_day(

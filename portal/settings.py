@@ -224,8 +224,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("PREDICTION_SOFT_TIME_LIMIT", 30)
-CELERY_TASK_TIME_LIMIT = env_int("PREDICTION_HARD_TIME_LIMIT", 35)
+# Backstops for every task; predictions have their own limit (PREDICTION_TIME_LIMIT), enforced by the runners.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes the database connection around every task unless this is set.
@@ -261,7 +262,8 @@ MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
 MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)
 
 # --- inference ---
-# Jobs: time limits are CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT above (PREDICTION_*_TIME_LIMIT).
+# A prediction's own time limit (seconds), for interactive calls and jobs alike: past it the runner is killed.
+PREDICTION_TIME_LIMIT = env_float("PREDICTION_TIME_LIMIT", 30)
 PREDICTION_MAX_ATTEMPTS = env_int("PREDICTION_MAX_ATTEMPTS", 3)
 PREDICTION_REAP_MARGIN = env_int("PREDICTION_REAP_MARGIN", 15)
 PREDICTION_REAPER_INTERVAL = env_float("PREDICTION_REAPER_INTERVAL", 30)
@@ -270,11 +272,25 @@ PREDICTION_INLINE_OUTPUT_BYTES = env_int("PREDICTION_INLINE_OUTPUT_BYTES", 256 *
 PREDICTION_WAIT_DEFAULT = env_int("PREDICTION_WAIT_DEFAULT", 30)
 PREDICTION_WAIT_MAX = env_int("PREDICTION_WAIT_MAX", 60)
 INFERENCE_JOB_QUEUE = env_str("INFERENCE_JOB_QUEUE", "celery")
-# The interactive path (Redis lists) runs when REDIS_URL is set; without it interactive calls become jobs.
+# The Redis request queue runs when REDIS_URL is set; without it interactive calls become jobs.
 INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
 INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")
-INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 1024)
-INFERENCE_THREADS_PER_SESSION = env_int("INFERENCE_THREADS_PER_SESSION", 0)  # 0: cores / worker processes
+# Runner processes per worker (0: one per core), and how many of them one model may hold at once
+# (0: all but one, so another model always finds a runner).
+INFERENCE_RUNNERS = env_int("INFERENCE_RUNNERS", 0)
+INFERENCE_MODEL_CONCURRENCY = env_int("INFERENCE_MODEL_CONCURRENCY", 0)
+# A model with more requests waiting than this is refused (503, Retry-After) until its queue drains.
+INFERENCE_MODEL_QUEUE_MAX = env_int("INFERENCE_MODEL_QUEUE_MAX", 256)
+# Each runner's hard memory limit, and the resident size past which it is replaced after a call.
+INFERENCE_RUNNER_MEMORY_MB = env_int("INFERENCE_RUNNER_MEMORY_MB", 2048)
+INFERENCE_RUNNER_RSS_BUDGET_MB = env_int(
+    "INFERENCE_RUNNER_RSS_BUDGET_MB", INFERENCE_RUNNER_MEMORY_MB * 3 // 4
+)
+# Runners run as this user when the worker is root ("": as the worker's user; the user must be able to read
+# the Python installation and the project).
+INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
+INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
+INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched call of one model

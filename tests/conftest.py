@@ -206,10 +206,10 @@ def settle_worker_writes(request):
     yield
     import redis
 
-    from inference import interactive
+    from inference import queue
 
     connection = redis.Redis.from_url(settings.REDIS_URL)  # tests may point the app client elsewhere
     deadline = time.monotonic() + 10
-    while interactive.records_pending(connection) and time.monotonic() < deadline:
+    while queue.records_pending(connection) and time.monotonic() < deadline:
         time.sleep(0.05)
     connection.close()

@@ -18,9 +18,9 @@ from . import builders
 @pytest.fixture(autouse=True)
 def fresh_lookup_caches():
     # Rows are recreated for every test with new ids: cached look-ups from an earlier test would be stale.
-    services._targets.clear()
+    services.targets_forget()
     yield
-    services._targets.clear()
+    services.targets_forget()
 
 
 @pytest.fixture

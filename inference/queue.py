@@ -1,0 +1,200 @@
+"""The request queue between the web and the workers' runner pools: one owner of its Redis keys and wire format.
+
+The web pushes a request (a typed `RequestHeader` and the tensors' bytes) onto its model's queue `q:<sha256>`,
+pushes the sha256 onto `wake`, and waits on its own reply key `r:<id>`. A worker's supervisor pops wake-ups, and
+its runners drain a model's queue only when one of them is free for that model, so the queue stays visible
+(its depth is the backpressure) and shareable between workers. Finished calls go onto `records`, which the
+supervisor writes to the database in bulk; `recording` is raised while a taken batch is being written.
+`alive` is the supervisors' heartbeat: with none, the web does not wait on the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import redis
+from django.conf import settings
+
+from .codec import pack_tensors, unpack_tensors
+
+REPLY_TTL_SECONDS = 120
+
+_client = None
+_client_lock = threading.Lock()
+
+
+class NoConsumer(Exception):
+    """No worker serves the queue right now (or Redis is out of reach): take the job path."""
+
+
+class Unavailable(Exception):
+    """A dependency (Redis, the task queue) failed mid-call: the caller gets a 503 and may retry."""
+
+
+class ModelBusy(Exception):
+    """This model's queue is full: this model only is refused for now (503 with Retry-After)."""
+
+    def __init__(self, model: str, depth: int):
+        super().__init__(
+            f"The model {model} has {depth} requests waiting, more than it may queue; retry in a moment."
+        )
+        self.retry_after = 1
+
+
+@dataclass
+class RequestHeader:
+    """Who asked for what: everything the supervisor and the ledger need, with no database query."""
+
+    id: str
+    user_id: int
+    api_key_id: int | None
+    source: str
+    bytes_in: int
+    created_at: float
+    model_id: int
+    version_id: int
+    sha256: str
+    format: str
+    file_name: str
+    size: int
+    inputs: list[str]
+    outputs: list[str]
+    batchable: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RequestHeader:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def enabled() -> bool:
+    return bool(settings.REDIS_URL) and settings.INFERENCE_INTERACTIVE
+
+
+def client() -> redis.Redis:
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+    return _client
+
+
+def reset_client() -> None:
+    """Forget the connection pool (tests that point REDIS_URL elsewhere)."""
+    global _client
+    with _client_lock:
+        _client = None
+
+
+def key(*parts: str) -> str:
+    return settings.INFERENCE_REDIS_PREFIX + ":".join(parts)
+
+
+@dataclass
+class PendingCall:
+    id: str
+    queue_key: str
+    payload: bytes
+
+
+def submit(header: RequestHeader, tensors: dict[str, np.ndarray], *, model: str) -> PendingCall:
+    """Queue a request. NoConsumer: nobody serves the queue (take the job path); ModelBusy: queue full."""
+    payload = pack_tensors(header.as_dict(), tensors)
+    call = PendingCall(id=header.id, queue_key=key("q", header.sha256), payload=payload)
+    pipe = client().pipeline(transaction=False)
+    pipe.rpush(call.queue_key, payload)
+    pipe.rpush(key("wake"), header.sha256)
+    pipe.exists(key("alive"))
+    try:
+        depth, _, alive = pipe.execute()
+        if not alive and withdraw(call):
+            raise NoConsumer()
+        if depth > settings.INFERENCE_MODEL_QUEUE_MAX and withdraw(call):
+            raise ModelBusy(model, depth - 1)
+    except redis.RedisError:
+        raise NoConsumer() from None
+    return call
+
+
+def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:
+    try:
+        item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+    except redis.RedisError as exc:
+        raise Unavailable(f"The request queue is unavailable ({exc}); retry.") from None
+    if item is None:
+        return None
+    return unpack_tensors(item[1])
+
+
+def withdraw(call: PendingCall) -> bool:
+    """Take a call back off its queue; False when a runner already took it."""
+    return bool(client().lrem(call.queue_key, 1, call.payload))
+
+
+# --- the supervisor's side -----------------------------------------------------------------------------------
+
+
+def take_wakeups(connection: redis.Redis, timeout: float) -> set[str]:
+    item = connection.blpop([key("wake")], timeout=timeout)
+    if item is None:
+        return set()
+    more = connection.lpop(key("wake"), 1024) or []
+    return {value.decode() for value in [item[1], *more]}
+
+
+def fetch(connection: redis.Redis, sha256: str, limit: int) -> list[tuple[dict, dict[str, np.ndarray]]]:
+    return [unpack_tensors(item) for item in connection.lpop(key("q", sha256), limit) or []]
+
+
+def depth(connection: redis.Redis, sha256: str) -> int:
+    return connection.llen(key("q", sha256))
+
+
+def reply(pipe, prediction_id: str, header: dict, outputs: dict[str, np.ndarray] | None = None) -> None:
+    reply_key = key("r", prediction_id)
+    pipe.rpush(reply_key, pack_tensors(header, outputs or {}))
+    pipe.expire(reply_key, REPLY_TTL_SECONDS)
+
+
+def record_push(pipe, record: dict, outputs: dict[str, np.ndarray] | None) -> None:
+    pipe.rpush(key("records"), pack_tensors(record, outputs or {}))
+
+
+def heartbeat(name: str) -> None:
+    client().set(key("alive"), name, ex=3)
+
+
+def serving() -> bool:
+    return bool(client().exists(key("alive")))
+
+
+def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
+    """Finished calls left to be recorded, oldest first.
+
+    Taking them raises the `recording` flag in the same transaction; `records_done()` lowers it once they are
+    in the database, so "nothing pending" (`records_pending()`) means written, not merely popped.
+    """
+    pipe = client().pipeline(transaction=True)
+    pipe.lpop(key("records"), limit)
+    pipe.set(key("recording"), 1, ex=60)
+    items, _ = pipe.execute()
+    if not items:
+        records_done()
+    return [unpack_tensors(item) for item in items or []]
+
+
+def records_done() -> None:
+    client().delete(key("recording"))
+
+
+def records_pending(connection=None) -> bool:
+    pipe = (connection or client()).pipeline(transaction=False)
+    pipe.llen(key("records"))
+    pipe.exists(key("recording"))
+    queued, recording = pipe.execute()
+    return bool(queued or recording)

@@ -1,0 +1,503 @@
+"""The trusted side of the runners: runner processes, the time limit, replacement, and a scheduler fair across models.
+
+`RunnerPool` keeps `runners` processes, each driven by one thread. A thread takes the next batch from the
+`Scheduler`, which hands out models round-robin and never lets one model hold more than `model_concurrency`
+runners, so a slow, stuck or crashing model leaves the others their runners. The thread runs the batch on its
+runner with a deadline; past it the runner is killed and replaced, and the batch's callers are told. A runner
+that dies fails only its batch; one whose resident memory stays over its budget after a call is replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .limits import MemoryCgroup, preexec
+from .protocol import ChannelClosed, read_frame, write_frame
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Variables a runner may inherit: none of them carries a secret.
+INHERITED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a runner needs to open a model file (resolved to a local path by the trusted side)."""
+
+    sha256: str
+    format: str
+    file_name: str
+    size: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    batchable: bool  # every input's first dimension is dynamic
+
+
+@dataclass
+class Request:
+    id: str
+    model: ModelRef
+    tensors: dict[str, np.ndarray]
+    source: Source
+    header: dict = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    outputs: dict[str, np.ndarray] | None = None
+    error: str = ""
+    server_fault: bool = False  # the server's limit or failure, not the request's: 503 where it matters
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    compute_ms: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outputs is not None
+
+
+class Source:
+    """Where requests come from and where their results go."""
+
+    def fetch(self, sha256: str, limit: int) -> list[Request]:
+        return []
+
+    def deliver(self, requests: list[Request], results: list[Result]) -> None:
+        raise NotImplementedError
+
+
+class RunnerFailed(Exception):
+    def __init__(self, message: str, *, server_fault: bool, restart_cause: str):
+        super().__init__(message)
+        self.server_fault = server_fault
+        self.restart_cause = restart_cause
+
+
+@dataclass
+class RunnerSettings:
+    memory_mb: int = 2048
+    threads: int = 1
+    session_budget_mb: int = 512
+    time_limit: float = 30.0
+    user: str = ""  # run runners as this user when started as root ("": the current user)
+    start_timeout: float = 60.0
+
+
+class RunnerProcess:
+    """One runner: a child process with a clean environment, its own memory limit and a pair of pipes."""
+
+    def __init__(self, name: str, config: RunnerSettings):
+        self.name, self.config = name, config
+        self.process: subprocess.Popen | None = None
+        self.cgroup: MemoryCgroup | None = None
+        self.home: str | None = None
+        self.to_runner = self.from_runner = -1
+        self.rss = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        config = self.config
+        limit = config.memory_mb * 1024 * 1024
+        self.cgroup = MemoryCgroup.create(self.name, limit)
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self.home = tempfile.mkdtemp(prefix="modelport-runner-")
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": self.home,
+            "TMPDIR": self.home,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": str(config.threads),
+            "MKL_NUM_THREADS": str(config.threads),
+            **{name: os.environ[name] for name in INHERITED_ENV if name in os.environ},
+        }
+        identity = {}
+        if config.user and os.geteuid() == 0:
+            entry = pwd.getpwnam(config.user)
+            os.chown(self.home, entry.pw_uid, entry.pw_gid)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "inference.runners.runner",
+                    "--in-fd",
+                    str(request_read),
+                    "--out-fd",
+                    str(reply_write),
+                    "--threads",
+                    str(config.threads),
+                    "--session-budget-mb",
+                    str(config.session_budget_mb),
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(request_read, reply_write),
+                close_fds=True,
+                preexec_fn=preexec(None if self.cgroup else limit),
+                **identity,
+            )
+        finally:
+            os.close(request_read)
+            os.close(reply_write)
+        self.to_runner, self.from_runner = request_write, reply_read
+        if self.cgroup:
+            self.cgroup.attach(self.process.pid)
+        self.oom_kills_at_start = self.cgroup.oom_kills() if self.cgroup else 0
+        header, _ = self._read(time.monotonic() + config.start_timeout)
+        self.rss = header.get("rss", 0)
+        logger.info("runner %s started (pid %s)", self.name, self.process.pid)
+
+    def call(self, header: dict, tensors: dict[str, np.ndarray], deadline: float):
+        try:
+            write_frame(self.to_runner, header, tensors)
+        except OSError:
+            raise self._died() from None
+        reply, outputs = self._read(deadline)
+        self.rss = reply.get("rss", self.rss)
+        return reply, outputs
+
+    def _read(self, deadline: float):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([self.from_runner], [], [], max(0.0, remaining))
+        if not ready:
+            raise RunnerFailed(
+                f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
+                server_fault=True,
+                restart_cause="time",
+            )
+        try:
+            return read_frame(self.from_runner)
+        except (ChannelClosed, OSError):
+            raise self._died() from None
+
+    def _died(self) -> RunnerFailed:
+        code = self.process.wait() if self.process else None
+        if self.cgroup and self.cgroup.oom_kills() > self.oom_kills_at_start:
+            return RunnerFailed(
+                f"The model needed more memory than a runner may use ({self.config.memory_mb} MB).",
+                server_fault=False,
+                restart_cause="memory",
+            )
+        return RunnerFailed(
+            f"The runner running this model died (exit status {code}); the request can be retried.",
+            server_fault=True,
+            restart_cause="crash",
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+        for fd in (self.to_runner, self.from_runner):
+            if fd >= 0:
+                os.close(fd)
+        self.to_runner = self.from_runner = -1
+        if self.cgroup:
+            self.cgroup.remove()
+        if self.home:
+            import shutil
+
+            shutil.rmtree(self.home, ignore_errors=True)
+        self.process = None
+
+
+class Scheduler:
+    """Which model a free runner takes next: round-robin over models with work, each under its concurrency cap.
+
+    Work waits where it came from: in a local deque (jobs), or in its Redis queue, which a `Source.fetch`
+    drains only when a runner is free for that model, so a busy model's backlog stays shareable and visible.
+    """
+
+    def __init__(self, *, model_concurrency: int, max_batch: int):
+        self.cap = model_concurrency
+        self.max_batch = max_batch
+        self.cond = threading.Condition()
+        self.local: dict[str, deque[Request]] = {}
+        self.remote: dict[str, tuple[Source, int]] = {}  # sha256 -> (source, generation of its wake-ups)
+        self.order: OrderedDict[str, None] = OrderedDict()
+        self.busy: dict[str, int] = {}
+        self.stopped = False
+
+    def put(self, request: Request) -> None:
+        with self.cond:
+            self.local.setdefault(request.model.sha256, deque()).append(request)
+            self.order[request.model.sha256] = None
+            self.cond.notify()
+
+    def wake(self, source: Source, shas) -> None:
+        with self.cond:
+            for sha in shas:
+                _, generation = self.remote.get(sha, (source, 0))
+                self.remote[sha] = (source, generation + 1)
+                self.order[sha] = None
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def _pick(self) -> str | None:
+        for sha in self.order:
+            if self.busy.get(sha, 0) < self.cap:
+                return sha
+        return None
+
+    def take(self) -> tuple[str, list[Request]] | None:
+        """The next batch for a free runner (blocks); None once stopped. Call `release(sha)` after it."""
+        while True:
+            with self.cond:
+                while (sha := self._pick()) is None:
+                    if self.stopped:
+                        return None
+                    self.cond.wait(1)
+                if self.stopped:
+                    return None
+                self.busy[sha] = self.busy.get(sha, 0) + 1
+                self.order.move_to_end(sha)
+                queue = self.local.get(sha)
+                if queue:
+                    batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                    if not queue:
+                        del self.local[sha]
+                        if sha not in self.remote:
+                            self.order.pop(sha, None)
+                    return sha, batch
+                source, generation = self.remote[sha]
+            try:
+                batch = source.fetch(sha, self.max_batch)
+            except Exception:
+                logger.exception("could not fetch queued requests for %s", sha[:12])
+                batch = []
+            if batch:
+                return sha, batch
+            with self.cond:
+                self.busy[sha] -= 1
+                # Emptied, unless a wake-up came in meanwhile: its request may have arrived after our fetch.
+                if self.remote.get(sha, (None, -1))[1] == generation:
+                    del self.remote[sha]
+                    if sha not in self.local:
+                        self.order.pop(sha, None)
+                self.cond.notify_all()
+
+    def release(self, sha: str) -> None:
+        with self.cond:
+            self.busy[sha] -= 1
+            if not self.busy[sha]:
+                del self.busy[sha]
+            self.cond.notify_all()
+
+    def depths(self) -> dict[str, int]:
+        with self.cond:
+            return {sha: len(queue) for sha, queue in self.local.items()}
+
+
+def concatenable(model: ModelRef, batch: list[dict[str, np.ndarray]]) -> bool:
+    if not model.batchable or len(batch) < 2:
+        return False
+    for tensors in batch:
+        if len({array.shape[0] for array in tensors.values()}) != 1:
+            return False
+    first = batch[0]
+    return all(
+        tensors.keys() == first.keys()
+        and all(
+            tensors[n].shape[1:] == first[n].shape[1:] and tensors[n].dtype == first[n].dtype for n in first
+        )
+        for tensors in batch[1:]
+    )
+
+
+class RunnerSlot(threading.Thread):
+    """One runner process and the thread that feeds it batches from the scheduler."""
+
+    def __init__(self, pool: RunnerPool, index: int):
+        super().__init__(name=f"runner-slot-{index}", daemon=True)
+        self.pool, self.index = pool, index
+        self.runner: RunnerProcess | None = None
+        self.restarts: dict[str, int] = {}
+        self.warm: set[str] = set()
+
+    def run(self) -> None:
+        while (work := self.pool.scheduler.take()) is not None:
+            sha, requests = work
+            try:
+                results = self.execute(requests)
+            except Exception as exc:  # never lose a caller: whatever broke, they get an answer
+                logger.exception("runner slot %s", self.index)
+                results = [Result(error=f"The server could not run this request: {exc}", server_fault=True)]
+                results *= len(requests)
+            finally:
+                self.pool.scheduler.release(sha)
+            by_source: dict[int, tuple[Source, list[Request], list[Result]]] = {}
+            for request, result in zip(requests, results, strict=True):
+                entry = by_source.setdefault(id(request.source), (request.source, [], []))
+                entry[1].append(request)
+                entry[2].append(result)
+            for source, delivered, outcomes in by_source.values():
+                try:
+                    source.deliver(delivered, outcomes)
+                except Exception:
+                    logger.exception("could not deliver %d results", len(delivered))
+
+    def ensure_runner(self) -> RunnerProcess:
+        if self.runner is None or not self.runner.alive():
+            if self.runner is not None:
+                self.runner.stop()
+            self.runner = RunnerProcess(f"{self.pool.name}-{self.index}", self.pool.config)
+            self.warm = set()
+            self.runner.start()
+        return self.runner
+
+    def replace(self, cause: str) -> None:
+        self.restarts[cause] = self.restarts.get(cause, 0) + 1
+        logger.warning("replacing runner %s (%s)", self.index, cause)
+        if self.runner is not None:
+            self.runner.stop()
+        self.runner = None
+        self.warm = set()
+
+    def execute(self, requests: list[Request]) -> list[Result]:
+        model = requests[0].model
+        try:
+            path = self.pool.resolve_path(model)
+        except Exception as exc:
+            return [Result(error=str(exc), server_fault=True)] * len(requests)
+        header = {
+            "sha256": model.sha256,
+            "path": path,
+            "format": model.format,
+            "size": model.size,
+            "inputs": list(model.inputs),
+            "outputs": list(model.outputs),
+        }
+        started_at, started = time.time(), time.monotonic()
+        deadline = started + self.pool.config.time_limit
+        try:
+            runner = self.ensure_runner()
+            deadline = (
+                time.monotonic() + self.pool.config.time_limit
+            )  # a fresh runner's start is not the model's
+            results = self._run(runner, header, requests, deadline)
+        except RunnerFailed as exc:
+            self.replace(exc.restart_cause)
+            results = [Result(error=str(exc), server_fault=exc.server_fault)] * len(requests)
+        self.warm.add(model.sha256)
+        finished_at = time.time()
+        compute_ms = (time.monotonic() - started) * 1000 / len(requests)
+        results = [
+            Result(r.outputs, r.error, r.server_fault, started_at, finished_at, compute_ms) for r in results
+        ]
+        budget = self.pool.rss_budget_bytes
+        if self.runner is not None and budget and self.runner.rss > budget:
+            self.replace("memory")
+        return results
+
+    def _run(self, runner: RunnerProcess, header: dict, requests: list[Request], deadline) -> list[Result]:
+        batch = [request.tensors for request in requests]
+        if concatenable(requests[0].model, batch):
+            sizes = [next(iter(tensors.values())).shape[0] for tensors in batch]
+            joined = {name: np.concatenate([tensors[name] for tensors in batch]) for name in batch[0]}
+            reply, outputs = runner.call(header, joined, deadline)
+            total = sum(sizes)
+            if reply["ok"] and all(o.ndim and o.shape[0] == total for o in outputs.values()):
+                cuts = np.cumsum(sizes)[:-1]
+                split = {name: np.split(array, cuts) for name, array in outputs.items()}
+                return [Result({name: parts[i] for name, parts in split.items()}) for i in range(len(batch))]
+            # One bad request must not fail the others: run them one by one.
+        results = []
+        for tensors in batch:
+            reply, outputs = runner.call(header, tensors, deadline)
+            results.append(Result(outputs) if reply["ok"] else Result(error=reply["error"]))
+        return results
+
+
+class RunnerPool:
+    """`runners` runner processes fed by one scheduler. `resolve_path(model)` gives a model's local file."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        runners: int,
+        model_concurrency: int,
+        max_batch: int,
+        config: RunnerSettings,
+        resolve_path: Callable[[ModelRef], str],
+        rss_budget_mb: int = 0,
+    ):
+        self.name = name
+        self.config = config
+        self.resolve_path = resolve_path
+        self.rss_budget_bytes = rss_budget_mb * 1024 * 1024
+        self.scheduler = Scheduler(model_concurrency=model_concurrency, max_batch=max_batch)
+        self.slots = [RunnerSlot(self, index) for index in range(runners)]
+
+    def start(self) -> RunnerPool:
+        for slot in self.slots:
+            slot.start()
+        return self
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        for slot in self.slots:
+            slot.join(timeout=self.config.time_limit + 5)
+            if slot.runner is not None:
+                slot.runner.stop()
+
+    def runner_pids(self) -> list[int]:
+        return [slot.runner.pid for slot in self.slots if slot.runner is not None and slot.runner.alive()]
+
+    def run(self, model: ModelRef, tensors: dict[str, np.ndarray], *, request_id: str = "") -> Result:
+        """Run one request and wait for its result (the job path and tests)."""
+        waiter = _Waiter()
+        self.scheduler.put(Request(id=request_id, model=model, tensors=tensors, source=waiter))
+        return waiter.wait()
+
+
+class _Waiter(Source):
+    def __init__(self):
+        self.done = threading.Event()
+        self.result: Result | None = None
+
+    def deliver(self, requests: list[Request], results: list[Result]) -> None:
+        self.result = results[0]
+        self.done.set()
+
+    def wait(self) -> Result:
+        self.done.wait()
+        return self.result
+
+
+def kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,243 @@
+"""The supervisor: the trusted side of a worker host's runner pool, started by the Celery worker.
+
+It feeds the pool from two places: the Redis request queue (interactive calls from the web) and a Unix socket
+(jobs, from this worker's Celery tasks). It answers every caller, writes finished interactive calls to the
+ledger in bulk, heartbeats `alive` so the web knows someone serves the queue, and runs the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+from django.conf import settings
+
+from .. import queue
+from ..codec import pack_tensors, unpack_tensors
+from ..runtimes import local_model_path
+from .pool import ModelRef, Request, Result, RunnerPool, RunnerSettings, Source, _Waiter
+from .protocol import ChannelClosed, receive_message, send_message
+
+logger = logging.getLogger(__name__)
+
+SOCKET_ENV = "MODELPORT_SUPERVISOR_SOCKET"
+
+
+def model_ref(header: dict) -> ModelRef:
+    return ModelRef(
+        sha256=header["sha256"],
+        format=header["format"],
+        file_name=header["file_name"],
+        size=header["size"],
+        inputs=tuple(header["inputs"]),
+        outputs=tuple(header["outputs"]),
+        batchable=header["batchable"],
+    )
+
+
+def reply_header(result: Result) -> dict:
+    if result.succeeded:
+        return {"status": "succeeded", "compute_ms": result.compute_ms}
+    # A runner's time limit, crash or a missing file is the server's fault, not the caller's: 503 on /v2.
+    return {"status": "failed", "error": result.error, "unavailable": result.server_fault}
+
+
+def pool_from_settings(name: str) -> RunnerPool:
+    runners = settings.INFERENCE_RUNNERS or (os.cpu_count() or 1)
+    cap = settings.INFERENCE_MODEL_CONCURRENCY or max(1, runners - 1)
+    return RunnerPool(
+        name=name,
+        runners=runners,
+        model_concurrency=cap,
+        max_batch=settings.INFERENCE_MAX_BATCH,
+        rss_budget_mb=settings.INFERENCE_RUNNER_RSS_BUDGET_MB,
+        config=RunnerSettings(
+            memory_mb=settings.INFERENCE_RUNNER_MEMORY_MB,
+            threads=settings.INFERENCE_THREADS_PER_RUNNER or max(1, (os.cpu_count() or 1) // runners),
+            session_budget_mb=settings.INFERENCE_SESSION_MEMORY_MB,
+            time_limit=settings.PREDICTION_TIME_LIMIT,
+            user=settings.INFERENCE_RUNNER_USER,
+        ),
+        resolve_path=lambda model: str(local_model_path(sha256=model.sha256, file_name=model.file_name)),
+    )
+
+
+class QueueSource(Source):
+    """Interactive calls: fetched from their model's Redis queue only when a runner is free for it."""
+
+    def __init__(self):
+        self.redis = queue.client()
+
+    def fetch(self, sha256: str, limit: int) -> list[Request]:
+        return [
+            Request(id=header["id"], model=model_ref(header), tensors=tensors, source=self, header=header)
+            for header, tensors in queue.fetch(self.redis, sha256, limit)
+        ]
+
+    def deliver(self, requests: list[Request], results: list[Result]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for request, result in zip(requests, results, strict=True):
+            queue.reply(pipe, request.id, reply_header(result), result.outputs)
+            record = {
+                **request.header,
+                "status": "succeeded" if result.succeeded else "failed",
+                "error": result.error,
+                "started_at": result.started_at,
+                "finished_at": result.finished_at,
+                "queue_ms": max(0.0, (result.started_at - request.header["created_at"]) * 1000),
+                "compute_ms": result.compute_ms,
+            }
+            # The supervisor writes these to the database in bulk: the serving loop never waits on it.
+            queue.record_push(pipe, record, result.outputs)
+        pipe.execute()
+
+
+class Supervisor:
+    def __init__(self, name: str, socket_path: str):
+        self.name = name
+        self.socket_path = socket_path
+        self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"))
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.listener: socket.socket | None = None
+
+    def start(self) -> None:
+        self.pool.start()
+        self._thread(self.serve_socket, "supervisor-socket")
+        if queue.enabled():
+            self.queue_source = QueueSource()
+            self._thread(self.listen_for_wakeups, "supervisor-wakeups")
+        self._thread(self.maintain, "supervisor-maintenance")
+
+    def _thread(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.listener is not None:
+            self.listener.close()
+        self.pool.stop()
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    # --- interactive calls ---------------------------------------------------------------------------------
+
+    def listen_for_wakeups(self) -> None:
+        connection = queue.client()
+        while not self.stopping.is_set():
+            try:
+                shas = queue.take_wakeups(connection, timeout=1)
+            except Exception:
+                logger.exception("reading wake-ups")
+                self.stopping.wait(1)
+                continue
+            if shas:
+                self.pool.scheduler.wake(self.queue_source, shas)
+
+    # --- jobs ----------------------------------------------------------------------------------------------
+
+    def serve_socket(self) -> None:
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        self.listener.listen(64)
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve_job, args=(connection,), daemon=True).start()
+
+    def serve_job(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                header, tensors = unpack_tensors(receive_message(connection))
+                waiter = _Waiter()
+                self.pool.scheduler.put(
+                    Request(id=header["id"], model=model_ref(header), tensors=tensors, source=waiter)
+                )
+                result = waiter.wait()
+                message = {**reply_header(result), "started_at": result.started_at}
+                send_message(connection, pack_tensors(message, result.outputs or {}))
+            except (ChannelClosed, OSError):
+                logger.warning("a job's connection closed before its answer")
+
+    # --- upkeep --------------------------------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        from django.db import close_old_connections
+
+        from .. import ledger
+
+        next_heartbeat = next_record = next_reap = 0.0
+        while not self.stopping.wait(0.05):
+            now = time.monotonic()
+            try:
+                if queue.enabled():
+                    if now >= next_heartbeat:
+                        queue.heartbeat(self.name)
+                        next_heartbeat = now + 1
+                    if now >= next_record:
+                        next_record = now + settings.INFERENCE_RECORD_INTERVAL
+                        close_old_connections()
+                        self.record_finished()
+                if now >= next_reap:
+                    next_reap = now + settings.PREDICTION_REAPER_INTERVAL
+                    close_old_connections()
+                    ledger.reap()
+            except Exception:
+                logger.exception("supervisor upkeep")
+                close_old_connections()
+                self.stopping.wait(1)
+
+    def record_finished(self) -> None:
+        """Write what the runners answered, in bulk: one INSERT for every call finished since last time."""
+        from .. import ledger
+
+        while records := queue.records_take():
+            try:
+                ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
+            finally:
+                queue.records_done()
+
+
+def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
+    from .. import ledger
+
+    return ledger.Ended(
+        id=record["id"],
+        status=record["status"],
+        model_id=record["model_id"],
+        header=queue.RequestHeader.from_dict(record),
+        outputs=outputs if record["status"] == "succeeded" else None,
+        error=record["error"],
+        started_at=datetime.fromtimestamp(record["started_at"], tz=UTC) if record["started_at"] else None,
+        finished_at=datetime.fromtimestamp(record["finished_at"], tz=UTC) if record["finished_at"] else None,
+        queue_ms=record["queue_ms"],
+        compute_ms=record["compute_ms"],
+    )
+
+
+def run_via_supervisor(header: dict, tensors: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict]:
+    """A job's way to this host's runner pool (from a Celery pool process)."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        raise ConnectionError("this process has no runner pool to talk to (is it a Celery worker?)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout)
+        connection.connect(path)
+        send_message(connection, pack_tensors(header, tensors))
+        return unpack_tensors(receive_message(connection))

@@ -20,7 +20,7 @@ from django.conf import settings
 from .. import queue
 from ..codec import pack_tensors, unpack_tensors
 from ..runtimes import local_model_path
-from .pool import ModelRef, Request, Result, RunnerPool, RunnerSettings, Source, _Waiter
+from .pool import ModelRef, Request, Result, RunnerPool, RunnerSettings, Source
 from .protocol import ChannelClosed, receive_message, send_message
 
 logger = logging.getLogger(__name__)
@@ -165,13 +165,8 @@ class Supervisor:
         with connection:
             try:
                 header, tensors = unpack_tensors(receive_message(connection))
-                waiter = _Waiter()
-                self.pool.scheduler.put(
-                    Request(id=header["id"], model=model_ref(header), tensors=tensors, source=waiter)
-                )
-                result = waiter.wait()
-                message = {**reply_header(result), "started_at": result.started_at}
-                send_message(connection, pack_tensors(message, result.outputs or {}))
+                reply, outputs = run_on(self.pool, header, tensors)
+                send_message(connection, pack_tensors(reply, outputs))
             except (ChannelClosed, OSError):
                 logger.warning("a job's connection closed before its answer")
 
@@ -229,6 +224,12 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
         queue_ms=record["queue_ms"],
         compute_ms=record["compute_ms"],
     )
+
+
+def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Run one job's request on `pool` and wait: the reply header and the outputs."""
+    result = pool.run(model_ref(header), tensors, request_id=header["id"])
+    return reply_header(result), result.outputs or {}
 
 
 def run_via_supervisor(header: dict, tensors: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict]:

@@ -82,3 +82,27 @@ def assert_same(expected: np.ndarray, got: np.ndarray) -> None:
         np.testing.assert_allclose(
             np.asarray(got, dtype=np.float64).reshape(expected.shape), expected, rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.fixture(scope="session")
+def runner_pool():
+    """A real runner pool in this process (runner processes and all), for tests that run jobs directly."""
+    from inference.runners.supervisor import pool_from_settings
+
+    pool = pool_from_settings("tests").start()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def run_job(runner_pool):
+    """`run_job(prediction_id)`: what the Celery task does, on the test's runner pool."""
+    from functools import partial
+
+    from inference.runners.supervisor import run_on
+    from inference.services import prediction_execute
+
+    def run(prediction_id) -> None:
+        prediction_execute(prediction_id=str(prediction_id), run=partial(run_on, runner_pool))
+
+    return run

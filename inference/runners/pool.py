@@ -346,6 +346,10 @@ class RunnerSlot(threading.Thread):
         self.warm: set[str] = set()
 
     def run(self) -> None:
+        try:
+            self.ensure_runner()  # warm: the first request does not wait for a runner to start
+        except Exception:
+            logger.exception("runner slot %s could not start its runner", self.index)
         while (work := self.pool.scheduler.take()) is not None:
             sha, requests = work
             try:

@@ -260,3 +260,18 @@ def publish(
     version.file.name = path
     version.save()
     return version
+
+
+def memory_hungry_onnx() -> bytes:
+    """y = sum(ones(n)): needs 4·n bytes, so its memory depends on an input value (zero at the upload check)."""
+    F, L = TensorProto.FLOAT, TensorProto.INT64
+    return onnx_model(
+        [
+            helper.make_node(
+                "ConstantOfShape", ["n"], ["ones"], value=helper.make_tensor("one", F, [1], [1.0])
+            ),
+            helper.make_node("ReduceSum", ["ones"], ["y"], keepdims=1),
+        ],
+        [("n", L, [1])],
+        [("y", F, [1])],
+    )

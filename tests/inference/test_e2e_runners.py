@@ -1,0 +1,317 @@
+"""Runners under hostile models: memory and time limits, crashes, isolation, fairness across models, and the
+ledger's promise that every admitted request ends in exactly one record, counted once.
+
+Each test runs its own worker (own Celery queue, own Redis key prefix) so the shared one is not disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db.models import Sum
+
+from inference import queue
+from inference.models import Prediction
+from portal.models import UsageDay
+from portal.services import quota_set
+from tests.conftest import WorkerProcess
+
+from . import builders
+from .conftest import post_json
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SLOW_FOREVER = {"inputs": {"x": [0.0], "n": [10**12]}}
+DIGITS_BODY = {"inputs": {"pixels": [[0.5] * 64]}}
+
+
+@pytest.fixture
+def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
+    """Start a dedicated worker with the given environment; the test process (the web) points at it."""
+    workers = []
+
+    def start(**env) -> WorkerProcess:
+        tag = uuid.uuid4().hex[:8]
+        job_queue, prefix = f"runners-{tag}", f"mp:runners-{tag}:"
+        for name, value in {
+            "INFERENCE_REDIS_PREFIX": prefix,
+            "PREDICTION_REAPER_INTERVAL": "0.5",
+            **env,
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings.INFERENCE_JOB_QUEUE, settings.INFERENCE_REDIS_PREFIX = job_queue, prefix
+        worker = WorkerProcess(tmp_path / f"worker-{tag}.log", ["-Q", job_queue, "--hostname", f"{tag}@%h"])
+        worker.start()
+        workers.append(worker)
+        wait_for(queue.serving, 60, "the worker's supervisor never served")
+        wait_for(lambda: len(runner_pids(worker)) >= 2, 60, "the runners never started")
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def runner_pids(worker: WorkerProcess) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == worker.process.pid and b"inference.runners.runner" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def resident_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def wait_for(predicate, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def ended(prediction_id) -> Prediction | None:
+    prediction = Prediction.objects.filter(id=prediction_id).first()
+    return prediction if prediction and prediction.status in {"succeeded", "failed", "canceled"} else None
+
+
+@pytest.fixture(autouse=True)
+def generous_quotas(alice, bob):
+    for user in (alice, bob):
+        quota_set(user=user, requests_per_minute=100_000, requests_per_day=1_000_000)
+
+
+def timed_call(client, url, body, key) -> tuple[int, float]:
+    started = time.monotonic()
+    response = post_json(client, url, body, key)
+    return response.status_code, time.monotonic() - started
+
+
+def test_a_runner_has_no_secrets_and_no_database_connection(own_worker):
+    worker = own_worker()
+    database = django_settings.DATABASES["default"]
+    secrets = [django_settings.SECRET_KEY, django_settings.REDIS_URL, django_settings.CELERY_BROKER_URL]
+    secrets += [database["PASSWORD"]] if database.get("PASSWORD") else []
+    for pid in runner_pids(worker):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
+        assert not names & {"DATABASE_URL", "SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "METRICS_TOKEN"}
+        assert not any(secret and secret in environ for secret in secrets)
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert not [link for link in links if link.startswith("socket:")], links
+
+
+def test_a_model_over_the_memory_limit_fails_clearly_and_other_users_keep_their_answers(
+    client, alice, bob, alice_key, bob_key, own_worker
+):
+    worker = own_worker(INFERENCE_RUNNER_MEMORY_MB="400", INFERENCE_RUNNER_RSS_BUDGET_MB="300")
+    builders.publish(owner=alice, name="hungry", data=builders.memory_hungry_onnx())
+    builders.publish(owner=bob, name="digits", data=builders.digits_onnx())
+    bob_body, bob_url = DIGITS_BODY, "/api/v1/models/bob/digits/predict"
+    assert timed_call(client, bob_url, bob_body, bob_key)[0] == 200
+
+    answers = {}
+
+    def hungry_call():
+        from django.test import Client
+
+        answers["hungry"] = post_json(
+            Client(), "/api/v1/models/alice/hungry/predict", {"inputs": {"n": [2_000_000_000]}}, alice_key
+        )
+
+    thread = threading.Thread(target=hungry_call)
+    thread.start()
+    during = []
+    while thread.is_alive():
+        during.append(timed_call(client, bob_url, bob_body, bob_key))
+    thread.join()
+    after = [timed_call(client, bob_url, bob_body, bob_key) for _ in range(3)]
+
+    body = answers["hungry"].json()
+    assert answers["hungry"].status_code == 200 and body["status"] == "failed", body
+    assert "more memory than a runner may use (400 MB)" in body["error"]
+    for status, seconds in during + after:
+        assert status == 200 and seconds < 5
+    for pid in runner_pids(worker):
+        assert resident_mb(pid) < 300
+
+
+def test_a_stuck_model_ends_with_a_time_limit_error_while_other_models_keep_answering(
+    client, alice, bob, alice_key, bob_key, own_worker
+):
+    own_worker(PREDICTION_TIME_LIMIT="3")
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    builders.publish(owner=bob, name="digits", data=builders.digits_onnx())
+    bob_body, bob_url = DIGITS_BODY, "/api/v1/models/bob/digits/predict"
+    assert timed_call(client, bob_url, bob_body, bob_key)[0] == 200
+
+    answers = {}
+
+    def stuck_call():
+        from django.test import Client
+
+        started = time.monotonic()
+        response = post_json(Client(), "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
+        answers["stuck"] = (response, time.monotonic() - started)
+
+    threads = [threading.Thread(target=stuck_call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # both stuck calls are queued or running now
+    during = []
+    while any(thread.is_alive() for thread in threads):
+        during.append(timed_call(client, bob_url, bob_body, bob_key))
+    response, seconds = answers["stuck"]
+    assert response.status_code == 503 and "ran past the 3 s time limit" in response.json()["detail"]
+    assert seconds < 3 * 2 + 2  # the second stuck call waited for the first: one model holds one runner
+    # Served by the runner the stuck model may not take, never queued behind it.
+    assert during and all(status == 200 and took < 2 for status, took in during), during
+
+
+def test_killing_a_runner_mid_batch_fails_that_batch_only_and_the_next_call_succeeds(
+    client, alice, alice_key, own_worker
+):
+    worker = own_worker()
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    v2_body = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
+            {"name": "n", "datatype": "INT64", "shape": [1], "data": [10**12]},
+        ]
+    }
+    answers = {}
+
+    def doomed_call():
+        from django.test import Client
+
+        answers["doomed"] = post_json(Client(), "/v2/models/alice/slow/infer", v2_body, alice_key)
+
+    thread = threading.Thread(target=doomed_call)
+    thread.start()
+    before = set(runner_pids(worker))
+    busy = wait_for(
+        lambda: [pid for pid in before if Path(f"/proc/{pid}/stat").read_text().split()[2] == "R"],
+        20,
+        "no runner got busy",
+    )
+    os.kill(busy[0], signal.SIGKILL)
+    thread.join(20)
+    response = answers["doomed"]
+    assert response.status_code == 503 and "died" in response.json()["error"]
+    v2_body["inputs"][1]["data"] = [3]
+    response = post_json(client, "/v2/models/alice/slow/infer", v2_body, alice_key)
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [3.0]
+    wait_for(lambda: len(runner_pids(worker)) == len(before), 30, "the runner was not replaced")
+
+
+def test_every_admitted_request_ends_in_exactly_one_record_counted_once(
+    client, alice, alice_key, own_worker, settings
+):
+    own_worker(PREDICTION_TIME_LIMIT="2", PREDICTION_QUEUED_MAX_SECONDS="4")
+    builders.publish(owner=alice, name="mixed", data=builders.digits_onnx())
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    builders.publish(
+        owner=alice,
+        name="broken",
+        data=b"not an onnx file",
+        signature={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}], "outputs": []},
+    )
+    mixed_body = DIGITS_BODY
+    v2_mixed = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+    asynchronous = {"HTTP_PREFER": "respond-async"}
+    ids = []
+
+    # sync, on both APIs
+    response = post_json(client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key)
+    assert response.status_code == 200 and response.json()["status"] == "succeeded"
+    ids.append(response.json()["id"])
+    response = post_json(client, "/v2/models/alice/mixed/infer", v2_mixed, alice_key)
+    assert response.status_code == 200, response.content
+    # async job
+    response = post_json(client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous)
+    ids.append(response.json()["id"])
+    # failed in the model
+    response = post_json(client, "/api/v1/models/alice/broken/predict", {"inputs": {"x": [1.0]}}, alice_key)
+    assert response.json()["status"] == "failed"
+    # timed out
+    response = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
+    assert response.status_code == 503 and "time limit" in response.json()["detail"]
+    # canceled while running
+    response = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key, **asynchronous)
+    running_id = response.json()["id"]
+    wait_for(lambda: Prediction.objects.get(id=running_id).status == "running", 20, "never ran")
+    assert (
+        client.post(
+            f"/api/v1/predictions/{running_id}/cancel", HTTP_AUTHORIZATION=f"Bearer {alice_key}"
+        ).json()["status"]
+        == "canceled"
+    )
+    # canceled while queued, and reaped: jobs on a queue no worker consumes
+    settings.INFERENCE_JOB_QUEUE = f"nobody-{uuid.uuid4().hex[:8]}"
+    response = post_json(client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous)
+    queued_id = response.json()["id"]
+    assert (
+        client.post(
+            f"/api/v1/predictions/{queued_id}/cancel", HTTP_AUTHORIZATION=f"Bearer {alice_key}"
+        ).json()["status"]
+        == "canceled"
+    )
+    response = post_json(client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous)
+    reaped_id = response.json()["id"]
+    # broker down
+    from portal.celery import app
+
+    def connect_to(url: str) -> None:
+        app.conf.broker_url = url
+        app.pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    broker_url = app.conf.broker_url
+    connect_to("redis://127.0.0.1:1/0")
+    try:
+        response = post_json(
+            client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous
+        )
+        assert response.status_code == 503 and "task queue" in response.json()["detail"]
+    finally:
+        connect_to(broker_url)
+
+    admitted = 9
+    reaped = wait_for(lambda: ended(reaped_id), 30, "the reaper never failed the unstarted job")
+    assert reaped.status == "failed" and "No worker" in reaped.error
+    wait_for(
+        lambda: (
+            Prediction.objects.filter(user=alice).count() == admitted
+            and not Prediction.objects.filter(user=alice, status__in=["queued", "running"]).exists()
+            and not queue.records_pending()
+        ),
+        30,
+        f"not every request ended in a record: {list(Prediction.objects.values_list('status', 'error'))}",
+    )
+    records = Prediction.objects.filter(user=alice)
+    assert records.count() == admitted and all(p.charged for p in records)
+    statuses = sorted(records.values_list("status", flat=True))
+    assert statuses.count("succeeded") == 3 and statuses.count("canceled") == 2
+    usage = UsageDay.objects.filter(user=alice).aggregate(
+        requests=Sum("requests"), succeeded=Sum("succeeded")
+    )
+    assert usage == {"requests": admitted, "succeeded": 3}

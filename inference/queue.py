@@ -22,6 +22,7 @@ from .codec import pack_tensors, unpack_tensors
 REPLY_TTL_SECONDS = 120
 
 _client = None
+_waiting_client = None
 _client_lock = threading.Lock()
 
 
@@ -84,11 +85,24 @@ def client() -> redis.Redis:
     return _client
 
 
+def waiting_client() -> redis.Redis:
+    """For replies: a BLPOP waits as long as the server-side timeout says, longer than redis-py's default 5 s
+    socket timeout allows (a dead server is still noticed through TCP keepalive)."""
+    global _waiting_client
+    if _waiting_client is None:
+        with _client_lock:
+            if _waiting_client is None:
+                _waiting_client = redis.Redis.from_url(
+                    settings.REDIS_URL, socket_timeout=None, socket_keepalive=True, health_check_interval=30
+                )
+    return _waiting_client
+
+
 def reset_client() -> None:
-    """Forget the connection pool (tests that point REDIS_URL elsewhere)."""
-    global _client
+    """Forget the connection pools (tests that point REDIS_URL elsewhere)."""
+    global _client, _waiting_client
     with _client_lock:
-        _client = None
+        _client = _waiting_client = None
 
 
 def key(*parts: str) -> str:
@@ -123,7 +137,7 @@ def submit(header: RequestHeader, tensors: dict[str, np.ndarray], *, model: str)
 
 def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:
     try:
-        item = client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
+        item = waiting_client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
     except redis.RedisError as exc:
         raise Unavailable(f"The request queue is unavailable ({exc}); retry.") from None
     if item is None:

@@ -370,6 +370,11 @@ class RunnerSlot(threading.Thread):
                     source.deliver(delivered, outcomes)
                 except Exception:
                     logger.exception("could not deliver %d results", len(delivered))
+            if self.runner is None:  # replaced during the batch: its successor starts now, not on demand
+                try:
+                    self.ensure_runner()
+                except Exception:
+                    logger.exception("runner slot %s could not start its runner", self.index)
 
     def ensure_runner(self) -> RunnerProcess:
         if self.runner is None or not self.runner.alive():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
+from inference import ledger
 from inference.models import Prediction
+from portal.models import UsageDay
 
 pytestmark = pytest.mark.django_db
 
@@ -58,16 +61,12 @@ def test_anonymous_callers_see_no_predictions(client):
 
 
 def test_large_outputs_are_kept_in_a_file_and_served_back(client, alice, alice_key, mixed, settings):
-    import numpy as np
-
-    from inference.services import Finished, predictions_record
-
     settings.PREDICTION_INLINE_OUTPUT_BYTES = 100
 
     prediction = record(alice, mixed, status="running")
-    predictions_record(
+    ledger.finish(
         [
-            Finished(
+            ledger.Ended(
                 id=str(prediction.id),
                 status="succeeded",
                 model_id=mixed.model_id,
@@ -81,6 +80,7 @@ def test_large_outputs_are_kept_in_a_file_and_served_back(client, alice, alice_k
     assert prediction.bytes_out > 100
     body = client.get(f"/api/v1/predictions/{prediction.id}", **auth(alice_key)).json()
     assert body["outputs"][0]["data"] == list(range(100))
+    assert UsageDay.objects.get(user=alice).bytes_out == prediction.bytes_out
 
 
 @pytest.mark.parametrize("status", ["queued", "running"])
@@ -91,6 +91,8 @@ def test_a_queued_or_running_prediction_can_be_canceled(client, alice, alice_key
     assert response.json()["status"] == "canceled"
     prediction.refresh_from_db()
     assert prediction.status == "canceled" and prediction.finished_at is not None
+    row = UsageDay.objects.get(user=alice)  # a canceled request counts, its compute does not
+    assert (row.requests, row.succeeded, row.compute_ms) == (1, 0, 0)
 
 
 def test_a_finished_prediction_cannot_be_canceled(client, alice, alice_key, mixed):
@@ -100,10 +102,16 @@ def test_a_finished_prediction_cannot_be_canceled(client, alice, alice_key, mixe
     assert "already succeeded" in response.json()["detail"]
 
 
-def test_a_canceled_job_is_not_run_when_its_message_arrives(alice, mixed):
-    from inference.services import prediction_execute
-
+def test_a_canceled_job_is_not_run_when_its_message_arrives(alice, mixed, run_job):
     prediction = record(alice, mixed, status="canceled")
-    prediction_execute(prediction_id=str(prediction.id))
+    run_job(prediction.id)
     prediction.refresh_from_db()
-    assert prediction.status == "canceled" and prediction.attempts == 0
+    assert prediction.status == "canceled" and prediction.attempts == 0 and prediction.outputs is None
+
+
+def test_staff_see_predictions_read_only_and_filtered_by_status(admin_client, alice, mixed):
+    succeeded = record(alice, mixed)
+    failed = record(alice, mixed, status="failed", error="boom")
+    listing = admin_client.get("/admin/inference/prediction/?status__exact=succeeded").content.decode()
+    assert str(succeeded.pk) in listing and str(failed.pk) not in listing
+    assert admin_client.get("/admin/inference/prediction/add/").status_code == 403

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.utils import timezone
 
-from inference.models import Prediction
 from marketplace.models import Model
-from portal.models import ApiKey, Plan
-from portal.quotas import QuotaExceeded, admit_prediction, charge_finished
+from portal.models import ApiKey, Plan, UsageDay
+from portal.quotas import QuotaExceeded, Usage, admit_prediction, usage_record
 
 from .conftest import bearer, issue_key
 
 pytestmark = pytest.mark.django_db
+
+
+def succeeded(user, version, *, compute_ms: float) -> Usage:
+    return Usage(
+        user_id=user.pk,
+        api_key_id=None,
+        version_id=version.pk,
+        day=timezone.now().date(),
+        succeeded=True,
+        compute_ms=compute_ms,
+        bytes_in=0,
+        bytes_out=0,
+    )
 
 
 @pytest.fixture
@@ -106,20 +116,7 @@ def test_editing_a_plan_applies_to_its_users_at_once(admin_client, alice):
 
 
 def test_the_user_list_shows_plan_and_this_months_usage(admin_client, alice, version):
-    now = timezone.now()
-    charge_finished(
-        [
-            Prediction.objects.create(
-                id=uuid.uuid4(),
-                user=alice,
-                version=version,
-                status="succeeded",
-                created_at=now,
-                compute_ms=1500.0,
-            )
-            for _ in range(3)
-        ]
-    )
+    usage_record([succeeded(alice, version, compute_ms=1500.0) for _ in range(3)])
     html = admin_client.get("/admin/auth/user/").content.decode()
     assert "requests this month" in html.lower()
     row = html[html.index(">alice<") :]
@@ -166,44 +163,18 @@ def test_models_can_be_unlisted_in_the_admin(admin_client, alice, version):
     assert Model.objects.get(pk=model.pk).visibility == "private"
 
 
-def test_predictions_and_usage_are_read_only_and_filterable(admin_client, alice, version):
-    prediction = Prediction.objects.create(
-        id=uuid.uuid4(),
-        user=alice,
-        version=version,
-        status="succeeded",
-        created_at=timezone.now(),
-        compute_ms=5.0,
-    )
-    charge_finished([prediction])
-    listing = admin_client.get("/admin/inference/prediction/?status__exact=succeeded")
-    assert listing.status_code == 200 and str(prediction.pk) in listing.content.decode()
-    assert (
-        str(prediction.pk)
-        not in admin_client.get("/admin/inference/prediction/?status__exact=failed").content.decode()
-    )
+def test_usage_is_read_only_and_filterable(admin_client, alice, bob, version):
+    usage_record([succeeded(alice, version, compute_ms=5.0), succeeded(bob, version, compute_ms=5.0)])
     usage = admin_client.get(f"/admin/portal/usageday/?user__id__exact={alice.pk}")
     assert usage.status_code == 200 and "alice/digits" in usage.content.decode()
+    alices_row, bobs_row = (UsageDay.objects.get(user=user).pk for user in (alice, bob))
+    assert f"/admin/portal/usageday/{alices_row}/change/" in usage.content.decode()
+    assert f"/admin/portal/usageday/{bobs_row}/change/" not in usage.content.decode()
     assert admin_client.get("/admin/portal/usageday/add/").status_code == 403
 
 
 def test_admins_export_usage_as_csv(admin_client, alice, bob, version):
-    now = timezone.now()
-    for user in (alice, bob):
-        charge_finished(
-            [
-                Prediction.objects.create(
-                    id=uuid.uuid4(),
-                    user=user,
-                    version=version,
-                    status="succeeded",
-                    created_at=now,
-                    compute_ms=5.0,
-                )
-            ]
-        )
-    from portal.models import UsageDay
-
+    usage_record([succeeded(user, version, compute_ms=5.0) for user in (alice, bob)])
     ids = list(UsageDay.objects.values_list("pk", flat=True))
     response = admin_client.post("/admin/portal/usageday/", {"action": "export_csv", "_selected_action": ids})
     assert response["Content-Type"].startswith("text/csv")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from inference.models import Prediction
-from portal.quotas import admit_prediction, charge_finished
+from portal.quotas import Usage, admit_prediction, usage_record
 
 from .conftest import bearer, issue_key, limit
 
@@ -19,23 +17,18 @@ pytestmark = pytest.mark.django_db
 
 
 def record(user, version, *, api_key=None, count=1, days_ago=0, compute_ms=250.0):
-    created = timezone.now() - timedelta(days=days_ago)
-    predictions = [
-        Prediction.objects.create(
-            id=uuid.uuid4(),
-            user=user,
-            api_key=api_key,
-            version=version,
-            status="succeeded",
-            created_at=created,
-            finished_at=created,
-            compute_ms=compute_ms,
-            bytes_in=10,
-            bytes_out=20,
-        )
-        for _ in range(count)
-    ]
-    charge_finished(predictions)
+    day = (timezone.now() - timedelta(days=days_ago)).date()
+    usage = Usage(
+        user_id=user.pk,
+        api_key_id=api_key.pk if api_key else None,
+        version_id=version.pk,
+        day=day,
+        succeeded=True,
+        compute_ms=compute_ms,
+        bytes_in=10,
+        bytes_out=20,
+    )
+    usage_record([usage] * count)
 
 
 def test_the_api_shows_plan_limits_used_and_remaining(client, alice, version):

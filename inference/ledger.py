@@ -60,7 +60,7 @@ class Ended:
     compute_ms: float | None = None
 
 
-# --- beginnings -----------------------------------------------------------------------------------------------
+# --- beginnings ---------------------------------------------------------------------------------------------
 
 
 def _row(header: RequestHeader, **fields) -> Prediction:
@@ -110,7 +110,7 @@ def job_start(prediction_id) -> Prediction | None:
     return Prediction.objects.select_related("version").get(id=prediction_id)
 
 
-# --- endings --------------------------------------------------------------------------------------------------
+# --- endings ------------------------------------------------------------------------------------------------
 
 
 def finish(ended: list[Ended]) -> None:
@@ -137,7 +137,8 @@ def finish(ended: list[Ended]) -> None:
         inserts = [_row(item.header, attempts=1, **fields_by_id[item.id]) for item in ended if item.header]
         if inserts:
             Prediction.objects.bulk_create(inserts, ignore_conflicts=True)
-        # Rows that existed before (jobs, interactive calls whose caller stopped waiting) and are still active.
+        # Rows that existed before (jobs, interactive calls whose caller stopped waiting) and are still
+        # active.
         active = Prediction.objects.filter(id__in=list(fields_by_id), status__in=ACTIVE).values_list(
             "id", flat=True
         )
@@ -258,7 +259,7 @@ def _account(ids: list) -> list[tuple]:
     return [(row[0], row[1]) for row in rows]
 
 
-# --- tensors at rest ------------------------------------------------------------------------------------------
+# --- tensors at rest ----------------------------------------------------------------------------------------
 
 
 def _stored_outputs(item: Ended) -> tuple[list | None, str, int]:

@@ -1,12 +1,11 @@
-"""The request queue between the web and the workers' runner pools: one owner of its Redis keys and wire format.
+"""The request queue between the web and the runner pools: the one owner of its Redis keys and wire format.
 
 The web pushes a request (a typed `RequestHeader` and the tensors' bytes) onto its model's queue `q:<sha256>`,
-pushes the sha256 onto `wake`, and waits on its own reply key `r:<id>`. A worker's supervisor pops wake-ups, and
-its runners drain a model's queue only when one of them is free for that model, so the queue stays visible
+pushes the sha256 onto `wake`, and waits on its own reply key `r:<id>`. A worker's supervisor pops wake-ups,
+and its runners drain a model's queue only when one of them is free for that model, so the queue stays visible
 (its depth is the backpressure) and shareable between workers. Finished calls go onto `records`, which the
-supervisor writes to the database in bulk; `recording` is raised while a taken batch is being written.
-`alive` is the supervisors' heartbeat: with none, the web does not wait on the queue.
-"""
+supervisor writes to the database in bulk; `recording` is raised while a taken batch is being written. `alive`
+is the supervisors' heartbeat: with none, the web does not wait on the queue."""
 
 from __future__ import annotations
 
@@ -150,7 +149,7 @@ def withdraw(call: PendingCall) -> bool:
     return bool(client().lrem(call.queue_key, 1, call.payload))
 
 
-# --- the supervisor's side -----------------------------------------------------------------------------------
+# --- the supervisor's side ----------------------------------------------------------------------------------
 
 
 def take_wakeups(connection: redis.Redis, timeout: float) -> set[str]:

@@ -39,7 +39,7 @@ class VersionNotFound(LookupError):
     pass
 
 
-# --- what to run (cached: the hot path must not query the catalog on every request) ---------------------------
+# --- what to run (cached: the hot path must not query the catalog on every request) -------------------------
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
     )
 
 
-# --- admission and queueing ------------------------------------------------------------------------------------
+# --- admission and queueing ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -224,7 +224,7 @@ def job_enqueue(*, prediction_id) -> None:
         raise queue.Unavailable("The task queue is unavailable; retry.") from exc
 
 
-# --- waiting -----------------------------------------------------------------------------------------------------
+# --- waiting ------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -331,7 +331,7 @@ def outcome_top(outcome: Outcome, target: Target) -> list | None:
     return top_classes(tensors, target.labels)
 
 
-# --- jobs (in a Celery task) -------------------------------------------------------------------------------------
+# --- jobs (in a Celery task) --------------------------------------------------------------------------------
 
 
 def prediction_execute(*, prediction_id: str, run=None) -> None:

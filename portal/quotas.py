@@ -16,8 +16,8 @@ For the inference app
 ``usage_record(usages: list[Usage])``
         Call from inference's ledger once per ended prediction, with plain values: it adds one request, its
     bytes and, if it succeeded, its compute time to the daily ledger (``UsageDay``) and to the month's compute
-    counter. Failed and canceled predictions never cost compute. The ledger guarantees each prediction is handed
-    over exactly once.
+    counter. Failed and canceled predictions never cost compute. The ledger guarantees each prediction is
+    handed over exactly once.
 
 ``portal.authentication.authenticate_bearer(header) -> ApiKey``
     The one bearer check (cached; revocation takes effect on the next request).
@@ -510,7 +510,9 @@ def compute_used_ms(user, *, now: float | None = None) -> int:
 
 @dataclass(frozen=True)
 class Usage:
-    """One ended prediction, as the usage ledger counts it (plain values: portal knows no prediction table)."""
+    """One ended prediction, as the usage ledger counts it.
+
+    Plain values: portal knows no prediction table."""
 
     user_id: int
     api_key_id: int | None

@@ -4,6 +4,6 @@
 - `runtimes.py` wraps ONNX Runtime and PyTorch for it;
 - `protocol.py` is the framing both sides speak over the runner's pipes;
 - `limits.py` sets the limits a runner runs under (memory cgroup or rlimit, user, session);
-- `pool.py` is the trusted side: runner processes, their time limit and replacement, and the per-model scheduler;
-- `supervisor.py` feeds the pool from Redis (interactive calls) and from a local socket (jobs), in the worker.
-"""
+- `pool.py` is the trusted side: runner processes, their time limit and replacement, and the per-model
+  scheduler;
+- `supervisor.py` feeds the pool from Redis (interactive calls) and a local socket (jobs), in the worker."""

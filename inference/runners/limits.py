@@ -1,9 +1,9 @@
-"""The limits a runner runs under: a memory cgroup of its own (v2 or v1, as root), else an address-space rlimit.
+"""The limits a runner runs under: its own memory cgroup (v2 or v1, as root), else an address-space rlimit.
 
-A cgroup counts what the process really holds (resident memory and page cache), so a model that asks for more is
-killed by the kernel's OOM killer inside its cgroup alone, and the pool tells its callers why. Without a writable
-cgroup (not root, or no memory controller) RLIMIT_AS is the fallback: allocations past it fail in the runtime.
-"""
+A cgroup counts what the process really holds (resident memory and page cache), so a model that asks for more
+is killed by the kernel's OOM killer inside its cgroup alone, and the pool tells its callers why. Without a
+writable cgroup (not root, or no memory controller) RLIMIT_AS is the fallback: allocations past it fail in the
+runtime."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 
 
 class MemoryCgroup:
-    """One runner's memory cgroup: `attach(pid)` after start, `oom_kills()` to tell an OOM kill from a crash."""
+    """One runner's memory cgroup: `attach(pid)` after start; `oom_kills()` tells OOM kills from crashes."""
 
     def __init__(self, path: Path, version: int, limit_bytes: int):
         self.path, self.version = path, version

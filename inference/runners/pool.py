@@ -1,11 +1,10 @@
-"""The trusted side of the runners: runner processes, the time limit, replacement, and a scheduler fair across models.
+"""The trusted side of the runners: processes, time limit, replacement, and a scheduler fair across models.
 
 `RunnerPool` keeps `runners` processes, each driven by one thread. A thread takes the next batch from the
 `Scheduler`, which hands out models round-robin and never lets one model hold more than `model_concurrency`
 runners, so a slow, stuck or crashing model leaves the others their runners. The thread runs the batch on its
 runner with a deadline; past it the runner is killed and replaced, and the batch's callers are told. A runner
-that dies fails only its batch; one whose resident memory stays over its budget after a call is replaced.
-"""
+that dies fails only its batch; one whose resident memory stays over its budget after a call is replaced."""
 
 from __future__ import annotations
 
@@ -229,7 +228,7 @@ class RunnerProcess:
 
 
 class Scheduler:
-    """Which model a free runner takes next: round-robin over models with work, each under its concurrency cap.
+    """Which model a free runner takes next: round-robin over models with work, each under its cap.
 
     Work waits where it came from: in a local deque (jobs), or in its Redis queue, which a `Source.fetch`
     drains only when a runner is free for that model, so a busy model's backlog stays shareable and visible.

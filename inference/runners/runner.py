@@ -1,10 +1,9 @@
 """A runner process: `python -m inference.runners.runner --in-fd N --out-fd M …`, started by the pool.
 
 It opens and runs model files, which may be hostile, so it is kept apart from everything of value: it never
-imports Django, its environment holds no secrets, it has no database or network connection (its only channel is
-a pair of pipes to its pool), and it runs under a memory limit and the pool's time limit. Whatever a model does,
-the worst outcome is this process dying, and the pool replaces it.
-"""
+imports Django, its environment holds no secrets, it has no database or network connection (its only channel
+is a pair of pipes to its pool), and it runs under a memory limit and the pool's time limit. Whatever a model
+does, the worst outcome is this process dying, and the pool replaces it."""
 
 from __future__ import annotations
 

@@ -263,7 +263,7 @@ def publish(
 
 
 def memory_hungry_onnx() -> bytes:
-    """y = sum(ones(n)): needs 4·n bytes, so its memory depends on an input value (zero at the upload check)."""
+    """y = sum(ones(n)): needs 4·n bytes, so its memory depends on an input value (none at upload)."""
     F, L = TensorProto.FLOAT, TensorProto.INT64
     return onnx_model(
         [

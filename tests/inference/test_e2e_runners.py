@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings as django_settings
 from django.db.models import Sum
 
@@ -21,7 +22,7 @@ from inference import queue
 from inference.models import Prediction
 from portal.models import UsageDay
 from portal.services import quota_set
-from tests.conftest import WorkerProcess
+from tests.conftest import WebServer, WorkerProcess
 
 from . import builders
 from .conftest import post_json
@@ -223,7 +224,7 @@ def test_killing_a_runner_mid_batch_fails_that_batch_only_and_the_next_call_succ
 
 
 def test_every_admitted_request_ends_in_exactly_one_record_counted_once(
-    client, alice, alice_key, own_worker, settings
+    client, alice, alice_key, own_worker, settings, monkeypatch, tmp_path
 ):
     own_worker(PREDICTION_TIME_LIMIT="2", PREDICTION_QUEUED_MAX_SECONDS="4")
     builders.publish(owner=alice, name="mixed", data=builders.digits_onnx())
@@ -276,24 +277,20 @@ def test_every_admitted_request_ends_in_exactly_one_record_counted_once(
     )
     response = post_json(client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous)
     reaped_id = response.json()["id"]
-    # broker down
-    from portal.celery import app
-
-    def connect_to(url: str) -> None:
-        app.conf.broker_url = url
-        app.pool.force_close_all()
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    broker_url = app.conf.broker_url
-    connect_to("redis://127.0.0.1:1/0")
+    # broker down: a web process whose task queue is out of reach
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    web = WebServer(tmp_path / "web-without-broker.log", workers=1, threads=2)
+    web.start()
     try:
-        response = post_json(
-            client, "/api/v1/models/alice/mixed/predict", mixed_body, alice_key, **asynchronous
+        response = requests.post(
+            f"{web.url}/api/v1/models/alice/mixed/predict",
+            json=mixed_body,
+            headers={"Authorization": f"Bearer {alice_key}", "Prefer": "respond-async"},
+            timeout=60,
         )
         assert response.status_code == 503 and "task queue" in response.json()["detail"]
     finally:
-        connect_to(broker_url)
+        web.stop()
 
     admitted = 9
     reaped = wait_for(lambda: ended(reaped_id), 30, "the reaper never failed the unstarted job")

@@ -152,12 +152,15 @@ def withdraw(call: PendingCall) -> bool:
 # --- the supervisor's side ----------------------------------------------------------------------------------
 
 
-def take_wakeups(connection: redis.Redis, timeout: float) -> set[str]:
+def wait_wakeup(connection: redis.Redis, timeout: float) -> str | None:
+    """The sha256 of a model that got a request, waiting up to `timeout` s for one."""
     item = connection.blpop([key("wake")], timeout=timeout)
-    if item is None:
-        return set()
-    more = connection.lpop(key("wake"), 1024) or []
-    return {value.decode() for value in [item[1], *more]}
+    return item[1].decode() if item else None
+
+
+def drain_wakeups(connection: redis.Redis) -> set[str]:
+    """The other wake-ups waiting now (one per request: under load, many for the same models)."""
+    return {value.decode() for value in connection.lpop(key("wake"), 1024) or []}
 
 
 def fetch(connection: redis.Redis, sha256: str, limit: int) -> list[tuple[dict, dict[str, np.ndarray]]]:

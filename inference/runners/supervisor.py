@@ -135,13 +135,17 @@ class Supervisor:
         connection = queue.client()
         while not self.stopping.is_set():
             try:
-                shas = queue.take_wakeups(connection, timeout=1)
+                first = queue.wait_wakeup(connection, timeout=1)
+                if first is None:
+                    continue
+                # A runner starts on the first model at once; the rest of the wake-ups are read meanwhile.
+                self.pool.scheduler.wake(self.queue_source, [first])
+                more = queue.drain_wakeups(connection)
+                if more:
+                    self.pool.scheduler.wake(self.queue_source, more)
             except Exception:
                 logger.exception("reading wake-ups")
                 self.stopping.wait(1)
-                continue
-            if shas:
-                self.pool.scheduler.wake(self.queue_source, shas)
 
     # --- jobs ----------------------------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ def check_upload_size(*, size: int | None, limit: int, framing: int = 0) -> None
     file's size once it is known, and on the bytes counted while it is stored.
     """
     if size is not None and size > limit + framing:
-        raise UploadTooLarge(f"The file is over the upload limit of {limit} bytes.")
+        raise UploadTooLarge(f"The file is over the upload limit: the limit is {limit} bytes.")
 
 
 @dataclass

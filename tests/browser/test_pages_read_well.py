@@ -75,10 +75,11 @@ def test_the_versions_table_shows_each_versions_status_word(page, client, live_s
     )
     expect(rows.nth(1).locator(".version-status")).to_have_text("validating")
     expect(rows.nth(2).locator(".version-status")).to_have_text("ready")
-    expect(rows.get_by_role("link", name="Download")).to_have_count(1)
-    expect(rows.nth(2).get_by_role("link", name="Download")).to_have_attribute(
-        "href", "/api/v1/models/alice/tiny/versions/1/file"
-    )
+    downloads = page.locator(".versions-table").get_by_role("link", name="Download")
+    expect(downloads).to_have_count(1)
+    expect(
+        page.locator("tr.version-extra[data-version='1']").get_by_role("link", name="Download")
+    ).to_have_attribute("href", "/api/v1/models/alice/tiny/versions/1/file")
 
 
 def test_a_visitor_sees_only_the_ready_versions(page, live_server, tiny):

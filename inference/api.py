@@ -8,6 +8,7 @@ import django_filters
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
@@ -102,7 +103,9 @@ class PredictionSerializer(serializers.ModelSerializer):
         ]
 
     def get_url(self, prediction) -> str:
-        return self.context["request"].build_absolute_uri(f"/api/v1/predictions/{prediction.id}")
+        return self.context["request"].build_absolute_uri(
+            reverse("prediction-detail", kwargs={"id": prediction.id})
+        )
 
     @extend_schema_field(TensorSerializer(many=True, allow_null=True))
     def get_outputs(self, prediction):
@@ -229,7 +232,7 @@ class PredictView(APIView):
                 return unavailable(outcome.error)
             if outcome.status != "pending":
                 return self.result(submission, outcome)
-        url = request.build_absolute_uri(f"/api/v1/predictions/{submission.id}")
+        url = request.build_absolute_uri(reverse("prediction-detail", kwargs={"id": submission.id}))
         return Response(
             {"id": submission.id, "status": "queued", "url": url}, status=status.HTTP_202_ACCEPTED
         )

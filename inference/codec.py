@@ -406,7 +406,8 @@ def top_classes(tensors: dict[str, np.ndarray], labels: list[str], count: int = 
 
 
 def decode_image(encoded: str, preprocessing: dict, signature: dict) -> dict[str, np.ndarray]:
-    """A base64 PNG or JPEG into the model's image input, as PREPROCESSING.md describes."""
+    """A base64 PNG or JPEG into the model's image input, as the model's `preprocessing` says (input, mode,
+    width and height, invert, scale, mean and std, layout)."""
     from PIL import Image, UnidentifiedImageError
 
     specs = specs_of(signature, "inputs")

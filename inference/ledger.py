@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from marketplace.models import Model
+from marketplace.services import models_record_runs
 from portal.quotas import Usage, usage_record
 
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes
@@ -152,8 +152,7 @@ def finish(ended: list[Ended]) -> None:
             if status == Status.SUCCEEDED:
                 model_id = model_of[str(prediction_id)]
                 runs[model_id] = runs.get(model_id, 0) + 1
-        for model_id, count in sorted(runs.items()):
-            Model.objects.filter(id=model_id).update(runs=F("runs") + count)
+        models_record_runs(runs=runs)
 
 
 def fail(prediction_id, error: str) -> bool:

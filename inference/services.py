@@ -23,7 +23,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace.models import Model, ModelVersion, Visibility
+from marketplace import selectors
+from marketplace.models import Model, ModelVersion
 from portal.quotas import admit_prediction
 
 from . import ledger, queue
@@ -63,9 +64,7 @@ class Target:
     signature: dict
 
     def visible_to(self, user) -> bool:
-        if self.visibility == Visibility.PUBLIC:
-            return True
-        return user is not None and user.is_authenticated and (user.is_staff or user.id == self.owner_id)
+        return selectors.is_visible_to(user, owner_id=self.owner_id, visibility=self.visibility)
 
     @property
     def model_ref(self) -> ModelRef:
@@ -113,7 +112,8 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
     model = Model.objects.select_related("owner").filter(owner__username=owner, name__iexact=name).first()
     if model is None:
         return None
-    ready = list(model.versions.filter(status=ModelVersion.Status.READY).order_by("-number"))
+    # Not filtered by visibility: the result is cached for every caller and `visible_to` checks each one.
+    ready = list(selectors.ready_versions(model))
     if not ready:
         return None
     version = ready[0] if number is None else next((v for v in ready if v.number == number), None)

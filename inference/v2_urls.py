@@ -1,11 +1,13 @@
-from django.urls import path
+"""The Open Inference Protocol's routes, /v2 and below (included at the site's root)."""
+
+from django.urls import include, path
 
 from . import v2
 
 model = "models/<str:owner>/<str:name>"
 version = "models/<str:owner>/<str:name>/versions/<int:number>"
 
-urlpatterns = [
+v2_routes = [
     path("", v2.server_metadata, name="v2-server-metadata"),
     path("health/live", v2.health_live, name="v2-health-live"),
     path("health/ready", v2.health_ready, name="v2-health-ready"),
@@ -15,4 +17,9 @@ urlpatterns = [
     path(f"{version}/ready", v2.model_ready, name="v2-version-ready"),
     path(f"{model}/infer", v2.model_infer, name="v2-model-infer"),
     path(f"{version}/infer", v2.model_infer, name="v2-version-infer"),
+]
+
+urlpatterns = [
+    path("v2", v2.server_metadata),  # tritonclient asks for /v2 exactly (no redirect to /v2/)
+    path("v2/", include(v2_routes)),
 ]

@@ -1,6 +1,10 @@
-from django.contrib import admin
+"""The catalog in the admin: every change goes through the same services as the pages and the API."""
 
-from .models import Model, ModelVersion
+from django import forms
+from django.contrib import admin, messages
+
+from . import services
+from .models import Model, ModelVersion, Visibility
 
 
 class ModelVersionInline(admin.TabularInline):
@@ -14,30 +18,90 @@ class ModelVersionInline(admin.TabularInline):
         return False  # versions come from validated uploads only
 
 
+def change_visibility(modeladmin, request, queryset, visibility: str) -> None:
+    """Through the model page's and the API's service: the owner's private-model allowance holds here too."""
+    changed, refused = [], []
+    for model in queryset.select_related("owner"):
+        try:
+            services.model_update(model=model, visibility=visibility)
+        except services.PrivateModelLimitReached as exc:
+            refused.append(f"{model.slug}: {exc}")
+        else:
+            changed.append(model.slug)
+    if changed:
+        done = "Unlisted" if visibility == Visibility.PRIVATE else "Listed"
+        modeladmin.message_user(request, f"{done} {len(changed)} model(s): {', '.join(changed)}.")
+    for reason in refused:
+        modeladmin.message_user(request, f"Not changed, {reason}", level=messages.ERROR)
+
+
 @admin.action(description="Unlist (make private)")
 def unlist_models(modeladmin, request, queryset):
-    count = queryset.update(visibility="private")
-    modeladmin.message_user(request, f"Unlisted {count} model(s): only their owners and staff see them now.")
+    change_visibility(modeladmin, request, queryset, Visibility.PRIVATE)
 
 
 @admin.action(description="List (make public)")
 def list_models(modeladmin, request, queryset):
-    count = queryset.update(visibility="public")
-    modeladmin.message_user(request, f"Listed {count} model(s).")
+    change_visibility(modeladmin, request, queryset, Visibility.PUBLIC)
+
+
+class ModelAdminForm(forms.ModelForm):
+    class Meta:
+        model = Model
+        fields = [
+            "owner",
+            "name",
+            "task",
+            "description",
+            "tags",
+            "license",
+            "labels",
+            "preprocessing",
+            "visibility",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        # The model page's and the API's rule: making a model private needs room in its owner's allowance.
+        if (
+            self.instance.pk
+            and "visibility" in self.changed_data
+            and cleaned.get("visibility") == Visibility.PRIVATE
+        ):
+            try:
+                services.check_private_model_allowance(owner=self.instance.owner, excluding=self.instance)
+            except services.PrivateModelLimitReached as exc:
+                self.add_error("visibility", str(exc))
+        return cleaned
 
 
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
-    # Taking a model down is Django's "Delete selected" action (the files go with the versions).
     actions = [unlist_models, list_models]
+    form = ModelAdminForm
     list_display = ["name", "owner", "task", "latest_format", "visibility", "downloads", "runs", "updated_at"]
     list_filter = ["visibility", "task", "latest_format"]
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
     readonly_fields = ["latest_format", "downloads", "runs", "created_at", "updated_at"]
-    exclude = ["search_document"]
     inlines = [ModelVersionInline]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            # Models are created by uploads; an admin-made row has no versions and stays unpublished.
+            super().save_model(request, obj, form, change)
+            return
+        services.model_update(model=obj, **{name: form.cleaned_data[name] for name in form.changed_data})
+
+    # "Delete" on a model's page and the "Delete selected" action both go through the service, so the
+    # versions' files leave the disk with the rows.
+    def delete_model(self, request, obj):
+        services.model_delete(model=obj)
+
+    def delete_queryset(self, request, queryset):
+        for model in queryset:
+            services.model_delete(model=model)
 
 
 @admin.register(ModelVersion)

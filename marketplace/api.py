@@ -11,10 +11,13 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.middleware import declared_body_length
+
 from . import services
 from .filters import ModelFilterSet
 from .models import Model, ModelVersion
 from .pagination import CatalogPagination
+from .selectors import listed_models, versions_visible_to, visible_model_or_404, visible_version_or_404
 from .serializers import (
     FORMAT_EXTENSIONS,
     ModelDetailSerializer,
@@ -24,10 +27,8 @@ from .serializers import (
     UploadPendingSerializer,
     VersionSerializer,
     VersionUploadSerializer,
+    version_api_url,
 )
-
-# Multipart framing around the file: a request this much over the limit is refused before it is read.
-MULTIPART_ALLOWANCE = 1 << 20
 
 
 class PayloadTooLarge(APIException):
@@ -50,26 +51,15 @@ class ScopedByMethod:
         return "read" if self.request.method in permissions.SAFE_METHODS else "upload"
 
 
-def visible_model_or_404(request, owner: str, name: str) -> Model:
-    model = (
-        Model.objects.visible_to(request.user)
-        .select_related("owner")
-        .filter(owner__username=owner, name__iexact=name)
-        .first()
-    )
-    if model is None or not model.is_published_for(request.user):
-        raise Http404("No such model.")
-    return model
-
-
 def refuse_oversized_request(request) -> int:
-    limit = services.upload_limit_for(request.user)
+    """The caller's upload limit, after refusing (413) a request whose declared length is already over it."""
+    limit = services.effective_upload_limit_for(request.user)
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit + MULTIPART_ALLOWANCE:
-        raise PayloadTooLarge(f"The request is {declared} bytes; the upload limit is {limit} bytes.")
+        services.check_upload_size(
+            size=declared_body_length(request), limit=limit, framing=services.MULTIPART_ALLOWANCE
+        )
+    except services.UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
     return limit
 
 
@@ -86,7 +76,7 @@ def pending_response(version: ModelVersion) -> Response:
     body = {
         "number": version.number,
         "status": version.status,
-        "url": f"/api/v1/models/{version.model.slug}/versions/{version.number}",
+        "url": version_api_url(version),
         "detail": "Validation is still running; poll the url for the result.",
     }
     return Response(body, status=status.HTTP_202_ACCEPTED)
@@ -99,7 +89,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        return Model.objects.visible_to(self.request.user).exclude(latest_format="").select_related("owner")
+        return listed_models(self.request.user)
 
     @extend_schema(summary="List and search models", responses=ModelSummarySerializer(many=True))
     def get(self, request, *args, **kwargs):
@@ -147,7 +137,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
             raise UnsupportedModel(version.reason)
         if version.status == ModelVersion.Status.VALIDATING:
             return pending_response(version)
-        model = Model.objects.select_related("owner").prefetch_related("versions").get(pk=version.model_id)
+        model = Model.objects.select_related("owner").get(pk=version.model_id)
         return Response(
             ModelDetailSerializer(model, context={"request": request}).data, status=status.HTTP_201_CREATED
         )
@@ -157,7 +147,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
     serializer_class = ModelDetailSerializer
 
     def get_object(self) -> Model:
-        model = visible_model_or_404(self.request, self.kwargs["owner"], self.kwargs["name"])
+        model = visible_model_or_404(self.request.user, owner=self.kwargs["owner"], name=self.kwargs["name"])
         if self.request.method not in permissions.SAFE_METHODS and not model.is_editable_by(
             self.request.user
         ):
@@ -196,11 +186,8 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
 
     @extend_schema(summary="A model's versions", responses=VersionSerializer(many=True))
     def get(self, request, owner: str, name: str):
-        model = visible_model_or_404(request, owner, name)
-        versions = model.versions.select_related("model__owner")
-        if not model.is_editable_by(request.user):
-            versions = versions.filter(status=ModelVersion.Status.READY)
-        return Response(VersionSerializer(versions, many=True).data)
+        model = visible_model_or_404(request.user, owner=owner, name=name)
+        return Response(VersionSerializer(versions_visible_to(request.user, model), many=True).data)
 
     @extend_schema(
         summary="Upload a new version (owner only)",
@@ -213,7 +200,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
         },
     )
     def post(self, request, owner: str, name: str):
-        model = visible_model_or_404(request, owner, name)
+        model = visible_model_or_404(request.user, owner=owner, name=name)
         if not model.is_editable_by(request.user):
             raise PermissionDenied("Only the model's owner can add versions.")
         limit = refuse_oversized_request(request)
@@ -234,17 +221,6 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-def visible_version_or_404(request, owner: str, name: str, number: int) -> ModelVersion:
-    model = visible_model_or_404(request, owner, name)
-    versions = model.versions.select_related("model__owner")
-    if not model.is_editable_by(request.user):
-        versions = versions.filter(status=ModelVersion.Status.READY)
-    version = versions.filter(number=number).first()
-    if version is None:
-        raise Http404("No such version.")
-    return version
-
-
 class VersionDetailView(APIView):
     """Versions are immutable: GET only (PUT, PATCH and DELETE answer 405)."""
 
@@ -252,7 +228,11 @@ class VersionDetailView(APIView):
 
     @extend_schema(summary="One version", responses=VersionSerializer)
     def get(self, request, owner: str, name: str, number: int):
-        return Response(VersionSerializer(visible_version_or_404(request, owner, name, number)).data)
+        return Response(
+            VersionSerializer(
+                visible_version_or_404(request.user, owner=owner, name=name, number=number)
+            ).data
+        )
 
 
 class VersionFileView(APIView):
@@ -264,7 +244,7 @@ class VersionFileView(APIView):
         parameters=[OpenApiParameter("number", int, OpenApiParameter.PATH)],
     )
     def get(self, request, owner: str, name: str, number: int):
-        version = visible_version_or_404(request, owner, name, number)
+        version = visible_version_or_404(request.user, owner=owner, name=name, number=number)
         if version.status != ModelVersion.Status.READY or not default_storage.exists(version.file.name):
             raise Http404("This version has no downloadable file.")
         services.version_record_download(version=version)

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.contrib.postgres.search import SearchVectorField
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
 from django.db.models.functions import Lower
+from django.urls import reverse
 
 
 class Task(models.TextChoices):
@@ -36,16 +36,6 @@ model_name_validator = RegexValidator(
 )
 
 
-class ModelQuerySet(models.QuerySet):
-    def visible_to(self, user) -> ModelQuerySet:
-        """Public models, plus the user's own private ones; staff see everything."""
-        if user is not None and user.is_authenticated:
-            if user.is_staff:
-                return self
-            return self.filter(Q(visibility=Visibility.PUBLIC) | Q(owner=user))
-        return self.filter(visibility=Visibility.PUBLIC)
-
-
 class Model(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models")
     name = models.CharField(max_length=100, validators=[model_name_validator])
@@ -69,8 +59,6 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ModelQuerySet.as_manager()
-
     class Meta:
         constraints = [models.UniqueConstraint("owner", Lower("name"), name="model_name_unique_per_owner")]
         indexes = [
@@ -91,17 +79,14 @@ class Model(models.Model):
         return self.slug
 
     def get_absolute_url(self) -> str:
-        return f"/models/{self.owner.username}/{self.name}/"
+        return reverse("model-detail", kwargs={"owner": self.owner.username, "name": self.name})
 
     @property
     def slug(self) -> str:
         return f"{self.owner.username}/{self.name}"
 
-    def latest_ready_version(self) -> ModelVersion | None:
-        return self.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
-
     def is_editable_by(self, user) -> bool:
-        return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
+        return user is not None and user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
 
     def is_published_for(self, user) -> bool:
         """Until a version is ready, only its owner (and staff) can see a model, even a public one."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Format, Model, ModelVersion, Task, Visibility, model_name_validator
+from .selectors import latest_ready_version, versions_visible_to
 
 PREPROCESSING_LAYOUTS = {"NCHW", "NHWC", "flat"}
 PREPROCESSING_MODES = {"L", "RGB"}
@@ -87,6 +89,17 @@ def validate_preprocessing(value: dict) -> dict:
     return value
 
 
+def model_api_url(model: Model) -> str:
+    return reverse("api-model", kwargs={"owner": model.owner.username, "name": model.name})
+
+
+def version_api_url(version: ModelVersion, *, route: str = "api-version") -> str:
+    model = version.model
+    return reverse(
+        route, kwargs={"owner": model.owner.username, "name": model.name, "number": version.number}
+    )
+
+
 class VersionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
@@ -109,12 +122,12 @@ class VersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, version) -> str:
-        return f"/api/v1/models/{version.model.slug}/versions/{version.number}"
+        return version_api_url(version)
 
     def get_file_url(self, version) -> str | None:
         if version.status != ModelVersion.Status.READY:
             return None
-        return f"/api/v1/models/{version.model.slug}/versions/{version.number}/file"
+        return version_api_url(version, route="api-version-file")
 
 
 class ModelSummarySerializer(serializers.ModelSerializer):
@@ -144,7 +157,7 @@ class ModelSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, model) -> str:
-        return f"/api/v1/models/{model.slug}"
+        return model_api_url(model)
 
 
 class ModelDetailSerializer(ModelSummarySerializer):
@@ -161,18 +174,13 @@ class ModelDetailSerializer(ModelSummarySerializer):
         ]
         read_only_fields = fields
 
-    def visible_versions(self, model) -> list[ModelVersion]:
-        versions = list(model.versions.all())
-        request = self.context.get("request")
-        if request is None or not model.is_editable_by(request.user):
-            versions = [v for v in versions if v.status == ModelVersion.Status.READY]
-        return versions
-
     def get_versions(self, model) -> list[dict]:
-        return VersionSerializer(self.visible_versions(model), many=True, context=self.context).data
+        request = self.context.get("request")
+        versions = versions_visible_to(request.user if request is not None else None, model)
+        return VersionSerializer(versions, many=True, context=self.context).data
 
     def get_signature(self, model) -> dict:
-        latest = next((v for v in model.versions.all() if v.status == ModelVersion.Status.READY), None)
+        latest = latest_ready_version(model)
         return latest.signature if latest else {}
 
 

@@ -16,7 +16,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from portal.quotas import plan_upload_limit_for, private_model_limit_for
+
 from .models import Model, ModelVersion, Task, Visibility
+from .selectors import latest_ready_version
 from .validation import inspect_model_file, sniff_upload
 
 logger = logging.getLogger(__name__)
@@ -41,8 +44,6 @@ class PrivateModelLimitReached(Exception):
 
 
 def check_private_model_allowance(*, owner, excluding: Model | None = None) -> None:
-    from portal.quotas import private_model_limit_for
-
     limit = private_model_limit_for(owner)
     owned = Model.objects.filter(owner=owner, visibility=Visibility.PRIVATE)
     if excluding is not None:
@@ -54,11 +55,23 @@ def check_private_model_allowance(*, owner, excluding: Model | None = None) -> N
         )
 
 
-def upload_limit_for(user) -> int:
-    """The largest model file `user` may upload, in bytes: the user's plan, never above the server's limit."""
-    from portal.quotas import upload_limit_for as plan_upload_limit
+def effective_upload_limit_for(user) -> int:
+    """The largest model file `user` may upload, in bytes: the plan's limit, never above the server's."""
+    return min(plan_upload_limit_for(user), settings.MODEL_UPLOAD_MAX_BYTES)
 
-    return min(plan_upload_limit(user), settings.MODEL_UPLOAD_MAX_BYTES)
+
+# Multipart framing around the file: a request this much over the limit is refused before it is read.
+MULTIPART_ALLOWANCE = 1 << 20
+
+
+def check_upload_size(*, size: int | None, limit: int, framing: int = 0) -> None:
+    """The one upload size rule: raise UploadTooLarge when `size` (less `framing` bytes) is over `limit`.
+
+    Called with the request's declared length (and MULTIPART_ALLOWANCE) before the body is read, with the
+    file's size once it is known, and on the bytes counted while it is stored.
+    """
+    if size is not None and size > limit + framing:
+        raise UploadTooLarge(f"The file is over the upload limit: the limit is {limit} bytes.")
 
 
 @dataclass
@@ -74,8 +87,7 @@ def store_upload(*, file, limit: int) -> StoredFile:
     Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge)
     files over `limit`, before anything is kept.
     """
-    if file.size is not None and file.size > limit:
-        raise UploadTooLarge(f"The file is {file.size} bytes; the limit is {limit} bytes.")
+    check_upload_size(size=file.size, limit=limit)
     staging = Path(settings.MEDIA_ROOT) / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -94,8 +106,7 @@ def store_upload(*, file, limit: int) -> StoredFile:
                 if len(head) < 512:
                     head += chunk[: 512 - len(head)]
                 size += len(chunk)
-                if size > limit:
-                    raise UploadTooLarge(f"The file is over the limit of {limit} bytes.")
+                check_upload_size(size=size, limit=limit)
                 digest.update(chunk)
                 out.write(chunk)
         reason = sniff_upload(head)
@@ -231,9 +242,7 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
             status=version.status, format=version.format, signature=version.signature, reason=version.reason
         )
         if updated and inspection.ok:
-            latest = (
-                version.model.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
-            )
+            latest = latest_ready_version(version.model)
             Model.objects.filter(pk=version.model_id).update(
                 latest_format=latest.format if latest else "", updated_at=timezone.now()
             )
@@ -260,6 +269,7 @@ def discard_unpublished_model(*, version: ModelVersion) -> None:
 
 
 def model_update(*, model: Model, **fields) -> Model:
+    """Change a model's metadata; making it private needs room in the owner's private-model allowance."""
     # Compared with the stored row: a ModelForm has already copied the new values onto `model`.
     becomes_private = (
         fields.get("visibility") == Visibility.PRIVATE
@@ -269,11 +279,14 @@ def model_update(*, model: Model, **fields) -> Model:
         check_private_model_allowance(owner=model.owner, excluding=model)
     for key, value in fields.items():
         setattr(model, key, value)
-    model.save()
+    # Only the edited columns: the counters (downloads, runs) are bumped concurrently by other requests, and
+    # writing back the values read here would lose those increments.
+    model.save(update_fields=[*fields, "updated_at"])
     return model
 
 
 def model_delete(*, model: Model) -> None:
+    """Delete a model, its versions and their files (unless another version shares the same content)."""
     names = list(model.versions.values_list("file", flat=True))
     model.delete()
     for name in names:
@@ -282,3 +295,9 @@ def model_delete(*, model: Model) -> None:
 
 def version_record_download(*, version: ModelVersion) -> None:
     Model.objects.filter(pk=version.model_id).update(downloads=F("downloads") + 1)
+
+
+def models_record_runs(*, runs: dict[int, int]) -> None:
+    """Add finished runs to models' counters: {model id: runs}. Called by inference's record step."""
+    for model_id, count in sorted(runs.items()):
+        Model.objects.filter(pk=model_id).update(runs=F("runs") + count)

@@ -7,10 +7,12 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+
+from portal.middleware import declared_body_length
 
 from . import services
 from .cards import render_card
@@ -18,13 +20,16 @@ from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
 from .models import Model, ModelVersion, Visibility
 from .pagination import CatalogPaginator
+from .selectors import (
+    editable_model_or_404,
+    latest_ready_version,
+    listed_models,
+    versions_visible_to,
+    visible_model_or_404,
+)
 from .snippets import code_snippets
 
 BROWSE_PAGE_SIZE = 20
-
-
-def listed_models(user):
-    return Model.objects.visible_to(user).exclude(latest_format="").select_related("owner")
 
 
 def home(request):
@@ -55,38 +60,17 @@ def browse(request):
     )
 
 
-def visible_model_or_404(request, owner: str, name: str) -> Model:
-    model = (
-        Model.objects.visible_to(request.user)
-        .select_related("owner")
-        .filter(owner__username=owner, name__iexact=name)
-        .first()
-    )
-    if model is None or not model.is_published_for(request.user):
-        raise Http404("No such model.")
-    return model
-
-
-def editable_model_or_404(request, owner: str, name: str) -> Model:
-    model = visible_model_or_404(request, owner, name)
-    if not model.is_editable_by(request.user):
-        raise Http404("No such model.")
-    return model
-
-
 def model_detail(request, owner: str, name: str):
-    model = visible_model_or_404(request, owner, name)
+    model = visible_model_or_404(request.user, owner=owner, name=name)
     return render_model_page(request, model)
 
 
 def render_model_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
     editable = model.is_editable_by(request.user)
-    versions = list(model.versions.all())
-    if not editable:
-        versions = [v for v in versions if v.status == ModelVersion.Status.READY]
-    latest = next((v for v in versions if v.status == ModelVersion.Status.READY), None)
+    versions = list(versions_visible_to(request.user, model))
+    latest = latest_ready_version(model)
     signature = latest.signature if latest else {}
-    base_url = request.build_absolute_uri("/").rstrip("/")
+    base_url = request.build_absolute_uri(reverse("home")).rstrip("/")
     try_it = {
         "model": model.slug,
         "version": latest.number if latest else None,
@@ -118,36 +102,25 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
     )
 
 
-# Multipart framing around the file: a request this much over the limit is refused before it is read.
-MULTIPART_ALLOWANCE = 1 << 20
-
-
-def declared_too_large(request, limit: int) -> bool:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or 0) > limit + MULTIPART_ALLOWANCE
-    except ValueError:
-        return False
-
-
-def too_large(request, template: str, context: dict, limit: int):
-    context["error"] = f"The file is over the upload limit of {limit} bytes."
+def too_large(request, template: str, context: dict, error: services.UploadTooLarge):
+    context["error"] = str(error)
     return render(request, template, context, status=413)
 
 
 @login_required
 def model_upload(request):
-    limit = services.upload_limit_for(request.user)
+    limit = services.effective_upload_limit_for(request.user)
     if request.method != "POST":
         return render(
             request, "marketplace/upload.html", {"form": ModelUploadForm(owner=request.user), "limit": limit}
         )
-    if declared_too_large(request, limit):
-        return too_large(
-            request,
-            "marketplace/upload.html",
-            {"form": ModelUploadForm(owner=request.user), "limit": limit},
-            limit,
+    try:
+        services.check_upload_size(
+            size=declared_body_length(request), limit=limit, framing=services.MULTIPART_ALLOWANCE
         )
+    except services.UploadTooLarge as exc:
+        context = {"form": ModelUploadForm(owner=request.user), "limit": limit}
+        return too_large(request, "marketplace/upload.html", context, exc)
     form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
     context = {"form": form, "limit": limit}
     if not form.is_valid():
@@ -169,8 +142,8 @@ def model_upload(request):
             notes=data["notes"],
             signature_hint=data["signature"] or None,
         )
-    except services.UploadTooLarge:
-        return too_large(request, "marketplace/upload.html", context, limit)
+    except services.UploadTooLarge as exc:
+        return too_large(request, "marketplace/upload.html", context, exc)
     except services.UnsupportedModelFile as exc:
         context["error"] = str(exc)
         return render(request, "marketplace/upload.html", context, status=415)
@@ -194,19 +167,23 @@ def model_upload(request):
 @login_required
 @require_POST
 def version_upload(request, owner: str, name: str):
-    model = editable_model_or_404(request, owner, name)
-    limit = services.upload_limit_for(request.user)
-    if declared_too_large(request, limit):
+    model = editable_model_or_404(request.user, owner=owner, name=name)
+    limit = services.effective_upload_limit_for(request.user)
+    try:
+        services.check_upload_size(
+            size=declared_body_length(request), limit=limit, framing=services.MULTIPART_ALLOWANCE
+        )
+    except services.UploadTooLarge as exc:
         form = VersionUploadForm()
-        form.add_error(None, f"The file is over the upload limit of {limit} bytes.")
+        form.add_error(None, str(exc))
         return render_model_page(request, model, version_form=form, status=413)
     form = VersionUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         return render_model_page(request, model, version_form=form, status=400)
     try:
         stored = services.store_upload(file=form.cleaned_data["file"], limit=limit)
-    except services.UploadTooLarge:
-        form.add_error("file", f"The file is over the upload limit of {limit} bytes.")
+    except services.UploadTooLarge as exc:
+        form.add_error("file", str(exc))
         return render_model_page(request, model, version_form=form, status=413)
     except services.UnsupportedModelFile as exc:
         form.add_error("file", str(exc))
@@ -231,7 +208,7 @@ def version_upload(request, owner: str, name: str):
 @login_required
 @require_POST
 def model_edit(request, owner: str, name: str):
-    model = editable_model_or_404(request, owner, name)
+    model = editable_model_or_404(request.user, owner=owner, name=name)
     form = ModelEditForm(request.POST, instance=model)
     if not form.is_valid():
         return render_model_page(request, model, edit_form=form, status=400)
@@ -247,7 +224,7 @@ def model_edit(request, owner: str, name: str):
 @login_required
 @require_POST
 def model_toggle_visibility(request, owner: str, name: str):
-    model = editable_model_or_404(request, owner, name)
+    model = editable_model_or_404(request.user, owner=owner, name=name)
     visibility = Visibility.PRIVATE if model.visibility == Visibility.PUBLIC else Visibility.PUBLIC
     try:
         services.model_update(model=model, visibility=visibility)
@@ -261,8 +238,8 @@ def model_toggle_visibility(request, owner: str, name: str):
 @login_required
 @require_POST
 def model_delete(request, owner: str, name: str):
-    model = editable_model_or_404(request, owner, name)
+    model = editable_model_or_404(request.user, owner=owner, name=name)
     slug = model.slug
     services.model_delete(model=model)
     messages.success(request, f"Deleted {slug}.")
-    return HttpResponseRedirect("/models/")
+    return HttpResponseRedirect(reverse("browse"))

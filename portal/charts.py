@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -24,6 +26,19 @@ def _top_series(series: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return kept
 
 
+def axis_ticks(peak: float, *, intervals: int = 4) -> list[int]:
+    """Whole-number y-axis ticks from 0 up to at least `peak`, 1, 2 or 5 × 10^k apart, so none repeats.
+
+    At most `intervals` steps when the peak allows; the last tick is the axis' top.
+    """
+    peak = max(peak, 1)
+    wanted = peak / intervals
+    magnitude = 10 ** math.floor(math.log10(wanted)) if wanted >= 1 else 1
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= wanted)
+    top = step * math.ceil(peak / step)
+    return list(range(0, top + 1, step))
+
+
 def stacked_bars(
     *, days: list[str], series: dict[str, dict[str, int]], title: str, width: int = 720, height: int = 220
 ) -> SafeString:
@@ -32,7 +47,8 @@ def stacked_bars(
     left, right, top, bottom = 44, 8, 10, 26
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(per_day.get(day, 0) for per_day in series.values()) for day in days]
-    peak = max(totals + [1])
+    ticks = axis_ticks(max(totals + [1]))
+    peak = ticks[-1]  # bars scale to the axis' top, so they line up with the ticks
     slot = plot_w / max(len(days), 1)
     bar_w = max(slot * 0.7, 1)
     parts = [
@@ -46,8 +62,8 @@ def stacked_bars(
             title,
         )
     ]
-    for fraction in (0, 0.5, 1):
-        y = top + plot_h * (1 - fraction)
+    for tick in ticks:
+        y = top + plot_h * (1 - tick / peak)
         parts.append(
             format_html(
                 '<line x1="{}" x2="{}" y1="{}" y2="{}" class="chart-grid"/>'
@@ -58,7 +74,7 @@ def stacked_bars(
                 _n(y),
                 left - 6,
                 _n(y + 4),
-                round(peak * fraction),
+                tick,
             )
         )
     for index, day in enumerate(days):

@@ -1,5 +1,5 @@
-"""API middleware: `RateLimit-*` headers on every API response, 429s for quota errors raised outside DRF
-(`/v2/`), and JSON 413s for request bodies over the limit."""
+"""API middleware: `RateLimit-*` headers on every API response, and JSON 413s for request bodies over the
+limit on `/api/v1/`. An app serving another API (`/v2`) subclasses these with its own error format."""
 
 from __future__ import annotations
 
@@ -9,25 +9,31 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
-from .quotas import (
-    QuotaExceeded,
-    QuotaUnavailable,
-    RequestQuotaState,
-    current_minute_headers,
-    current_request_state,
-)
+from .quotas import RequestQuotaState, current_minute_headers, current_request_state
 
 logger = logging.getLogger(__name__)
 
-API_PREFIXES = ("/api/v1/", "/v2/", "/v2")
+
+def declared_body_length(request) -> int:
+    """The request's declared Content-Length; 0 when there is none or it is not a number."""
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
 
 
 class RateLimitHeadersMiddleware:
+    """`RateLimit-*` headers on every response under `settings.API_PATH_PREFIXES`.
+
+    Quota errors raised outside DRF are the serving API's to format (see `inference.middleware`); the headers
+    of a rejection are added here all the same.
+    """
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith(API_PREFIXES):
+        if not request.path.startswith(tuple(settings.API_PATH_PREFIXES)):
             return self.get_response(request)
         token = current_request_state.set(RequestQuotaState())
         try:
@@ -39,21 +45,6 @@ class RateLimitHeadersMiddleware:
         for name, value in headers.items():
             response.setdefault(name, value)
         return response
-
-    def process_exception(self, request, exception):
-        if isinstance(exception, QuotaUnavailable):
-            return JsonResponse({"error": str(exception.detail)}, status=503, headers={"Retry-After": "5"})
-        if isinstance(exception, QuotaExceeded):
-            return JsonResponse(
-                {
-                    "error": exception.message,
-                    "limit": exception.limit_name,
-                    "retry_after": exception.retry_after,
-                },
-                status=429,
-                headers=exception.headers,
-            )
-        return None
 
     def headers_for(self, request, state: RequestQuotaState) -> dict[str, str]:
         if state.rejection is not None:
@@ -76,29 +67,31 @@ class ApiBodyLimitMiddleware:
 
     Django's own check raises RequestDataTooBig while the body is parsed, which it answers with an HTML 400.
     Multipart uploads are exempt: their files stream to disk under the upload limit (the marketplace's 413).
+    Subclasses serve another API by setting `path_prefix` and overriding `error_response`.
     """
+
+    path_prefix = "/api/v1/"
 
     def __init__(self, get_response):
         self.get_response = get_response
 
+    def applies_to(self, request) -> bool:
+        return request.path.startswith(self.path_prefix)
+
+    def error_response(self, message: str, status: int, headers: dict | None = None) -> JsonResponse:
+        return JsonResponse({"detail": message}, status=status, headers=headers)
+
     def __call__(self, request):
-        if request.path.startswith(API_PREFIXES) and not request.content_type.startswith("multipart/"):
+        if self.applies_to(request) and not request.content_type.startswith("multipart/"):
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            if limit is not None and length > limit:
-                return self.too_large(request, limit)
+            if limit is not None and declared_body_length(request) > limit:
+                return self.too_large(limit)
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, RequestDataTooBig) and request.path.startswith(API_PREFIXES):
-            return self.too_large(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        if isinstance(exception, RequestDataTooBig) and self.applies_to(request):
+            return self.too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         return None
 
-    @staticmethod
-    def too_large(request, limit: int) -> JsonResponse:
-        message = f"The request body is over the limit of {limit} bytes."
-        key = "error" if request.path.startswith("/v2") else "detail"
-        return JsonResponse({key: message}, status=413)
+    def too_large(self, limit: int) -> JsonResponse:
+        return self.error_response(f"The request body is over the limit of {limit} bytes.", 413)

@@ -8,10 +8,10 @@ For the inference app
     window that applies (the user's minute and day, the key's minute and day caps) all-or-nothing and checks
     this month's compute. When a limit is used up it raises ``QuotaExceeded`` and nothing was counted.
     ``QuotaExceeded`` is a DRF ``APIException`` (429, ``{"detail", "limit", "retry_after"}``, ``Retry-
-    After``), so DRF views just let it propagate; in plain Django views (``/v2/``)
-    ``portal.middleware.RateLimitHeadersMiddleware`` turns it into a 429 ``{"error": …, "limit": …}``.
-    ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers. The middleware adds the admission's
-    ``RateLimit-*`` headers to the response by itself.
+    After``), so DRF views just let it propagate; an app with plain Django views formats it in its own
+    middleware (``process_exception``). ``exc.headers`` holds ``Retry-After`` and the ``RateLimit-*`` headers.
+    ``portal.middleware.RateLimitHeadersMiddleware`` adds the admission's ``RateLimit-*`` headers to the
+    response by itself.
 
 ``usage_record(usages: list[Usage])``
         Call from inference's ledger once per ended prediction, with plain values: it adds one request, its
@@ -24,7 +24,8 @@ For the inference app
 
 For the marketplace
 -------------------
-``upload_limit_for(user) -> int`` (bytes) and ``private_model_limit_for(user) -> int``.
+``plan_upload_limit_for(user) -> int`` (bytes: the plan's, with the user's overrides; the marketplace caps it
+by the server's own limit) and ``private_model_limit_for(user) -> int``.
 
 Backends
 --------
@@ -42,7 +43,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.conf import settings
@@ -110,8 +111,8 @@ def effective_limits(user) -> Limits:
     return limits
 
 
-def upload_limit_for(user) -> int:
-    """Largest model file, in bytes, this user may upload."""
+def plan_upload_limit_for(user) -> int:
+    """Largest model file, in bytes, this user's plan (with overrides) allows; the server may cap it lower."""
     return effective_limits(user).max_upload_bytes
 
 
@@ -282,7 +283,6 @@ class RequestQuotaState:
     admission: Admission | None = None
     rejection: QuotaExceeded | None = None
     api_key: ApiKey | None = None
-    extra: dict = field(default_factory=dict)
 
 
 current_request_state: contextvars.ContextVar[RequestQuotaState | None] = contextvars.ContextVar(
@@ -362,6 +362,11 @@ return -1
 """
 
 _scripts: dict[str, object] = {}
+
+
+def forget_redis_scripts() -> None:
+    """Drop the registered Lua scripts: the next call registers them on whatever `redis_client()` is then."""
+    _scripts.clear()
 
 
 def redis_client():

@@ -54,8 +54,10 @@ def quota_set(
     with transaction.atomic():
         quota = quota_for(user)
         quota = Quota.objects.select_for_update().select_related("plan").get(pk=quota.pk)
+        changed = []
         if plan is not None:
             quota.plan = plan
+            changed.append("plan")
         for name, value in (
             ("requests_per_minute", requests_per_minute),
             ("requests_per_day", requests_per_day),
@@ -63,5 +65,6 @@ def quota_set(
         ):
             if value is not None:
                 setattr(quota, name, value)
-        quota.save()
+                changed.append(name)
+        quota.save(update_fields=changed)
     return effective_limits(user)

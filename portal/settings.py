@@ -75,6 +75,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ApiBodyLimitMiddleware",
+    "inference.middleware.V2ErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -255,7 +256,8 @@ MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
 MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
 MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
-# `?format=` filters the catalog by model file format (API.md): DRF must not read it as a renderer override.
+# `?format=` filters the catalog by model file format (the public API): DRF must not read it as a renderer
+# override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
 # Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
 MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
@@ -303,7 +305,8 @@ QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
 # How long a key or a user's limits stay cached. Changes invalidate the shared Redis cache at once; the
 # in-process cache (no REDIS_URL) is invalidated only in the process that made the change: keep it short.
 ACCESS_CACHE_SECONDS = env_int("ACCESS_CACHE_SECONDS", 300 if REDIS_URL else 5)
-# RateLimit-* headers on every API response, and 429s for quota errors outside DRF.
+# RateLimit-* headers on every response under these paths (the REST API and the Open Inference Protocol).
+API_PATH_PREFIXES = ["/api/v1/", "/v2"]
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]
 # SQLite cannot enforce UsageDay's one-row-per-day constraint over NULL keys; readers sum the rows, so a rare
 # duplicate row from two racing writers changes no total.

@@ -3,8 +3,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from inference import v2
-
 from . import views
 
 handler404 = "portal.views.page_not_found"
@@ -34,7 +32,6 @@ urlpatterns = [
     path("api/v1/", include("inference.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("v2", v2.server_metadata),  # tritonclient asks for /v2 exactly (no redirect to /v2/)
-    path("v2/", include("inference.v2_urls")),
+    path("", include("inference.v2_urls")),  # /v2 and /v2/…
     path("", include("marketplace.urls")),
 ]

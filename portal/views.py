@@ -36,9 +36,10 @@ def signup(request):
 
 
 def api_error(request, status: int, message: str) -> JsonResponse | None:
-    """API errors are JSON even where no view matched: `{"detail"}` on /api/, `{"error"}` on /v2."""
-    if request.path.startswith("/v2"):
-        return JsonResponse({"error": message}, status=status)
+    """API errors are JSON even where no view matched: DRF's `{"detail"}` on /api/.
+
+    /v2 formats its own (inference.middleware.V2ErrorMiddleware turns these pages into `{"error"}`).
+    """
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=status)
     return None

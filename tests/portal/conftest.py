@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
+from portal import quotas
 from portal.models import ApiKey
 from portal.services import quota_set
 
@@ -16,6 +17,15 @@ def fresh_counters():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def fresh_redis_scripts():
+    # Registered Lua scripts keep the client they were registered on: a test that swaps the client starts and
+    # ends with none registered.
+    quotas.forget_redis_scripts()
+    yield
+    quotas.forget_redis_scripts()
 
 
 @pytest.fixture(params=["redis", "sql"])

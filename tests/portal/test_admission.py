@@ -138,7 +138,7 @@ def _this_month() -> int:
     return month_number(time.time())
 
 
-def test_it_answers_503_when_redis_is_down(settings, alice, monkeypatch):
+def test_it_answers_503_when_redis_is_down(settings, alice, monkeypatch, fresh_redis_scripts):
     import redis
 
     from portal import quotas
@@ -146,7 +146,6 @@ def test_it_answers_503_when_redis_is_down(settings, alice, monkeypatch):
 
     settings.QUOTA_BACKEND = "redis"
     nobody_listens = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    monkeypatch.setattr(quotas, "_scripts", {})
     monkeypatch.setattr(quotas, "redis_client", lambda: nobody_listens)
     with pytest.raises(quotas.QuotaUnavailable) as unavailable:
         admit_prediction(user=alice, api_key=None)

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from rest_framework.test import APIClient
 
 from marketplace.models import Model
-from portal.quotas import private_model_limit_for, upload_limit_for
+from portal.quotas import plan_upload_limit_for, private_model_limit_for
 from tests.inference import builders
 
 from .conftest import issue_key, limit
@@ -19,16 +19,16 @@ pytestmark = pytest.mark.django_db
 
 
 def test_the_limits_come_from_the_plan_and_its_overrides(alice):
-    assert upload_limit_for(alice) == 500 * 1024 * 1024
+    assert plan_upload_limit_for(alice) == 500 * 1024 * 1024
     assert private_model_limit_for(alice) == 10
     quota = alice.quota
     quota.max_upload_bytes, quota.max_private_models = 1234, 2
     quota.save()
-    assert (upload_limit_for(alice), private_model_limit_for(alice)) == (1234, 2)
+    assert (plan_upload_limit_for(alice), private_model_limit_for(alice)) == (1234, 2)
 
 
 def test_an_anonymous_caller_gets_the_default_plan():
-    assert upload_limit_for(AnonymousUser()) == 500 * 1024 * 1024
+    assert plan_upload_limit_for(AnonymousUser()) == 500 * 1024 * 1024
 
 
 def test_an_upload_over_the_users_plan_limit_gets_413(alice):

@@ -1,0 +1,54 @@
+"""Every /v2 error is `{"error": …}`, also those raised outside the views (inference.middleware)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from portal.services import quota_set
+
+from . import builders
+from .conftest import post_json
+from .test_v2 import oip_inputs
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_a_quota_refusal_is_a_json_429_with_retry_after(client, alice, alice_key, mixed):
+    quota_set(user=alice, requests_per_minute=0)
+    body = {"inputs": oip_inputs(builders.mixed_inputs(batch=1))}
+    response = post_json(client, "/v2/models/alice/mixed/infer", body, alice_key)
+    assert response.status_code == 429
+    refusal = response.json()
+    assert refusal["limit"] == "requests_per_minute"
+    assert "Quota exhausted" in refusal["error"]
+    assert int(response["Retry-After"]) == refusal["retry_after"] >= 1
+    assert response["RateLimit-Remaining"] == "0"
+
+
+def test_a_wrong_method_is_a_json_405(client, mixed):
+    response = client.post("/v2/models/alice/mixed", "{}", content_type="application/json")
+    assert response.status_code == 405
+    assert response.json() == {"error": "Method not allowed."}
+    assert response["Allow"] == "GET"
+
+
+def test_an_unknown_address_is_a_json_404_on_v2_and_an_html_page_elsewhere(client):
+    response = client.get("/v2/no/such/thing")
+    assert (response.status_code, response.json()) == (404, {"error": "Not found."})
+    response = client.get("/no/such/page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_a_private_model_stays_a_json_404_for_others(client, alice, bob_key):
+    builders.publish(owner=alice, name="secret", data=builders.digits_onnx(), visibility="private")
+    response = client.get("/v2/models/alice/secret", HTTP_AUTHORIZATION=f"Bearer {bob_key}")
+    assert response.status_code == 404
+    assert response.json() == {"error": "No model alice/secret to run."}

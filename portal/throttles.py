@@ -1,0 +1,100 @@
+"""Counting abuse per client: who the client is, and fixed-window counters for events that must stay rare
+(invalid bearer keys, sign-ups, password-reset mails).
+
+The counters live in Django's cache: Redis when REDIS_URL is set (the same server as the quotas, shared by
+every process), process memory otherwise. Only the events themselves are counted, so a request that does
+none of these things (a valid key, a page view) never touches a counter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+from django.utils import timezone
+
+# The request being served, for code handed only a header (bearer keys on /v2) that must know the client.
+current_request: ContextVar[HttpRequest | None] = ContextVar("current_request", default=None)
+
+
+class RequestContextMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = current_request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            current_request.reset(token)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's IP address: REMOTE_ADDR, or, behind TRUSTED_PROXY_COUNT proxies, the address the outermost
+    trusted proxy saw (X-Forwarded-For is appended to by each proxy; entries further left are the client's
+    word and can be forged)."""
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies <= 0:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [part for part in forwarded if part]
+    if len(forwarded) < proxies:
+        return remote
+    return forwarded[-proxies]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An event over its limit: refused until `until` (the end of the counting window)."""
+
+    until: datetime
+    retry_after: int
+
+
+def count_event(scope: str, client: str, *, limit: int, window: int) -> Refusal | None:
+    """Count one event of `scope` by `client` in the current `window`-second window. Returns a Refusal when
+    the event is over `limit` in that window, else None."""
+    now = time.time()
+    window_start = int(now // window) * window
+    digest = hashlib.sha256(client.encode()).hexdigest()[:32]
+    key = f"portal:throttle:{scope}:{window_start}:{digest}"
+    cache.add(key, 0, window + 5)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the window's key expired between add() and incr()
+        cache.set(key, 1, window + 5)
+        count = 1
+    if count <= limit:
+        return None
+    retry_after = max(1, int(window_start + window - now + 0.999))
+    return Refusal(until=timezone.now() + timedelta(seconds=retry_after), retry_after=retry_after)
+
+
+def count_request(request: HttpRequest, scope: str, *, limit: int, window: int) -> Refusal | None:
+    return count_event(scope, client_address(request), limit=limit, window=window)
+
+
+def login_locked_until(request: HttpRequest, credentials: dict | None) -> tuple[datetime, int]:
+    """When django-axes lifts the lock-out of this login's username for this client, and the seconds until
+    then: the cool-off time after the last failure it counted."""
+    from axes.helpers import get_client_username, get_cool_off
+    from axes.models import AccessAttempt
+
+    now = timezone.now()
+    last_failure = (
+        AccessAttempt.objects.filter(
+            username=get_client_username(request, credentials), ip_address=client_address(request)
+        )
+        .order_by("-attempt_time")
+        .values_list("attempt_time", flat=True)
+        .first()
+    )
+    until = (last_failure or now) + get_cool_off(request)
+    return until, max(1, int((until - now).total_seconds() + 0.999))

@@ -77,9 +77,9 @@ class TooManyInvalidKeys(QuotaExceeded):
             f"Too many invalid API keys from your address ({limit} in {window} s). "
             f"Try again in {retry_after} s; a valid key is always accepted."
         )
-        exceptions.APIException.__init__(
-            self, {"detail": self.message, "limit": self.limit_name, "retry_after": retry_after}
-        )
+        exceptions.APIException.__init__(self, self.message, self.default_code)
+        # Set after __init__, which would turn every value into a string: retry_after stays a number.
+        self.detail = {"detail": self.detail, "limit": self.limit_name, "retry_after": retry_after}
 
     @property
     def headers(self) -> dict[str, str]:

@@ -35,11 +35,11 @@ class RequestContextMiddleware:
             current_request.reset(token)
 
 
-def client_address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest) -> str | None:
     """The client's IP address: REMOTE_ADDR, or, behind TRUSTED_PROXY_COUNT proxies, the address the outermost
     trusted proxy saw (X-Forwarded-For is appended to by each proxy; entries further left are the client's
     word and can be forged)."""
-    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    remote = request.META.get("REMOTE_ADDR") or None  # None: no network request (a test, a login by code)
     proxies = settings.TRUSTED_PROXY_COUNT
     if proxies <= 0:
         return remote
@@ -78,7 +78,7 @@ def count_event(scope: str, client: str, *, limit: int, window: int) -> Refusal 
 
 
 def count_request(request: HttpRequest, scope: str, *, limit: int, window: int) -> Refusal | None:
-    return count_event(scope, client_address(request), limit=limit, window=window)
+    return count_event(scope, client_address(request) or "unknown", limit=limit, window=window)
 
 
 def login_locked_until(request: HttpRequest, credentials: dict | None) -> tuple[datetime, int]:

@@ -1,5 +1,6 @@
 """Counting abuse per client: who the client is, and fixed-window counters for events that must stay rare
-(invalid bearer keys, sign-ups, password-reset mails).
+(invalid bearer keys, sign-ups, password-reset mails): at most so many in a window that opens at the
+client's first one.
 
 The counters live in Django's cache: Redis when REDIS_URL is set (the same server as the quotas, shared by
 every process), process memory otherwise. Only the events themselves are counted, so a request that does
@@ -9,6 +10,7 @@ none of these things (a valid key, a page view) never touches a counter.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -59,21 +61,23 @@ class Refusal:
 
 
 def count_event(scope: str, client: str, *, limit: int, window: int) -> Refusal | None:
-    """Count one event of `scope` by `client` in the current `window`-second window. Returns a Refusal when
-    the event is over `limit` in that window, else None."""
+    """Count one event of `scope` by `client` in a window of `window` seconds that starts at the client's
+    first event. Returns a Refusal when the event is over `limit` in that window, else None."""
     now = time.time()
-    window_start = int(now // window) * window
     digest = hashlib.sha256(client.encode()).hexdigest()[:32]
-    key = f"portal:throttle:{scope}:{window_start}:{digest}"
+    base = f"portal:throttle:{scope}:{digest}"
+    # Every process agrees on the window's start: get_or_set() adds it once, then reads what was added.
+    window_start = float(cache.get_or_set(f"{base}:start", now, window))
+    key = f"{base}:{window_start:.3f}"
     cache.add(key, 0, window + 5)
     try:
         count = cache.incr(key)
-    except ValueError:  # the window's key expired between add() and incr()
+    except ValueError:  # the window's counter expired between add() and incr()
         cache.set(key, 1, window + 5)
         count = 1
     if count <= limit:
         return None
-    retry_after = max(1, int(window_start + window - now + 0.999))
+    retry_after = max(1, math.ceil(window_start + window - now))
     return Refusal(until=timezone.now() + timedelta(seconds=retry_after), retry_after=retry_after)
 
 

@@ -78,7 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "portal.security.ContentSecurityPolicyMiddleware",  # django-csp, with a fixed policy for the APIs
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

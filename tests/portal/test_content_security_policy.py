@@ -108,3 +108,10 @@ def test_swagger_ui_starts_from_a_script_file(client):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/javascript")
     assert "SwaggerUIBundle" in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/models", "/v2/health/live", "/api/v1/no-such-thing"])
+def test_json_apis_get_the_strictest_policy(client, path):
+    response = client.get(path)
+    assert response["Content-Type"].startswith("application/json")
+    assert response["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"

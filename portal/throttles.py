@@ -1,4 +1,4 @@
-"""Counting abuse per client: who the client is, and fixed-window counters for events that must stay rare
+"""Counting abuse per client: who the client is, and counters for events that must stay rare
 (invalid bearer keys, sign-ups, password-reset mails): at most so many in a window that opens at the
 client's first one.
 
@@ -10,6 +10,7 @@ none of these things (a valid key, a page view) never touches a counter.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from contextvars import ContextVar
@@ -20,6 +21,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 # The request being served, for code handed only a header (bearer keys on /v2) that must know the client.
 current_request: ContextVar[HttpRequest | None] = ContextVar("current_request", default=None)
@@ -66,15 +69,20 @@ def count_event(scope: str, client: str, *, limit: int, window: int) -> Refusal 
     now = time.time()
     digest = hashlib.sha256(client.encode()).hexdigest()[:32]
     base = f"portal:throttle:{scope}:{digest}"
-    # Every process agrees on the window's start: get_or_set() adds it once, then reads what was added.
-    window_start = float(cache.get_or_set(f"{base}:start", now, window))
-    key = f"{base}:{window_start:.3f}"
-    cache.add(key, 0, window + 5)
     try:
-        count = cache.incr(key)
-    except ValueError:  # the window's counter expired between add() and incr()
-        cache.set(key, 1, window + 5)
-        count = 1
+        # Every process agrees on the window's start: get_or_set() adds it once, then reads what was added.
+        window_start = float(cache.get_or_set(f"{base}:start", now, window))
+        key = f"{base}:{window_start:.3f}"
+        cache.add(key, 0, window + 5)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # the window's counter expired between add() and incr()
+            cache.set(key, 1, window + 5)
+            count = 1
+    except Exception:
+        # A counter that cannot be reached refuses nothing: the request goes on to its ordinary answer.
+        logger.warning("could not count a %s event", scope, exc_info=True)
+        return None
     if count <= limit:
         return None
     retry_after = max(1, math.ceil(window_start + window - now))

@@ -132,3 +132,10 @@ def test_the_admin_login_is_throttled_as_well(client, django_user_model):
     assert response.status_code == 429
     response = client.post("/admin/login/", {"username": "root", "password": PASSWORD})
     assert response.status_code == 429
+
+
+def test_a_login_by_code_without_a_request_is_not_counted_and_still_checks_the_password(alice):
+    # The test client's login() and shell scripts call authenticate() with no request: no client to lock.
+    assert Client().login(username="alice", password=PASSWORD) is True
+    assert Client().login(username="alice", password="wrong") is False
+    assert not AccessAttempt.objects.exists()

@@ -55,6 +55,16 @@ def test_swagger_ui_renders_the_api_under_the_policy(page, live_server):
     page.goto(live_server.url + "/api/docs/")
     expect(page.get_by_role("heading", name=re.compile("Modelport API"))).to_be_visible()
     expect(page.get_by_text("/api/v1/models", exact=True).first).to_be_visible()
+    # "Try it out" calls the API from the page (connect-src 'self').
+    operation = page.locator(
+        ".opblock-get", has=page.locator(".opblock-summary-path[data-path='/api/v1/models']")
+    ).first
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    expect(operation.locator(".live-responses-table tr.response .response-col_status").first).to_have_text(
+        "200"
+    )
     assert page.errors == []
 
 

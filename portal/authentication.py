@@ -15,6 +15,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from .models import ApiKey
+from .quotas import QuotaExceeded
+from .throttles import client_address, count_event, current_request
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -62,9 +64,48 @@ def touch_last_used(key: ApiKey) -> None:
     ).update(last_used_at=now)
 
 
+class TooManyInvalidKeys(QuotaExceeded):
+    """`429` for a client that keeps sending keys that do not exist. A QuotaExceeded, so every protocol
+    answers it as it answers a rate limit (`Retry-After`, the body naming the limit)."""
+
+    def __init__(self, *, limit: int, window: int, retry_after: int):
+        self.limit_name = "invalid_api_keys"
+        self.limit = limit
+        self.retry_after = self.wait = retry_after
+        self.windows = []
+        self.message = (
+            f"Too many invalid API keys from your address ({limit} in {window} s). "
+            f"Try again in {retry_after} s; a valid key is always accepted."
+        )
+        exceptions.APIException.__init__(self, self.message, self.default_code)
+        # Set after __init__, which would turn every value into a string: retry_after stays a number.
+        self.detail = {"detail": self.detail, "limit": self.limit_name, "retry_after": retry_after}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+def refuse_invalid_key(client: str | None) -> None:
+    """Count an invalid key against its client; raise 429 once the client is over the limit, else 401.
+
+    Only this failure path counts: a valid key costs nothing here, and is accepted whatever its address sent
+    before (many users share one address behind NAT)."""
+    if client is None:
+        request = current_request.get()
+        client = client_address(request) if request is not None else None
+    if client is not None:
+        limit, window = settings.API_KEY_FAILURE_LIMIT, settings.API_KEY_FAILURE_WINDOW
+        refusal = count_event("invalid-api-key", client, limit=limit, window=window)
+        if refusal is not None:
+            raise TooManyInvalidKeys(limit=limit, window=window, retry_after=refusal.retry_after)
+    raise exceptions.AuthenticationFailed("Invalid API key.")
+
+
 @sensitive_variables("header", "parts", "raw_key")
-def authenticate_bearer(header: str) -> ApiKey:
-    """Find the active key named by an `Authorization: Bearer …` header, or raise AuthenticationFailed."""
+def authenticate_bearer(header: str, *, client: str | None = None) -> ApiKey:
+    """Find the active key named by an `Authorization: Bearer …` header, or raise AuthenticationFailed (or
+    TooManyInvalidKeys). `client` is the caller's address; by default the current request's."""
     parts = header.split()
     if len(parts) != 2 or parts[0].lower() != "bearer":
         raise exceptions.AuthenticationFailed("Malformed Authorization header: expected 'Bearer <api key>'.")
@@ -74,7 +115,7 @@ def authenticate_bearer(header: str) -> ApiKey:
         raise exceptions.AuthenticationFailed("Malformed API key.")
     key = _load_key(prefix)
     if key is None or not key.matches(raw_key):
-        raise exceptions.AuthenticationFailed("Invalid API key.")
+        refuse_invalid_key(client)
     if key.revoked_at is not None:
         raise exceptions.AuthenticationFailed("This API key was revoked.")
     if not key.is_active():

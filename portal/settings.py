@@ -1,9 +1,12 @@
 """Modelport settings: one module, read from the environment, with defaults that need no server."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+import dj_email_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +69,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "portal",
     "marketplace",
     "inference",
@@ -73,6 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.security.ContentSecurityPolicyMiddleware",  # django-csp, with a fixed policy for the APIs
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ApiBodyLimitMiddleware",
     "inference.middleware.V2ErrorMiddleware",
@@ -82,6 +88,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Remembers the request for the bearer-key failure counter (a context variable; nothing is read here).
+    "portal.throttles.RequestContextMiddleware",
+    # Turns django-axes' lock-out flag into the 429 page; axes wants it after the auth middleware.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -145,6 +155,55 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+# django-axes checks for a lock-out before any password is compared; it must come first.
+AUTHENTICATION_BACKENDS = [
+    "portal.security.LoginThrottleBackend",  # django-axes' AxesStandaloneBackend
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Login throttling (django-axes) ---
+# Failed logins are recorded in the database, so a lock-out holds across web processes and restarts. It is per
+# username *and* client: a stranger cannot lock a user out everywhere, and one client cannot try one account
+# forever. During the lock-out even the right password is refused; it ends AXES_COOLOFF_TIME after the last
+# counted failure (attempts during the lock-out do not extend it, so the page's "until" holds).
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "portal.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "portal.views.locked_out"
+# Behind a reverse proxy every request comes from the proxy: the client is this many addresses from the right
+# end of X-Forwarded-For (0: REMOTE_ADDR is the client; never trust the header without a proxy that sets it).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# Sign-ups and password-reset mails per client address and hour; invalid bearer keys per client and window.
+SIGNUPS_PER_HOUR = env_int("SIGNUPS_PER_HOUR", 10)
+PASSWORD_RESETS_PER_HOUR = env_int("PASSWORD_RESETS_PER_HOUR", 5)
+API_KEY_FAILURE_LIMIT = env_int("API_KEY_FAILURE_LIMIT", 20)
+API_KEY_FAILURE_WINDOW = env_int("API_KEY_FAILURE_WINDOW", 300)
+
+# --- Mail (password resets) ---
+# EMAIL_URL: console:// (the default: mail is printed to the log), smtp://user:pass@host:587, submission://…
+_email = dj_email_url.parse(env_str("EMAIL_URL", "console://"))
+if "EMAIL_BACKEND" not in _email:
+    raise ImproperlyConfigured(
+        "EMAIL_URL has an unknown scheme: use console://, smtp://user:password@host:587 or submission://…"
+    )
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+# Port 587 is mail submission, which speaks STARTTLS (RFC 6409): never send the password there in the clear.
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"] or (EMAIL_PORT == 587 and not _email["EMAIL_USE_SSL"])
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or 10
+EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"] or None
+DEFAULT_FROM_EMAIL = env_str(
+    "DEFAULT_FROM_EMAIL", _email.get("DEFAULT_FROM_EMAIL", "Modelport <noreply@localhost>")
+)
+SERVER_EMAIL = env_str("SERVER_EMAIL", _email.get("SERVER_EMAIL", DEFAULT_FROM_EMAIL))
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -248,6 +307,38 @@ if not DEBUG:
     CSRF_COOKIE_SAMESITE = "Lax"
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- Behind TLS: HTTPS=1 ---
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # Load balancers probe health over plain HTTP and do not follow redirects.
+    SECURE_REDIRECT_EXEMPT = [r"^v2/health/", r"^metrics$"]
+    # The TLS-terminating proxy says which scheme the client used (it must overwrite the header, not pass it).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- Content-Security-Policy (django-csp) ---
+# Every script, style, font and image is served from this site: nothing inline, nothing from elsewhere.
+# `data:` images are the try-it widget's preview of a chosen file and Swagger UI's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- marketplace ---
 # How long an upload request waits for the worker's validation before answering 202 with a status URL.

@@ -1,7 +1,10 @@
 import csv
+from datetime import datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,12 +23,49 @@ from .selectors import (
     usage_summary,
 )
 from .services import key_create, key_revoke
+from .throttles import count_request, login_locked_until
+
+HOUR = 3600
+
+
+def too_many_attempts(request, *, heading: str, reason: str, until: datetime, retry_after: int):
+    """The `429` page: what was refused, and until when."""
+    context = {"heading": heading, "reason": reason, "until": until}
+    response = render(request, "registration/too_many_attempts.html", context, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """django-axes' answer to a login while the username is locked for this client (AXES_LOCKOUT_CALLABLE)."""
+    until, retry_after = login_locked_until(request, credentials)
+    return too_many_attempts(
+        request,
+        heading="Too many failed logins",
+        reason=(
+            f"This account is locked for your connection after {settings.AXES_FAILURE_LIMIT} failed logins. "
+            "Until then even the right password is refused."
+        ),
+        until=until,
+        retry_after=retry_after,
+    )
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request):
     if request.user.is_authenticated:
         return redirect("/")
+    if request.method == "POST":
+        limit = settings.SIGNUPS_PER_HOUR
+        refusal = count_request(request, "signup", limit=limit, window=HOUR)
+        if refusal is not None:
+            return too_many_attempts(
+                request,
+                heading="Too many sign-ups",
+                reason=f"At most {limit} accounts can be created from one address an hour.",
+                until=refusal.until,
+                retry_after=refusal.retry_after,
+            )
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
@@ -33,6 +73,23 @@ def signup(request):
         messages.success(request, f"Welcome to Modelport, {user.username}.")
         return redirect(request.GET.get("next") or "/")
     return render(request, "registration/signup.html", {"form": form})
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset flow; a client may ask for a few mails an hour (each one lands in someone's inbox)."""
+
+    def post(self, request, *args, **kwargs):
+        limit = settings.PASSWORD_RESETS_PER_HOUR
+        refusal = count_request(request, "password-reset", limit=limit, window=HOUR)
+        if refusal is not None:
+            return too_many_attempts(
+                request,
+                heading="Too many password resets",
+                reason=f"At most {limit} password-reset mails can be asked for from one address an hour.",
+                until=refusal.until,
+                retry_after=refusal.retry_after,
+            )
+        return super().post(request, *args, **kwargs)
 
 
 def api_error(request, status: int, message: str) -> JsonResponse | None:

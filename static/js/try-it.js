@@ -38,6 +38,8 @@
       if (value === null || value === undefined || value === false) return;
       if (key === "text") node.textContent = value;
       else if (key === "className") node.className = value;
+      // Through the CSSOM: a `style` attribute is inline style, which the Content-Security-Policy refuses.
+      else if (key === "style") node.style.cssText = value;
       else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : value);
     });

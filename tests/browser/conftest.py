@@ -3,6 +3,8 @@
 `page` is a blank page in its own context (cookies do not leak between tests). When a test fails, its page is
 saved to `test-artifacts/<test name>.png` (the folder is gitignored) so the failure can be looked at.
 
+Every page runs under the site's Content-Security-Policy, and a test whose page logged a CSP violation fails.
+
 `widget_page` serves a throwaway model page holding the try-it section, with the real CSS and JS from
 `static/`, from a made-up origin; calls to `/api/v1/` are answered by the test (Playwright routing). Those are
 tests of the widget's JavaScript, not of the server: `test_e2e_journey.py` runs against the real processes.
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from csp.utils import build_policy
 from playwright.sync_api import Page, Route, sync_playwright
 
 from tests.conftest import PROJECT_ROOT
@@ -68,15 +71,34 @@ def screenshot_path(nodeid: str) -> Path:
     return ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_") + ".png")
 
 
+# Every page reports what the Content-Security-Policy blocked to the console, where the fixture collects it.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline code"}`
+    + ` in ${event.sourceFile || event.documentURI}:${event.lineNumber}`);
+});
+"""
+
+
+def is_csp_error(message) -> bool:
+    text = message.text
+    return message.type == "error" and ("CSP violation" in text or "Content Security Policy" in text)
+
+
 @pytest.fixture
 def page(chromium, request) -> Page:
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
     page = context.new_page()
     page.errors = []  # uncaught JavaScript errors, which tests assert are absent
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    csp_violations = []
+    page.on("console", lambda message: csp_violations.append(message.text) if is_csp_error(message) else None)
     yield page
     call = getattr(request.node, "report_call", None)
+    if call is not None and call.passed and csp_violations:
+        pytest.fail("the Content-Security-Policy blocked something:\n" + "\n".join(csp_violations))
     if call is not None and call.failed:
         ARTIFACTS.mkdir(exist_ok=True)
         try:
@@ -171,7 +193,13 @@ class WidgetPage:
             file = PROJECT_ROOT / path.split("?")[0].lstrip("/")
             route.fulfill(status=200, body=file.read_bytes(), content_type=STATIC_TYPES.get(file.suffix, ""))
         elif path == page_path:
-            route.fulfill(status=200, content_type="text/html; charset=utf-8", body=document)
+            # The same policy the site sends, so the widget's code is held to it here too.
+            route.fulfill(
+                status=200,
+                content_type="text/html; charset=utf-8",
+                body=document,
+                headers={"Content-Security-Policy": build_policy()},
+            )
         else:
             route.fulfill(status=404, content_type="text/html", body="<h1>Not found</h1>")
 

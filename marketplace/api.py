@@ -137,6 +137,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
                 visibility=data["visibility"],
                 notes=data["notes"],
                 signature_hint=data["signature"] or None,
+                example=data["example"],
             )
         except services.ModelNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from exc
@@ -225,6 +226,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
             stored=stored,
             notes=payload.validated_data["notes"],
             signature_hint=payload.validated_data["signature"] or None,
+            example=payload.validated_data["example"],
         )
         version = services.version_publish(version=version)
         if version.status == ModelVersion.Status.REJECTED:

@@ -56,6 +56,49 @@ class JSONObjectField(serializers.Field):
         return value
 
 
+EXAMPLE_MAX_BYTES = 1 << 20
+EXAMPLE_HELP = (
+    'Optional: a predict body\'s `inputs` (JSON), e.g. {"x": [[0.1, 0.2]]}. '
+    "The upload check runs the model on it (the upload is refused if it fails) "
+    "and the try-it widget starts from it."
+)
+
+
+def parse_example(value) -> dict | list | None:
+    """An upload's `example`: JSON text (multipart) or a JSON value; None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if len(value) > EXAMPLE_MAX_BYTES:
+            raise serializers.ValidationError(f"The example is over {EXAMPLE_MAX_BYTES} bytes.")
+        try:
+            value = json.loads(value)  # NaN and ±Infinity literals are welcome here, as in predict bodies
+        except ValueError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict | list) or not value:
+        raise serializers.ValidationError(
+            "Expected a predict body's inputs: an object (input name -> nested list) or a list of tensors."
+        )
+    return value
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "JSON text: an object (input name -> nested list) or a list of Open Inference "
+        "Protocol tensors.",
+    }
+)
+class ExampleField(serializers.Field):
+    def to_internal_value(self, data):
+        return parse_example(data)
+
+    def to_representation(self, value):
+        return value
+
+
 def validate_preprocessing(value: dict) -> dict:
     if not value:
         return {}
@@ -89,6 +132,7 @@ def validate_preprocessing(value: dict) -> dict:
 
 class VersionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    example = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -102,11 +146,18 @@ class VersionSerializer(serializers.ModelSerializer):
             "reason",
             "signature",
             "notes",
+            "example",
             "created_at",
             "url",
             "file_url",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {"oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}]},
+    )
+    def get_example(self, version):
+        return version.example_inputs
 
     def get_url(self, version) -> str:
         return f"/api/v1/models/{version.model.slug}/versions/{version.number}"
@@ -207,6 +258,7 @@ class ModelUploadSerializer(serializers.Serializer):
             'TorchScript archives without recorded shapes: {"inputs": [{"name", "datatype", "shape"}]}'
         ),
     )
+    example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
 
     def validate_preprocessing(self, value):
         return validate_preprocessing(value)
@@ -216,6 +268,7 @@ class VersionUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     signature = JSONObjectField(required=False, default=dict)
+    example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
 
 
 class UploadPendingSerializer(serializers.Serializer):

@@ -256,6 +256,8 @@ MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 6
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
 # `?format=` filters the catalog by model file format (API.md): DRF must not read it as a renderer override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# NaN and ±Infinity travel as JSON literals in and out (API.md), as Python's json and tritonclient write them.
+REST_FRAMEWORK["STRICT_JSON"] = False
 # Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
 MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
 MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)

@@ -171,6 +171,9 @@ MEDIA_URL = "/media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)
+# `python manage.py grpcserver`: the Open Inference Protocol over gRPC.
+GRPC_PORT = env_int("GRPC_PORT", 8001)
+GRPC_THREADS = env_int("GRPC_THREADS", 16)
 MODEL_UPLOAD_MAX_BYTES = env_int("MODEL_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
 
 # --- REST API ---

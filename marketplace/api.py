@@ -17,6 +17,8 @@ from .models import Model, ModelVersion
 from .pagination import CatalogPagination
 from .serializers import (
     FORMAT_EXTENSIONS,
+    MODEL_UPLOAD_SCHEMA,
+    VERSION_UPLOAD_SCHEMA,
     ModelDetailSerializer,
     ModelSummarySerializer,
     ModelUpdateSerializer,
@@ -107,7 +109,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
 
     @extend_schema(
         summary="Upload a new model (its version 1)",
-        request={"multipart/form-data": ModelUploadSerializer},
+        request={"multipart/form-data": MODEL_UPLOAD_SCHEMA},
         responses={
             201: ModelDetailSerializer,
             202: UploadPendingSerializer,
@@ -205,7 +207,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
 
     @extend_schema(
         summary="Upload a new version (owner only)",
-        request={"multipart/form-data": VersionUploadSerializer},
+        request={"multipart/form-data": VERSION_UPLOAD_SCHEMA},
         responses={
             201: VersionSerializer,
             202: UploadPendingSerializer,

@@ -271,6 +271,59 @@ class VersionUploadSerializer(serializers.Serializer):
     example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
 
 
+def tiny_onnx_example() -> str:
+    """A whole ONNX model (Identity, x -> y, FP32 [n, 3]) whose 77 bytes are all ASCII: an example upload that
+    runs, for the OpenAPI document (tools that send its examples upload a real model)."""
+    return (
+        '\x08\x08\x12\x00:A\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x01gZ\x14\n\x01x\x12\x0f\n\r\x08\x01\x12'
+        "\t\n\x03\x12\x01n\n\x02\x08\x03b\x14\n\x01y\x12\x0f\n\r\x08\x01\x12\t\n\x03\x12\x01n\n\x02\x08\x03B"
+        "\x04\n\x00\x10\x11"
+    )
+
+
+JSON_TEXT = "JSON text (multipart fields are strings)."
+UPLOAD_FIELDS = {
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": "ONNX, TorchScript (torch.jit.save) or torch.export (.pt2); pickles are refused.",
+    },
+    "notes": {"type": "string", "maxLength": 10_000},
+    "signature": {
+        "type": "string",
+        "description": "TorchScript archives without recorded shapes: "
+        '{"inputs": [{"name", "datatype", "shape"}]}, ' + JSON_TEXT,
+    },
+    "example": {"type": "string", "description": EXAMPLE_HELP + " " + JSON_TEXT},
+}
+# Multipart bodies documented as what is sent: every field a string, lists comma-separated, objects JSON text.
+MODEL_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["name", "file"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+        "task": {"type": "string", "enum": [choice.value for choice in Task], "default": Task.OTHER.value},
+        "description": {"type": "string", "maxLength": 100_000, "description": "Model card, in Markdown."},
+        "tags": {"type": "string", "description": "Comma-separated."},
+        "license": {"type": "string", "maxLength": 100},
+        "visibility": {"type": "string", "enum": [choice.value for choice in Visibility]},
+        "labels": {"type": "string", "description": "Class labels in output order, comma-separated."},
+        "preprocessing": {
+            "type": "string",
+            "description": "Image models: size, mode, mean, std… " + JSON_TEXT,
+        },
+        **UPLOAD_FIELDS,
+    },
+    "example": {"name": "identity", "file": tiny_onnx_example(), "example": '{"x": [[1, 2, 3]]}'},
+}
+VERSION_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": UPLOAD_FIELDS,
+    "example": {"file": tiny_onnx_example(), "notes": "an identity"},
+}
+
+
 class UploadPendingSerializer(serializers.Serializer):
     number = serializers.IntegerField()
     status = serializers.CharField()

@@ -194,6 +194,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
 
 class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
     serializer_class = VersionSerializer
+    pagination_class = None  # a model's versions come as one list
     queryset = ModelVersion.objects.none()  # versions are looked up through their visible model
     parser_classes = [MultiPartParser, FormParser]
 

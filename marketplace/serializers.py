@@ -154,7 +154,10 @@ class VersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     @extend_schema_field(
-        {"oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}]},
+        {
+            "oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}],
+            "nullable": True,
+        },
     )
     def get_example(self, version):
         return version.example_inputs

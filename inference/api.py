@@ -10,14 +10,20 @@ from django.core.files.storage import default_storage
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import ledger
-from .codec import TensorError, decode_image, decode_named_lists, decode_oip_tensors
+from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from .models import Prediction
 from .queue import ModelBusy, Unavailable
 from .services import (
@@ -44,16 +50,75 @@ class TopSerializer(serializers.Serializer):
     score = serializers.FloatField()
 
 
-class PredictInputSerializer(serializers.Serializer):
-    inputs = serializers.JSONField(
-        required=False,
-        help_text='Input name -> nested list, e.g. {"x": [[0.1, 0.2]]}; or a list of Open Inference Protocol '
-        "tensors (name, datatype, shape, flat data).",
-    )
-    image = serializers.CharField(required=False, help_text="Image models: a base64 PNG or JPEG.")
-    version = serializers.IntegerField(
-        required=False, min_value=1, help_text="Default: the latest ready version."
-    )
+OIP_DATATYPES = list(DATATYPES)
+NESTED_LIST = {
+    "type": "array",
+    "description": "A nested list of the input's shape: numbers, true/false (BOOL) or strings (BYTES).",
+    "items": {},
+}
+VERSION_FIELD = {"type": "integer", "minimum": 1, "description": "Default: the latest ready version."}
+# The body is a union: a schema generated from one serializer could not say that exactly one form is sent.
+PREDICT_BODY_SCHEMA = {
+    "oneOf": [
+        {
+            "title": "Named inputs",
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": False,
+            "properties": {
+                "inputs": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "Input name -> nested list; datatypes come from the model's signature.",
+                    "additionalProperties": NESTED_LIST,
+                },
+                "version": VERSION_FIELD,
+            },
+        },
+        {
+            "title": "Open Inference Protocol tensors",
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": False,
+            "properties": {
+                "inputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "datatype", "shape", "data"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "datatype": {"type": "string", "enum": OIP_DATATYPES},
+                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                            "data": {"type": "array", "description": "Flat, row-major.", "items": {}},
+                        },
+                    },
+                },
+                "version": VERSION_FIELD,
+            },
+        },
+        {
+            "title": "Image",
+            "type": "object",
+            "required": ["image"],
+            "additionalProperties": False,
+            "properties": {
+                "image": {
+                    "type": "string",
+                    "description": "Image-classification models: a base64 PNG or JPEG; the model's "
+                    "preprocessing turns it into its input.",
+                },
+                "version": VERSION_FIELD,
+            },
+        },
+    ],
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": 'DRF\'s {"detail": …}, or field errors such as {"inputs": ["…"]}.',
+    "additionalProperties": True,
+}
 
 
 class PredictResultSerializer(serializers.Serializer):
@@ -147,7 +212,7 @@ def wants_async(request) -> bool:
 
 
 def predict_body(data) -> dict:
-    """The checks of PredictInputSerializer, without its JSONField re-serializing every input value."""
+    """The checks PREDICT_BODY_SCHEMA documents (a serializer's JSONField would re-serialize every value)."""
     if not isinstance(data, dict):
         raise ValidationError({"detail": "The body must be a JSON object with 'inputs' (or 'image')."})
     if ("inputs" in data) == ("image" in data):
@@ -168,10 +233,22 @@ class PredictView(APIView):
     @extend_schema(
         operation_id="models_predict",
         summary="Run a model",
-        request=PredictInputSerializer,
+        request={"application/json": PREDICT_BODY_SCHEMA},
+        examples=[
+            OpenApiExample("Named inputs", value={"inputs": {"x": [[0.1, 0.2, 0.3]]}}, request_only=True),
+            OpenApiExample(
+                "Open Inference Protocol tensors",
+                value={
+                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.3]}]
+                },
+                request_only=True,
+            ),
+        ],
         parameters=[
             OpenApiParameter(
-                "wait", OpenApiTypes.NUMBER, description="Seconds to wait for the result (max 60)."
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": 60},
+                description="Seconds to wait for the result (default 30, at most 60).",
             ),
             OpenApiParameter(
                 "Prefer",
@@ -183,9 +260,13 @@ class PredictView(APIView):
         responses={
             200: PredictResultSerializer,
             202: PredictAcceptedSerializer,
-            400: OpenApiResponse(description="Inputs that do not fit the model's signature."),
-            404: OpenApiResponse(description="No such model (or a private one)."),
-            503: OpenApiResponse(description="No worker answered in time; retry."),
+            400: OpenApiResponse(ERROR_SCHEMA, description="Inputs that do not fit the model's signature."),
+            401: OpenApiResponse(ERROR_SCHEMA, description="A missing, malformed or revoked key."),
+            403: OpenApiResponse(ERROR_SCHEMA, description="A key without the predict scope."),
+            404: OpenApiResponse(ERROR_SCHEMA, description="No such model (or a private one)."),
+            413: OpenApiResponse(ERROR_SCHEMA, description="A request body over the limit."),
+            429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit or quota exhausted; see Retry-After."),
+            503: OpenApiResponse(ERROR_SCHEMA, description="No worker answered in time; retry."),
         },
     )
     def post(self, request, owner: str, name: str):

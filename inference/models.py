@@ -2,10 +2,53 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from django.conf import settings
 from django.db import models
+
+NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _non_finite_as_text(value: float):
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+class TensorListField(models.JSONField):
+    """A list of tensors ({"name", "datatype", "shape", "data"}) kept in a JSON column.
+
+    PostgreSQL's json types refuse NaN and ±Infinity, which models do output: in floating-point tensors they
+    are stored as the strings "NaN", "Infinity" and "-Infinity" and read back as floats.
+    """
+
+    def get_prep_value(self, value):
+        if isinstance(value, list):
+            value = [self._map_floats(tensor, _non_finite_as_text) for tensor in value]
+        return super().get_prep_value(value)
+
+    def from_db_value(self, value, expression, connection):
+        value = super().from_db_value(value, expression, connection)
+        if isinstance(value, list):
+            value = [self._map_floats(tensor, lambda v: NON_FINITE_TEXT.get(v, v)) for tensor in value]
+        return value
+
+    @staticmethod
+    def _map_floats(tensor, convert):
+        if (
+            not isinstance(tensor, dict)
+            or not str(tensor.get("datatype", "")).startswith("FP")
+            or not isinstance(tensor.get("data"), list)
+        ):
+            return tensor
+        data = tensor["data"]
+        if not any(isinstance(v, str) or (isinstance(v, float) and not math.isfinite(v)) for v in data):
+            return tensor
+        return {**tensor, "data": [convert(v) if isinstance(v, float | str) else v for v in data]}
 
 
 class Prediction(models.Model):
@@ -20,6 +63,7 @@ class Prediction(models.Model):
         API = "api"
         V2 = "v2"
         WEB = "web"
+        GRPC = "grpc"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="predictions")
@@ -33,7 +77,7 @@ class Prediction(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     # Inputs of queued jobs, as the worker will decode them; interactive calls never store inputs.
     inputs = models.JSONField(null=True, blank=True)
-    outputs = models.JSONField(null=True, blank=True)
+    outputs = TensorListField(null=True, blank=True)
     outputs_file = models.FileField(upload_to="predictions/", blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

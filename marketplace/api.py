@@ -20,6 +20,8 @@ from .pagination import CatalogPagination
 from .selectors import listed_models, versions_visible_to, visible_model_or_404, visible_version_or_404
 from .serializers import (
     FORMAT_EXTENSIONS,
+    MODEL_UPLOAD_SCHEMA,
+    VERSION_UPLOAD_SCHEMA,
     ModelDetailSerializer,
     ModelSummarySerializer,
     ModelUpdateSerializer,
@@ -97,7 +99,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
 
     @extend_schema(
         summary="Upload a new model (its version 1)",
-        request={"multipart/form-data": ModelUploadSerializer},
+        request={"multipart/form-data": MODEL_UPLOAD_SCHEMA},
         responses={
             201: ModelDetailSerializer,
             202: UploadPendingSerializer,
@@ -127,6 +129,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
                 visibility=data["visibility"],
                 notes=data["notes"],
                 signature_hint=data["signature"] or None,
+                example=data["example"],
             )
         except services.ModelNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from exc
@@ -181,6 +184,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
 
 class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
     serializer_class = VersionSerializer
+    pagination_class = None  # a model's versions come as one list
     queryset = ModelVersion.objects.none()  # versions are looked up through their visible model
     parser_classes = [MultiPartParser, FormParser]
 
@@ -191,7 +195,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
 
     @extend_schema(
         summary="Upload a new version (owner only)",
-        request={"multipart/form-data": VersionUploadSerializer},
+        request={"multipart/form-data": VERSION_UPLOAD_SCHEMA},
         responses={
             201: VersionSerializer,
             202: UploadPendingSerializer,
@@ -212,6 +216,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
             stored=stored,
             notes=payload.validated_data["notes"],
             signature_hint=payload.validated_data["signature"] or None,
+            example=payload.validated_data["example"],
         )
         version = services.version_publish(version=version)
         if version.status == ModelVersion.Status.REJECTED:

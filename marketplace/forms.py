@@ -7,7 +7,7 @@ import json
 from django import forms
 
 from .models import Model, Task, Visibility, model_name_validator
-from .serializers import parse_comma_list, validate_preprocessing
+from .serializers import EXAMPLE_HELP, parse_comma_list, parse_example, validate_preprocessing
 
 
 class CommaSeparatedField(forms.CharField):
@@ -35,6 +35,18 @@ class JSONObjectFormField(forms.CharField):
 
     def prepare_value(self, value):
         return json.dumps(value) if isinstance(value, dict) else value
+
+
+class ExampleFormField(forms.CharField):
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def to_python(self, value):
+        from rest_framework.exceptions import ValidationError
+
+        try:
+            return parse_example(super().to_python(value))
+        except ValidationError as exc:
+            raise forms.ValidationError([str(e) for e in exc.detail]) from exc
 
 
 class PreprocessingField(JSONObjectFormField):
@@ -73,6 +85,7 @@ class ModelUploadForm(forms.Form):
         ),
     )
     notes = forms.CharField(required=False, max_length=10_000)
+    example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
 
     def __init__(self, *args, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,6 +102,7 @@ class VersionUploadForm(forms.Form):
     file = forms.FileField(allow_empty_file=True)
     notes = forms.CharField(required=False, max_length=10_000)
     signature = JSONObjectFormField(required=False, help_text="Only for TorchScript without recorded shapes.")
+    example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
 
 
 class ModelEditForm(forms.ModelForm):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib.postgres.search import SearchVectorField
 from django.core.validators import RegexValidator
@@ -114,6 +116,9 @@ class ModelVersion(models.Model):
     reason = models.TextField(blank=True)
     signature = models.JSONField(default=dict, blank=True)
     notes = models.TextField(blank=True)
+    # The uploader's example, a predict body's `inputs`, as JSON text: text, because it may hold NaN or
+    # Infinity, which PostgreSQL's json types refuse. Blank when none was given.
+    example = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,7 +128,7 @@ class ModelVersion(models.Model):
         ]
 
     # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
-    IMMUTABLE_FIELDS = ("model_id", "number", "file", "size", "sha256", "notes")
+    IMMUTABLE_FIELDS = ("model_id", "number", "file", "size", "sha256", "notes", "example")
 
     def __str__(self) -> str:
         return f"{self.model.slug} v{self.number}"
@@ -135,6 +140,10 @@ class ModelVersion(models.Model):
             if changed:
                 raise ValueError(f"Model versions are immutable: cannot change {', '.join(changed)}.")
         super().save(*args, **kwargs)
+
+    @property
+    def example_inputs(self) -> dict | list | None:
+        return json.loads(self.example) if self.example else None
 
     @classmethod
     def from_db(cls, db, field_names, values):

@@ -1,13 +1,13 @@
 """Inspect an uploaded model file inside a throw-away child process.
 
-Run as a script (`python -I sandbox.py '<json request>'`) by `marketplace.validation`, never
+Run as a script (`python -I sandbox.py request.json`) by `marketplace.validation`, never
 imported by the web or worker process for real work: the parent sets memory, CPU-time and file-size
 limits and an environment without secrets before this starts. Nothing here imports Django.
 
 Order of checks, cheapest and safest first: magic bytes; for zip archives the central directory
 (zip bomb) and a static scan of every pickle inside (no pickle is ever unpickled by Python); for
 ONNX the protobuf structure (external data, tensor sizes, operator domains) and `onnx.checker`.
-Only then does a runtime load the model, and one trial inference proves it runs. The answer is one
+Only then does a runtime load the model, and a trial inference (`trials`) tries to run it. The answer is one
 JSON line on stdout prefixed with RESULT_MARKER.
 """
 
@@ -66,15 +66,16 @@ MEMO_GET_OPCODES = {"GET", "BINGET", "LONG_BINGET"}
 MEMO_PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
 FORBIDDEN_OPCODES = {"INST", "EXT1", "EXT2", "EXT4"}
 
-ONNX_RUNTIME_DOMAINS = {
-    "",
-    "ai.onnx",
-    "ai.onnx.ml",
-    "com.microsoft",
-    "com.microsoft.nchwc",
-    "com.microsoft.mlfeaturizers",
-    "ai.onnx.preview.training",
-}
+
+def runtime_domains() -> set[str]:
+    """Operator domains ONNX Runtime knows: its own operator schemas, and ONNX's registry, which it embeds."""
+    import onnx.defs
+    from onnxruntime.capi import _pybind_state
+
+    known = {schema.domain for schema in _pybind_state.get_all_operator_schema()}
+    known |= {schema.domain for schema in onnx.defs.get_all_schemas_with_history()}
+    return known | {"ai.onnx"}  # the ONNX domain's explicit name: "" and "ai.onnx" are the same
+
 
 ORT_TO_OIP = {
     "tensor(bool)": "BOOL",
@@ -90,21 +91,6 @@ ORT_TO_OIP = {
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
-}
-OIP_TO_NUMPY = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "object",
 }
 
 
@@ -287,20 +273,6 @@ def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 # --- Signatures ---------------------------------------------------------------------------------------------
 
 
-def numpy_inputs(inputs: list[dict], *, dynamic: int = 1) -> dict:
-    import numpy as np
-
-    arrays = {}
-    for spec in inputs:
-        shape = [dynamic if d == -1 else d for d in spec["shape"]]
-        dtype = OIP_TO_NUMPY[spec["datatype"]]
-        if dtype == "object":
-            arrays[spec["name"]] = np.full(shape, "", dtype=object)
-        else:
-            arrays[spec["name"]] = np.zeros(shape, dtype=dtype)
-    return arrays
-
-
 def torch_to_oip(dtype) -> str:
     import torch
 
@@ -399,13 +371,12 @@ def check_onnx_structure(model) -> None:
         if stored != elements:
             raise Rejected(f"The tensor {tensor.name!r} claims {elements} elements but holds {stored}.")
     local_functions = {(f.domain, f.name) for f in model.functions}
+    domains = runtime_domains()
     for opset in model.opset_import:
-        if opset.domain not in ONNX_RUNTIME_DOMAINS and not any(
-            d == opset.domain for d, _ in local_functions
-        ):
+        if opset.domain not in domains and not any(d == opset.domain for d, _ in local_functions):
             raise Rejected(f"The operator domain {opset.domain!r} is not supported by the runtime.")
     for node in iter_nodes(model.graph):
-        if node.domain not in ONNX_RUNTIME_DOMAINS and (node.domain, node.op_type) not in local_functions:
+        if node.domain not in domains and (node.domain, node.op_type) not in local_functions:
             raise Rejected(f"The operator {node.domain}.{node.op_type} is not supported by the runtime.")
 
 
@@ -444,20 +415,48 @@ def inspect_onnx(path: str, request: dict) -> dict:
                 )
             shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
             signature[kind].append({"name": arg.name, "datatype": ORT_TO_OIP[arg.type], "shape": shape})
-    try:
-        session.run(None, numpy_inputs(signature["inputs"]))
-    except Exception as exc:
-        raise Rejected(f"The model failed a trial inference on zero inputs: {exc}") from exc
-    return {"format": "onnx", "signature": signature}
+    _, note = checked_trial_run(lambda feed: session.run(None, feed), signature["inputs"], request)
+    return {"format": "onnx", "signature": signature, "note": note}
 
 
 # --- PyTorch ------------------------------------------------------------------------------------------------
 
 
-def torch_inputs(specs: list[dict], *, dynamic: int):
+def trials_module():
+    # The sandbox runs as a script under `python -I`: its folder is not on sys.path, so import by path.
+    try:
+        from marketplace import trials
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import trials
+    return trials
+
+
+def checked_trial_run(run, inputs: list[dict], request: dict):
+    """The trial run (see `trials.trial_run`), its failures as rejections: (result or None, note)."""
+    trials = trials_module()
+    try:
+        return trials.trial_run(run, inputs, request.get("example"))
+    except trials.ExampleError as exc:
+        raise Rejected(f"The `example` does not fit the model: {exc}.") from exc
+    except RuntimeError as exc:
+        raise Rejected(str(exc)) from exc
+
+
+def torch_runner(module, names: list[str]):
     import torch
 
-    return [torch.from_numpy(array) for array in numpy_inputs(specs, dynamic=dynamic).values()]
+    def run(feed: dict):
+        return flatten_outputs(module(*[torch.from_numpy(feed[name]) for name in names]))
+
+    return run
+
+
+def torch_inputs(specs: list[dict], *, fill: str = "zeros", dynamic: int = 1):
+    import torch
+
+    trials = trials_module()
+    return [torch.from_numpy(trials.filled(spec, fill=fill, dynamic=dynamic)) for spec in specs]
 
 
 def inspect_torchscript(path: str, request: dict) -> dict:
@@ -485,16 +484,17 @@ def inspect_torchscript(path: str, request: dict) -> dict:
             '"shape": [-1, 64]}]}.'
         )
     with torch.no_grad():
-        try:
-            outputs = flatten_outputs(module(*torch_inputs(inputs, dynamic=1)))
-        except Rejected:
-            raise
-        except Exception as exc:
-            raise Rejected(f"The model failed a trial inference: {exc}") from exc
+        # TorchScript keeps no output types: they come from a run, so a model that none runs is refused.
+        outputs, note = checked_trial_run(torch_runner(module, names), inputs, request)
+        if outputs is None:
+            raise Rejected(
+                "The model failed a trial inference; its outputs are only known from a run. "
+                + note.replace("trial run skipped: ", "").replace("check it", "run it")
+            )
         batch_dynamic = all(spec["shape"] and spec["shape"][0] in (-1, 1) for spec in inputs)
         if batch_dynamic:
             try:
-                batch_inputs = torch_inputs([{**s, "shape": [2, *s["shape"][1:]]} for s in inputs], dynamic=1)
+                batch_inputs = torch_inputs([{**s, "shape": [2, *s["shape"][1:]]} for s in inputs])
                 batched = flatten_outputs(module(*batch_inputs))
                 batch_dynamic = all(t.shape and t.shape[0] == 2 for t in batched)
             except Exception:
@@ -551,7 +551,7 @@ def hinted_input_specs(hint, names: list[str]) -> list[dict] | None:
     for spec in hint["inputs"]:
         if (
             not isinstance(spec, dict)
-            or spec.get("datatype") not in OIP_TO_NUMPY
+            or spec.get("datatype") not in trials_module().OIP_TO_NUMPY
             or spec.get("datatype") == "BYTES"
         ):
             raise Rejected("The `signature` field needs inputs with a name, an OIP datatype and a shape.")
@@ -592,18 +592,10 @@ def inspect_torch_export(path: str, request: dict) -> dict:
         {"name": n, "datatype": torch_to_oip(v.dtype), "shape": symbolic_shape(v)}
         for n, v in zip(names, values, strict=True)
     ]
-    runner = program.module()
-    errors = []
+    names = [spec["name"] for spec in inputs]
     with torch.no_grad():
-        for dynamic in (1, 2):
-            try:
-                flatten_outputs(runner(*torch_inputs(inputs, dynamic=dynamic)))
-                break
-            except Exception as exc:
-                errors.append(str(exc))
-        else:
-            raise Rejected(f"The model failed a trial inference: {errors[-1]}")
-    return {"format": "torch-export", "signature": {"inputs": inputs, "outputs": outputs}}
+        _, note = checked_trial_run(torch_runner(program.module(), names), inputs, request)
+    return {"format": "torch-export", "signature": {"inputs": inputs, "outputs": outputs}, "note": note}
 
 
 def symbolic_shape(tensor) -> list[int]:
@@ -649,7 +641,9 @@ def inspect(request: dict) -> dict:
 
 
 def main() -> int:
-    request = json.loads(sys.argv[1])
+    # The request is a file: an `example` can be larger than one command-line argument may be.
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        request = json.load(handle)
     try:
         answer = {"ok": True, **inspect(request)}
     except Rejected as exc:

@@ -58,6 +58,49 @@ class JSONObjectField(serializers.Field):
         return value
 
 
+EXAMPLE_MAX_BYTES = 1 << 20
+EXAMPLE_HELP = (
+    'Optional: a predict body\'s `inputs` (JSON), e.g. {"x": [[0.1, 0.2]]}. '
+    "The upload check runs the model on it (the upload is refused if it fails) "
+    "and the try-it widget starts from it."
+)
+
+
+def parse_example(value) -> dict | list | None:
+    """An upload's `example`: JSON text (multipart) or a JSON value; None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if len(value) > EXAMPLE_MAX_BYTES:
+            raise serializers.ValidationError(f"The example is over {EXAMPLE_MAX_BYTES} bytes.")
+        try:
+            value = json.loads(value)  # NaN and ±Infinity literals are welcome here, as in predict bodies
+        except ValueError as exc:
+            raise serializers.ValidationError(f"Not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict | list) or not value:
+        raise serializers.ValidationError(
+            "Expected a predict body's inputs: an object (input name -> nested list) or a list of tensors."
+        )
+    return value
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "JSON text: an object (input name -> nested list) or a list of Open Inference "
+        "Protocol tensors.",
+    }
+)
+class ExampleField(serializers.Field):
+    def to_internal_value(self, data):
+        return parse_example(data)
+
+    def to_representation(self, value):
+        return value
+
+
 def validate_preprocessing(value: dict) -> dict:
     if not value:
         return {}
@@ -102,6 +145,7 @@ def version_api_url(version: ModelVersion, *, route: str = "api-version") -> str
 
 class VersionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    example = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -115,11 +159,21 @@ class VersionSerializer(serializers.ModelSerializer):
             "reason",
             "signature",
             "notes",
+            "example",
             "created_at",
             "url",
             "file_url",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}],
+            "nullable": True,
+        },
+    )
+    def get_example(self, version):
+        return version.example_inputs
 
     def get_url(self, version) -> str:
         return version_api_url(version)
@@ -215,6 +269,7 @@ class ModelUploadSerializer(serializers.Serializer):
             'TorchScript archives without recorded shapes: {"inputs": [{"name", "datatype", "shape"}]}'
         ),
     )
+    example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
 
     def validate_preprocessing(self, value):
         return validate_preprocessing(value)
@@ -224,6 +279,60 @@ class VersionUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     signature = JSONObjectField(required=False, default=dict)
+    example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
+
+
+def tiny_onnx_example() -> str:
+    """A whole ONNX model (Identity, x -> y, FP32 [n, 3]) whose 77 bytes are all ASCII: an example upload that
+    runs, for the OpenAPI document (tools that send its examples upload a real model)."""
+    return (
+        '\x08\x08\x12\x00:A\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x01gZ\x14\n\x01x\x12\x0f\n\r\x08\x01\x12'
+        "\t\n\x03\x12\x01n\n\x02\x08\x03b\x14\n\x01y\x12\x0f\n\r\x08\x01\x12\t\n\x03\x12\x01n\n\x02\x08\x03B"
+        "\x04\n\x00\x10\x11"
+    )
+
+
+JSON_TEXT = "JSON text (multipart fields are strings)."
+UPLOAD_FIELDS = {
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "description": "ONNX, TorchScript (torch.jit.save) or torch.export (.pt2); pickles are refused.",
+    },
+    "notes": {"type": "string", "maxLength": 10_000},
+    "signature": {
+        "type": "string",
+        "description": "TorchScript archives without recorded shapes: "
+        '{"inputs": [{"name", "datatype", "shape"}]}, ' + JSON_TEXT,
+    },
+    "example": {"type": "string", "description": EXAMPLE_HELP + " " + JSON_TEXT},
+}
+# Multipart bodies documented as what is sent: every field a string, lists comma-separated, objects JSON text.
+MODEL_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["name", "file"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+        "task": {"type": "string", "enum": [choice.value for choice in Task], "default": Task.OTHER.value},
+        "description": {"type": "string", "maxLength": 100_000, "description": "Model card, in Markdown."},
+        "tags": {"type": "string", "description": "Comma-separated."},
+        "license": {"type": "string", "maxLength": 100},
+        "visibility": {"type": "string", "enum": [choice.value for choice in Visibility]},
+        "labels": {"type": "string", "description": "Class labels in output order, comma-separated."},
+        "preprocessing": {
+            "type": "string",
+            "description": "Image models: size, mode, mean, std… " + JSON_TEXT,
+        },
+        **UPLOAD_FIELDS,
+    },
+    "example": {"name": "identity", "file": tiny_onnx_example(), "example": '{"x": [[1, 2, 3]]}'},
+}
+VERSION_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": UPLOAD_FIELDS,
+    "example": {"file": tiny_onnx_example(), "notes": "an identity"},
+}
 
 
 class UploadPendingSerializer(serializers.Serializer):

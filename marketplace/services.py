@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -147,6 +148,7 @@ def model_create(
     visibility: str = Visibility.PUBLIC,
     notes: str = "",
     signature_hint: dict | None = None,
+    example: dict | list | None = None,
 ) -> ModelVersion:
     """Create a model and its version 1 (status `validating`); the caller then has it validated."""
     if visibility == Visibility.PRIVATE:
@@ -168,14 +170,21 @@ def model_create(
                 preprocessing=preprocessing or {},
                 visibility=visibility,
             )
-            return version_create(model=model, stored=stored, notes=notes, signature_hint=signature_hint)
+            return version_create(
+                model=model, stored=stored, notes=notes, signature_hint=signature_hint, example=example
+            )
     except IntegrityError as exc:
         discard_stored_file(stored.name)
         raise ModelNameTaken(f"You already have a model named {name!r}.") from exc
 
 
 def version_create(
-    *, model: Model, stored: StoredFile, notes: str = "", signature_hint: dict | None = None
+    *,
+    model: Model,
+    stored: StoredFile,
+    notes: str = "",
+    signature_hint: dict | None = None,
+    example: dict | list | None = None,
 ) -> ModelVersion:
     with transaction.atomic():
         # The row lock serialises concurrent uploads to one model: numbers go 1, 2, 3… without clashes.
@@ -189,6 +198,7 @@ def version_create(
             sha256=stored.sha256,
             notes=notes,
             signature={"hint": signature_hint} if signature_hint else {},
+            example=json.dumps(example) if example is not None else "",
         )
 
 
@@ -227,12 +237,15 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     if version is None or version.status != ModelVersion.Status.VALIDATING:
         return version
     hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
-    inspection = inspect_model_file(default_storage.path(version.file.name), signature_hint=hint)
+    inspection = inspect_model_file(
+        default_storage.path(version.file.name), signature_hint=hint, example=version.example_inputs
+    )
     if inspection.ok:
         version.status = ModelVersion.Status.READY
         version.format = inspection.format
         version.signature = inspection.signature
-        version.reason = ""
+        # A ready version's reason is its caveat, e.g. "trial run skipped: … — give an `example` to check it".
+        version.reason = inspection.note
     else:
         version.status = ModelVersion.Status.REJECTED
         version.reason = inspection.reason

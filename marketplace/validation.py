@@ -35,6 +35,8 @@ class Inspection:
     format: str = ""
     signature: dict = field(default_factory=dict)
     reason: str = ""
+    # A ready model's caveat, e.g. that no synthetic input ran it (shown on the version).
+    note: str = ""
 
 
 def sniff_upload(head: bytes) -> str | None:
@@ -87,21 +89,29 @@ def run_sandboxed(arguments: list[str], *, workdir: str, timeout: float) -> subp
 
 
 def inspect_model_file(
-    path: str | os.PathLike, *, signature_hint: dict | None = None, scan_only: bool = False
+    path: str | os.PathLike,
+    *,
+    signature_hint: dict | None = None,
+    scan_only: bool = False,
+    example: dict | list | None = None,
 ) -> Inspection:
-    """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file."""
+    """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file.
+
+    With an `example` (a predict body's `inputs`) the trial run uses it and the model must run on it.
+    """
     timeout = settings.MODEL_VALIDATION_TIMEOUT_SECONDS
     request = {
         "path": str(Path(path).resolve()),
         "signature": signature_hint,
         "scan_only": scan_only,
         "max_expanded_bytes": settings.MODEL_VALIDATION_MAX_EXPANDED_BYTES,
+        "example": example,
     }
     with tempfile.TemporaryDirectory(prefix="modelport-sandbox-") as workdir:
+        request_path = Path(workdir) / "request.json"
+        request_path.write_text(json.dumps(request), encoding="utf-8")
         try:
-            result = run_sandboxed(
-                [str(SANDBOX_SCRIPT), json.dumps(request)], workdir=workdir, timeout=timeout
-            )
+            result = run_sandboxed([str(SANDBOX_SCRIPT), str(request_path)], workdir=workdir, timeout=timeout)
         except subprocess.TimeoutExpired:
             return Inspection(ok=False, reason=f"Validation took longer than {timeout} s and was stopped.")
     stdout, stderr = result.stdout, result.stderr
@@ -109,7 +119,12 @@ def inspect_model_file(
         if line.startswith(sandbox.RESULT_MARKER):
             answer = json.loads(line[len(sandbox.RESULT_MARKER) :])
             if answer.get("ok"):
-                return Inspection(ok=True, format=answer["format"], signature=answer["signature"])
+                return Inspection(
+                    ok=True,
+                    format=answer["format"],
+                    signature=answer["signature"],
+                    note=answer.get("note", ""),
+                )
             return Inspection(ok=False, reason=answer["reason"])
     if result.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
         return Inspection(ok=False, reason="Validation ran out of its CPU-time limit.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
+import numpy as np
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
@@ -65,6 +66,20 @@ def model_detail(request, owner: str, name: str):
     return render_model_page(request, model)
 
 
+def named_example(version: ModelVersion | None) -> dict:
+    """The version's example as input name -> nested list (the widget's form), whatever form it came in."""
+    example = version.example_inputs if version else None
+    if isinstance(example, dict):
+        return example
+    named = {}
+    for tensor in example or []:
+        try:
+            named[tensor["name"]] = np.asarray(tensor["data"], dtype=object).reshape(tensor["shape"]).tolist()
+        except (KeyError, TypeError, ValueError):
+            return {}
+    return named
+
+
 def render_model_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
     editable = model.is_editable_by(request.user)
     versions = list(versions_visible_to(request.user, model))
@@ -78,6 +93,7 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
         "task": model.task,
         "labels": json.dumps(model.labels),
         "preprocessing": json.dumps(model.preprocessing),
+        "example": json.dumps(named_example(latest)),
         "authenticated": "true" if request.user.is_authenticated else "false",
         "login_url": f"{reverse('login')}?{urlencode({'next': model.get_absolute_url()})}",
     }
@@ -141,6 +157,7 @@ def model_upload(request):
             visibility=data["visibility"],
             notes=data["notes"],
             signature_hint=data["signature"] or None,
+            example=data["example"],
         )
     except services.UploadTooLarge as exc:
         return too_large(request, "marketplace/upload.html", context, exc)
@@ -193,6 +210,7 @@ def version_upload(request, owner: str, name: str):
         stored=stored,
         notes=form.cleaned_data["notes"],
         signature_hint=form.cleaned_data["signature"] or None,
+        example=form.cleaned_data["example"],
     )
     version = services.version_publish(version=version)
     if version.status == ModelVersion.Status.REJECTED:

@@ -231,6 +231,9 @@ MEDIA_URL = "/media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)
+# `python manage.py grpcserver`: the Open Inference Protocol over gRPC.
+GRPC_PORT = env_int("GRPC_PORT", 8001)
+GRPC_THREADS = env_int("GRPC_THREADS", 16)
 MODEL_UPLOAD_MAX_BYTES = env_int("MODEL_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
 
 # --- REST API ---
@@ -350,6 +353,8 @@ MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYT
 # `?format=` filters the catalog by model file format (the public API): DRF must not read it as a renderer
 # override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# NaN and ±Infinity travel as JSON literals in and out (API.md), as Python's json and tritonclient write them.
+REST_FRAMEWORK["STRICT_JSON"] = False
 # Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
 MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
 MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)

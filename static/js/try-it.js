@@ -115,6 +115,12 @@
     return build(0);
   }
 
+  // The uploader's example for this input when the version has one, else a made-up one that fits the signature.
+  function startingTensor(config, input) {
+    var given = config.example && config.example[input.name];
+    return given !== undefined && given !== null ? given : exampleTensor(input);
+  }
+
   // Indented JSON with every list of plain values on one line: matrices read row by row, outputs stay short.
   function readableJson(value, indent) {
     return JSON.stringify(value, null, indent).replace(/\[\s+([^\[\]{}]*?)\s+\]/g, function (match, inner) {
@@ -554,6 +560,9 @@
     var pre = config.preprocessing || {};
     var names = pre.features || pre.feature_names || [];
     var example = Array.isArray(pre.example) ? pre.example : [];
+    // Else the version's example: its first row, when it is one [1, F] input.
+    var own = config.example && inputs.length === 1 ? config.example[inputs[0].name] : null;
+    if (!example.length && Array.isArray(own) && own.length === 1 && Array.isArray(own[0])) example = own[0];
     // skl2onnx exports either one [N, F] input or one [N, 1] input per column.
     if (inputs.length === 1) {
       var shape = inputs[0].shape || [];
@@ -655,7 +664,7 @@
         "aria-describedby": helpId,
         rows: 4,
       });
-      textarea.value = formatTensor(exampleTensor(input));
+      textarea.value = formatTensor(startingTensor(config, input));
       root.appendChild(el("div", { className: "field" }, [
         el("label", { for: id }, [el("code", { text: input.name })]),
         el("p", { id: helpId, className: "help",
@@ -670,7 +679,9 @@
       className: "button secondary small",
       text: "Reset to example",
       onclick: function () {
-        editors.forEach(function (editor) { editor.textarea.value = formatTensor(exampleTensor(editor.input)); });
+        editors.forEach(function (editor) {
+          editor.textarea.value = formatTensor(startingTensor(config, editor.input));
+        });
       },
     });
     root.appendChild(el("div", { className: "try-it-actions" }, [reset]));
@@ -724,6 +735,7 @@
     var signature = parseJsonAttribute(section, "data-signature", {});
     var labels = parseJsonAttribute(section, "data-labels", []);
     var preprocessing = parseJsonAttribute(section, "data-preprocessing", {});
+    var example = parseJsonAttribute(section, "data-example", {});
     var authenticated = section.hasAttribute("data-authenticated")
       ? section.getAttribute("data-authenticated") === "true"
       : signedInByNavigation();
@@ -733,6 +745,7 @@
     if (!Array.isArray(labels)) labels = [];
     if (!signature || !Array.isArray(signature.inputs)) signature = { inputs: [], outputs: [] };
     if (!preprocessing || typeof preprocessing !== "object") preprocessing = {};
+    if (!example || typeof example !== "object" || Array.isArray(example)) example = {};
 
     if (!section.querySelector("h2")) section.appendChild(el("h2", { text: "Try it" }));
     var body = el("div", { className: "try-it-body" });
@@ -763,6 +776,7 @@
       signature: signature,
       labels: labels,
       preprocessing: preprocessing,
+      example: example,
       showMessage: function (text) { message.textContent = text; },
     };
 

@@ -1,4 +1,4 @@
-"""`make run`: migrate, ensure an admin and a demo user, load the demo catalog, serve web and worker."""
+"""`make run`: migrate, ensure an admin and a demo user, load the demo catalog, serve web, worker and gRPC."""
 
 import os
 import secrets
@@ -27,7 +27,8 @@ def ensure_user(username: str, *, staff: bool, password_env: str) -> str | None:
 
 class Command(BaseCommand):
     help = (
-        "Migrate, bootstrap users and the demo catalog, then run gunicorn and a Celery worker until Ctrl-C."
+        "Migrate, bootstrap users and the demo catalog, then run gunicorn, a Celery worker and the "
+        "gRPC server until Ctrl-C."
     )
 
     def add_arguments(self, parser):
@@ -85,9 +86,17 @@ class Command(BaseCommand):
                 ],
                 env=env,
             ),
+            subprocess.Popen(
+                [sys.executable, "manage.py", "grpcserver", "--host", "127.0.0.1"],
+                env=env,
+                cwd=settings.BASE_DIR,
+            ),
         ]
         self.stdout.write(
-            self.style.SUCCESS(f"Modelport is running at http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+            self.style.SUCCESS(
+                f"Modelport is running at http://127.0.0.1:{port}/, gRPC on port {settings.GRPC_PORT} "
+                "(Ctrl-C stops it)"
+            )
         )
         stopping = False
 
@@ -107,4 +116,4 @@ class Command(BaseCommand):
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-        self.stdout.write("Stopped web and worker.")
+        self.stdout.write("Stopped web, worker and gRPC server.")

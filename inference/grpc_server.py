@@ -1,0 +1,271 @@
+"""The Open Inference Protocol over gRPC (KServe's and Triton's `inference.GRPCInferenceService`).
+
+A thin adapter, as `v2.model_infer` is for HTTP: the same look-up (`target_find`), admission and
+pipeline (`prediction_submit`, `prediction_wait`) and codec, so keys, scopes, visibility, quotas, records
+and the ledger are the same whichever protocol a client speaks. Only the translation to protobuf messages
+and gRPC status codes lives here. The message classes and the servicer base are generated from the
+published proto and ship with `tritonclient[grpc]`; nothing here is hand-written protobuf.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from django.conf import settings
+from django.db import close_old_connections
+from rest_framework.exceptions import AuthenticationFailed
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from portal.authentication import authenticate_bearer
+from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, current_request_state
+
+from . import queue
+from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
+from .models import Prediction
+from .runtimes import platform_of
+from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
+from .v2 import SERVER_NAME, SERVER_VERSION, _arrays_from_json, _broker_reachable, _database_reachable
+
+logger = logging.getLogger(__name__)
+
+# InferTensorContents fields by OIP datatype, for clients that send typed contents instead of raw bytes.
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+class RpcError(Exception):
+    """An answer other than OK: a gRPC status code and a message naming the problem."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, trailers: tuple = ()):
+        super().__init__(message)
+        self.code = code
+        self.trailers = trailers
+
+
+def rpc(method):
+    """Runs one call the way Django runs a request: fresh database connections, quota state, errors mapped."""
+
+    def handler(self, request, context):
+        close_old_connections()
+        token = current_request_state.set(RequestQuotaState())
+        try:
+            return method(self, request, context)
+        except RpcError as exc:
+            if exc.trailers:
+                context.set_trailing_metadata(exc.trailers)
+            context.abort(exc.code, str(exc))
+        except QuotaExceeded as exc:
+            context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
+        except QuotaUnavailable as exc:
+            context.set_trailing_metadata((("retry-after", "5"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc.detail))
+        except (queue.Unavailable, queue.ModelBusy) as exc:
+            context.set_trailing_metadata((("retry-after", "1"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            current_request_state.reset(token)
+            close_old_connections()
+
+    handler.__name__ = method.__name__
+    handler.__doc__ = method.__doc__
+    return handler
+
+
+def caller(context, *, scope: str | None):
+    """The key's user and key from `authorization: Bearer …` metadata; (None, None) without one."""
+    header = next((value for key, value in context.invocation_metadata() if key == "authorization"), "")
+    if not header:
+        if scope:
+            raise RpcError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "This call needs an API key: metadata authorization: Bearer <key>.",
+            )
+        return None, None
+    try:
+        key = authenticate_bearer(header)
+    except AuthenticationFailed as exc:
+        raise RpcError(grpc.StatusCode.UNAUTHENTICATED, str(exc.detail)) from None
+    if scope and not key.has_scope(scope):
+        raise RpcError(grpc.StatusCode.PERMISSION_DENIED, f"This API key lacks the '{scope}' scope.")
+    return key.user, key
+
+
+def version_number(version: str) -> int | None:
+    if not version:
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"The model version {version!r} is not a number."
+        ) from None
+    if number < 1:
+        raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, "Model versions are numbered from 1.")
+    return number
+
+
+def find(context, name: str, version: str, *, scope: str | None = None):
+    """The caller, and the ready version of `owner/name` if they may see it (else NOT_FOUND)."""
+    user, key = caller(context, scope=scope)
+    owner, _, model = name.partition("/")
+    if not owner or not model or "/" in model:
+        raise RpcError(grpc.StatusCode.NOT_FOUND, f"No model {name!r}: model names are <owner>/<name>.")
+    try:
+        target = target_find(owner=owner, name=model, number=version_number(version), user=user)
+    except VersionNotFound as exc:
+        raise RpcError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+    return user, key, target
+
+
+def tensor_metadata(specs: list[dict]) -> list:
+    return [
+        service_pb2.ModelMetadataResponse.TensorMetadata(
+            name=spec["name"], datatype=spec["datatype"], shape=spec.get("shape", [])
+        )
+        for spec in specs
+    ]
+
+
+def request_inputs(request) -> tuple[list[dict], BinaryBody | None]:
+    """The request's tensors in the HTTP JSON form the codec checks, raw contents as its binary extension."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise TensorError(f"the request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    described = []
+    for position, tensor in enumerate(request.inputs):
+        entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if raw:
+            entry["parameters"] = {"binary_data_size": len(raw[position])}
+        else:
+            field = CONTENTS_FIELDS.get(tensor.datatype)
+            if field is None:
+                raise TensorError(
+                    f"input {tensor.name!r} ({tensor.datatype}) must be sent in raw_input_contents"
+                )
+            entry["data"] = list(getattr(tensor.contents, field))
+        described.append(entry)
+    return described, BinaryBody(b"".join(raw)) if raw else None
+
+
+def requested_outputs(request, output_names: list[str]) -> list[dict] | None:
+    requested = []
+    for output in request.outputs:
+        if output.name not in output_names:
+            raise TensorError(f"unknown output {output.name!r}: the model's outputs are {output_names}")
+        requested.append({"name": output.name, "parameters": {"binary_data": True}})
+    return requested or None
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    @rpc
+    def ServerLive(self, request, context):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    @rpc
+    def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=_database_reachable() and _broker_reachable())
+
+    @rpc
+    def ServerMetadata(self, request, context):
+        return service_pb2.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"]
+        )
+
+    @rpc
+    def ModelReady(self, request, context):
+        find(context, request.name, request.version)
+        if queue.enabled() and not queue.serving():
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=True)
+
+    @rpc
+    def ModelMetadata(self, request, context):
+        _, _, target = find(context, request.name, request.version)
+        signature = target.signature
+        return service_pb2.ModelMetadataResponse(
+            name=target.slug,
+            versions=[str(n) for n in target.versions] if not request.version else [request.version],
+            platform=platform_of(target.format),
+            inputs=tensor_metadata(signature.get("inputs", [])),
+            outputs=tensor_metadata(signature.get("outputs", [])),
+        )
+
+    @rpc
+    def ModelInfer(self, request, context):
+        user, key, target = find(context, request.model_name, request.model_version, scope="predict")
+        output_names = [spec["name"] for spec in target.signature.get("outputs", [])]
+        try:
+            described, binary = request_inputs(request)
+            tensors = decode_oip_tensors(described, target.signature, binary)
+            requested = requested_outputs(request, output_names)
+        except TensorError as exc:
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        submission = prediction_submit(
+            user=user,
+            api_key=key,
+            target=target,
+            inputs=tensors,
+            source=Prediction.Source.GRPC,
+            bytes_in=request.ByteSize(),
+        )
+        outcome = prediction_wait(
+            submission=submission,
+            timeout=settings.PREDICTION_TIME_LIMIT + 5,
+            fall_back_to_job=False,
+            user=user,
+            api_key=key,
+        )
+        if outcome.unavailable or outcome.status == "pending":
+            raise RpcError(
+                grpc.StatusCode.UNAVAILABLE, outcome.error or "No worker answered in time; retry later."
+            )
+        if outcome.status != Prediction.Status.SUCCEEDED:
+            raise RpcError(
+                grpc.StatusCode.INVALID_ARGUMENT, outcome.error or f"The prediction {outcome.status}."
+            )
+        outputs = outcome.outputs if outcome.outputs is not None else _arrays_from_json(outcome.outputs_json)
+        try:
+            entries, chunks = encode_outputs_oip(outputs, requested, binary_default=True)
+        except TensorError as exc:
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        return service_pb2.ModelInferResponse(
+            model_name=target.slug,
+            model_version=str(target.number),
+            id=request.id or str(submission.id),
+            outputs=[
+                service_pb2.ModelInferResponse.InferOutputTensor(
+                    name=entry["name"], datatype=entry["datatype"], shape=entry["shape"]
+                )
+                for entry in entries
+            ],
+            raw_output_contents=chunks,
+        )
+
+
+def server_create(*, address: str, threads: int) -> tuple[grpc.Server, int]:
+    """A gRPC server with the servicer, bound to `address` (host:port; port 0 picks one): (server, port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+            ("grpc.max_send_message_length", -1),
+        ],
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(), server)
+    port = server.add_insecure_port(address)
+    return server, port

@@ -1,0 +1,269 @@
+"""tritonclient.grpc, unchanged, against a real `manage.py grpcserver` child process and the worker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from onnx import TensorProto, helper
+from tritonclient.utils import InferenceServerException
+
+from inference.models import Prediction
+from portal.models import ApiKey
+from portal.services import quota_set
+from tests.conftest import ChildProcess, free_port
+
+from . import builders
+from .conftest import assert_same, local_run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+class GrpcServer(ChildProcess):
+    def __init__(self, log_path):
+        super().__init__(log_path)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.spawn(["manage", "grpcserver", "--host", "127.0.0.1", "--port", str(self.port)])
+        client = grpcclient.InferenceServerClient(url=self.address)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"grpcserver exited:\n{self.log()}")
+            try:
+                if client.is_server_live():
+                    return
+            except InferenceServerException:
+                time.sleep(0.2)
+        raise RuntimeError(f"grpcserver did not come up:\n{self.log()}")
+
+
+@pytest.fixture(scope="module")
+def grpc_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    server = GrpcServer(tmp_path_factory.mktemp("grpc") / "grpcserver.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(grpc_server):
+    return grpcclient.InferenceServerClient(url=grpc_server.address)
+
+
+def unique(prefix: str) -> str:
+    # A fresh name per test: the server caches catalog look-ups for a few seconds, across tests.
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def mixed_model(alice):
+    return builders.publish(owner=alice, name=unique("mixed"), data=builders.mixed_onnx())
+
+
+def plus_one_onnx() -> bytes:
+    return builders.onnx_model(
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        [("x", TensorProto.FLOAT, [-1, 3])],
+        [("y", TensorProto.FLOAT, [-1, 3])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+
+
+def bearer(key: str) -> dict:
+    return {"authorization": f"Bearer {key}"}
+
+
+def plus_one_input(shape=(1, 3)) -> list:
+    tensor = grpcclient.InferInput("x", list(shape), "FP32")
+    tensor.set_data_from_numpy(np.arange(np.prod(shape), dtype=np.float32).reshape(shape))
+    return [tensor]
+
+
+def status_of(call) -> tuple[grpc.StatusCode | None, str]:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    # tritonclient reports the code as its name, "StatusCode.NOT_FOUND".
+    return getattr(grpc.StatusCode, caught.value.status().removeprefix("StatusCode.")), caught.value.message()
+
+
+def test_the_server_is_live_and_ready_and_says_who_it_is(client, celery_worker_process):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    metadata = client.get_server_metadata(as_json=True)
+    assert metadata["name"] == "modelport"
+    assert "binary_tensor_data" in metadata["extensions"]
+
+
+def test_model_metadata_and_readiness(client, celery_worker_process, alice_key, mixed_model):
+    name = mixed_model.model.slug
+    metadata = client.get_model_metadata(name, headers=bearer(alice_key), as_json=True)
+    assert metadata["name"] == name
+    assert metadata["versions"] == ["1"]
+    assert metadata["platform"] == "onnxruntime_onnx"
+    assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == {
+        "x": "FP32",
+        "h": "FP16",
+        "flag": "BOOL",
+        "ids": "INT64",
+        "text": "BYTES",
+        "small": "UINT8",
+    }
+    assert metadata["inputs"][0]["shape"] == ["-1", "3"]  # int64 in the proto: JSON strings
+    assert client.is_model_ready(name, headers=bearer(alice_key))
+    assert client.is_model_ready(name, model_version="1", headers=bearer(alice_key))
+
+
+def test_infer_fp32_int64_bool_and_more_matches_onnx_runtime(
+    client, celery_worker_process, alice_key, mixed_model
+):
+    inputs = builders.mixed_inputs(batch=3, seed=5)
+    datatypes = {"x": "FP32", "h": "FP16", "flag": "BOOL", "ids": "INT64", "text": "BYTES", "small": "UINT8"}
+    infer_inputs = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), datatypes[name])
+        tensor.set_data_from_numpy(array)
+        infer_inputs.append(tensor)
+    result = client.infer(mixed_model.model.slug, infer_inputs, headers=bearer(alice_key))
+    expected = local_run(builders.mixed_onnx(), inputs)
+    for name, array in expected.items():
+        got = result.as_numpy(name)
+        assert got.shape == array.shape, name
+        assert_same(array, got)
+    assert result.get_response().model_version == "1"
+
+    # Asking for some outputs only.
+    wanted = [grpcclient.InferRequestedOutput("idsum"), grpcclient.InferRequestedOutput("notflag")]
+    result = client.infer(mixed_model.model.slug, infer_inputs, outputs=wanted, headers=bearer(alice_key))
+    assert [o.name for o in result.get_response().outputs] == ["idsum", "notflag"]
+    np.testing.assert_array_equal(result.as_numpy("idsum"), inputs["ids"].sum(axis=1))
+    np.testing.assert_array_equal(result.as_numpy("notflag"), ~inputs["flag"])
+
+    # The call is recorded like any other, as a gRPC one.
+    deadline = time.monotonic() + 15
+    while (
+        Prediction.objects.filter(source=Prediction.Source.GRPC).count() < 2 and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    records = Prediction.objects.filter(source=Prediction.Source.GRPC, version=mixed_model)
+    assert records.count() == 2
+    assert {r.status for r in records} == {"succeeded"}
+
+
+def test_a_wrong_key_is_unauthenticated(client, alice, mixed_model):
+    code, message = status_of(
+        lambda: client.infer(mixed_model.model.slug, plus_one_input(), headers=bearer("mp_nope_nope"))
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "API key" in message
+    code, _ = status_of(lambda: client.infer(mixed_model.model.slug, plus_one_input()))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_key_without_the_predict_scope_is_permission_denied(client, alice, mixed_model):
+    _, read_only = ApiKey.issue(user=alice, name="read", scopes=["read"])
+    code, message = status_of(
+        lambda: client.infer(mixed_model.model.slug, plus_one_input(), headers=bearer(read_only))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "predict" in message
+
+
+def test_another_users_private_model_is_not_found(
+    client, celery_worker_process, alice, bob, bob_key, alice_key
+):
+    version = builders.publish(owner=alice, name=unique("secret"), data=plus_one_onnx(), visibility="private")
+    name = version.model.slug
+    for call in (
+        lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)),
+        lambda: client.get_model_metadata(name, headers=bearer(bob_key)),
+        lambda: client.is_model_ready(name, headers=bearer(bob_key)),
+        lambda: client.get_model_metadata(name),
+    ):
+        code, message = status_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert name in message
+    # Its owner runs it.
+    result = client.infer(name, plus_one_input(), headers=bearer(alice_key))
+    np.testing.assert_array_equal(result.as_numpy("y"), [[1.0, 2.0, 3.0]])
+
+
+def test_a_wrong_shape_or_input_is_invalid_argument(client, celery_worker_process, alice, alice_key):
+    name = builders.publish(owner=alice, name=unique("plus"), data=plus_one_onnx()).model.slug
+    code, message = status_of(lambda: client.infer(name, plus_one_input((1, 4)), headers=bearer(alice_key)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "dimension 1 must be 3" in message
+    wrong = grpcclient.InferInput("z", [1, 3], "FP32")
+    wrong.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    code, message = status_of(lambda: client.infer(name, [wrong], headers=bearer(alice_key)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'z'" in message
+    code, message = status_of(
+        lambda: client.infer(name, plus_one_input(), model_version="7", headers=bearer(alice_key))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_quota_hit_is_resource_exhausted_with_retry_after(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    name = builders.publish(owner=alice, name=unique("quota"), data=plus_one_onnx()).model.slug
+    quota_set(user=alice, requests_per_day=2, requests_per_minute=1000)
+    client = grpcclient.InferenceServerClient(url=grpc_server.address)
+    for _ in range(2):
+        client.infer(name, plus_one_input(), headers=bearer(alice_key))
+    code, message = status_of(lambda: client.infer(name, plus_one_input(), headers=bearer(alice_key)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "requests per day" in message
+
+    # The raw channel shows the trailing metadata tritonclient does not expose.
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(grpc_server.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(
+            model_name=name,
+            inputs=[
+                service_pb2.ModelInferRequest.InferInputTensor(
+                    name="x",
+                    datatype="FP32",
+                    shape=[1, 3],
+                    contents=service_pb2.InferTensorContents(fp32_contents=[1, 2, 3]),
+                )
+            ],
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, metadata=bearer(alice_key).items())
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = dict(caught.value.trailing_metadata())
+    assert 0 < int(trailers["retry-after"]) <= 86400
+
+
+def test_typed_contents_work_as_well_as_raw_bytes(grpc_server, celery_worker_process, alice, alice_key):
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    name = builders.publish(owner=alice, name=unique("typed"), data=plus_one_onnx()).model.slug
+    with grpc.insecure_channel(grpc_server.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(
+            model_name=name,
+            inputs=[
+                service_pb2.ModelInferRequest.InferInputTensor(
+                    name="x",
+                    datatype="FP32",
+                    shape=[2, 3],
+                    contents=service_pb2.InferTensorContents(fp32_contents=[0, 1, 2, 3, 4, 5]),
+                )
+            ],
+        )
+        response = stub.ModelInfer(request, metadata=bearer(alice_key).items())
+    assert response.outputs[0].name == "y"
+    assert list(response.outputs[0].shape) == [2, 3]
+    values = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+    np.testing.assert_array_equal(values, [1, 2, 3, 4, 5, 6])

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from portal.quotas import plan_upload_limit_for, private_model_limit_for
+from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
 from .models import Model, ModelVersion, Task, Visibility
 from .selectors import latest_ready_version
@@ -301,7 +301,9 @@ def model_update(*, model: Model, **fields) -> Model:
 def model_delete(*, model: Model) -> None:
     """Delete a model, its versions and their files (unless another version shares the same content)."""
     names = list(model.versions.values_list("file", flat=True))
-    model.delete()
+    with transaction.atomic():
+        usage_keep_without_versions(model.versions.values_list("id", flat=True))
+        model.delete()
     for name in names:
         discard_stored_file(name)
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from . import process_cache
 from .models import ApiKey
 from .quotas import QuotaExceeded
 from .throttles import client_address, count_event, current_request
@@ -30,33 +31,47 @@ def key_cache_key(prefix: str) -> str:
 
 
 def invalidate_keys(prefixes) -> None:
-    """Forget cached keys once the change is committed, so no request re-caches the old row in between."""
-    cache_keys = [key_cache_key(prefix) for prefix in prefixes]
-    if cache_keys:
-        cache.delete_many(cache_keys)
-        transaction.on_commit(lambda: cache.delete_many(cache_keys))
+    """Forget cached keys everywhere, now and at commit (see `process_cache.forget`)."""
+    process_cache.forget([key_cache_key(prefix) for prefix in prefixes])
 
 
 def _load_key(prefix: str) -> ApiKey | None:
-    """The key and its owner, from the cache (plain values, no pickled models) or one query."""
-    entry = cache.get(key_cache_key(prefix))
-    if entry is None:
+    """The key and its owner, from the caches (plain values, no pickled models) or one query."""
+
+    def load() -> dict | None:
         key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
         if key is None:
             return None
-        entry = {
+        return {
             "key": [getattr(key, name) for name in KEY_FIELDS],
             "user": [getattr(key.user, name) for name in USER_FIELDS],
         }
-        cache.set(key_cache_key(prefix), entry, settings.ACCESS_CACHE_SECONDS)
+
+    entry = process_cache.cached(key_cache_key(prefix), load, settings.ACCESS_CACHE_SECONDS)
+    if entry is None:
+        return None
     key = ApiKey.from_db("default", KEY_FIELDS, entry["key"])
     key.user = get_user_model().from_db("default", USER_FIELDS, entry["user"])
     return key
 
 
+_last_touched: dict[int, float] = {}
+
+
+def forget_recent_uses() -> None:
+    """Forget which keys this process saw used within the minute (tests that move the clock)."""
+    _last_touched.clear()
+
+
 def touch_last_used(key: ApiKey) -> None:
-    """Record use at most once a minute per key: a cache flag, then one conditional UPDATE."""
-    if not cache.add(f"portal:key-used:{key.pk}", 1, int(LAST_USED_RESOLUTION.total_seconds())):
+    """Record use at most once a minute per key: this process's clock first, then a shared cache flag, then
+    one conditional UPDATE (so a busy key costs no round trip per request)."""
+    resolution = LAST_USED_RESOLUTION.total_seconds()
+    now_monotonic = time.monotonic()
+    if now_monotonic - _last_touched.get(key.pk, -resolution) < resolution:
+        return
+    _last_touched[key.pk] = now_monotonic
+    if not cache.add(f"portal:key-used:{key.pk}", 1, int(resolution)):
         return
     now = timezone.now()
     ApiKey.objects.filter(pk=key.pk).filter(

@@ -47,12 +47,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
+from . import process_cache
 from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
 
 logger = logging.getLogger(__name__)
@@ -101,14 +101,12 @@ def effective_limits(user) -> Limits:
     if user is None or not user.is_authenticated:
         plan = Plan.default()
         return Limits(plan=plan.name, **{name: getattr(plan, name) for name in Quota.LIMIT_FIELDS})
-    cache_key = limits_cache_key(user.pk)
-    cached = cache.get(cache_key)
-    if cached is not None:
-        return Limits(**cached)
-    quota = quota_for(user)
-    limits = Limits(plan=quota.plan.name, **quota.effective())
-    cache.set(cache_key, limits.as_dict(), settings.ACCESS_CACHE_SECONDS)
-    return limits
+
+    def load() -> dict:
+        quota = quota_for(user)
+        return Limits(plan=quota.plan.name, **quota.effective()).as_dict()
+
+    return Limits(**process_cache.cached(limits_cache_key(user.pk), load, settings.ACCESS_CACHE_SECONDS))
 
 
 def plan_upload_limit_for(user) -> int:
@@ -123,10 +121,7 @@ def private_model_limit_for(user) -> int:
 
 def invalidate_limits(user_ids) -> None:
     """Forget cached limits now and again at commit, so no request re-caches the old values in between."""
-    cache_keys = [limits_cache_key(user_id) for user_id in user_ids]
-    if cache_keys:
-        cache.delete_many(cache_keys)
-        transaction.on_commit(lambda: cache.delete_many(cache_keys))
+    process_cache.forget([limits_cache_key(user_id) for user_id in user_ids])
 
 
 # --- Windows ------------------------------------------------------------------------------------------------
@@ -560,6 +555,25 @@ def usage_record(usages: list[Usage]) -> None:
     if quota_backend() == "redis" and any(compute_by_user.values()):
         charges = {user_id: ms for user_id, ms in compute_by_user.items() if ms}
         transaction.on_commit(lambda: _charge_redis(charges, month))
+
+
+def usage_keep_without_versions(version_ids) -> None:
+    """Fold the usage of versions about to be deleted into rows without a version, so the totals per user, key
+    and day stay (deleting a version would otherwise null its rows, colliding with the day's other rows)."""
+    with transaction.atomic():
+        for row in UsageDay.objects.select_for_update().filter(version_id__in=list(version_ids)):
+            _add_usage_day(
+                user_id=row.user_id,
+                api_key_id=row.api_key_id,
+                version_id=None,
+                day=row.day,
+                requests=row.requests,
+                succeeded=row.succeeded,
+                compute_ms=row.compute_ms,
+                bytes_in=row.bytes_in,
+                bytes_out=row.bytes_out,
+            )
+            row.delete()
 
 
 def _add_usage_day(

@@ -32,6 +32,16 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_cache():
+    # Rows are recreated for every test: copies of keys and limits from an earlier test would be stale.
+    from portal import process_cache
+
+    process_cache.clear_copies()
+    yield
+    process_cache.clear_copies()
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", PASSWORD)

@@ -93,3 +93,21 @@ def test_the_csv_export_has_the_users_rows_only(alice_client, alice, bob, versio
     assert rows[0][:3] == ["day", "user", "model"]
     assert len(rows) == 2
     assert rows[1][1:6] == ["alice", "alice/digits", "1", "", "2"]
+
+
+def test_deleting_a_model_keeps_its_usage_in_the_days_totals(client, alice, version):
+    from marketplace.models import Model, ModelVersion
+    from marketplace.services import model_delete
+    from portal.models import UsageDay
+
+    other_model = Model.objects.create(owner=alice, name="other", task="other")
+    other = ModelVersion.objects.create(
+        model=other_model, number=1, file="models/cd/" + "cd" * 32, sha256="cd" * 32, size=1, status="ready"
+    )
+    day = timezone.now().date()
+    for used, on in [(version, 2), (other, 3)]:
+        usage_record([Usage(alice.pk, None, used.pk, day, True, 10.0, 1, 1)] * on)
+    model_delete(model=version.model)
+    model_delete(model=other_model)  # its rows meet the first model's, now versionless, on the same day
+    rows = UsageDay.objects.filter(user=alice)
+    assert [(row.version_id, row.requests, row.succeeded) for row in rows] == [(None, 5, 5)]

@@ -60,7 +60,7 @@ def measure_http(
     *,
     requests: int,
     concurrency: int,
-    warmup: int = 20,
+    warmup: int = 100,
     max_seconds: float = 60.0,
     timeout: float = 70.0,
 ) -> Measurement:
@@ -95,7 +95,7 @@ def measure_http(
     def client() -> None:
         connection = target.connect(timeout)
         try:
-            for _ in range(max(1, warmup // concurrency)):
+            for _ in range(max(2, warmup // concurrency)):
                 connection, _error = post(connection)
         finally:
             start.wait()

@@ -95,10 +95,15 @@ def format_table(results: Results) -> list[str]:
 def format_noisy(noisy: Noisy | None, reason: str = "") -> list[str]:
     if noisy is None:
         return [f"noisy neighbour: not measured: {reason}"]
-    calls = ", ".join(f"{seconds:.1f} s" for seconds in noisy.noisy_call_seconds) or "none finished"
+    durations = sorted(noisy.noisy_call_seconds)
+    calls = (
+        f"{len(durations)} ended, median {durations[len(durations) // 2]:.1f} s"
+        if durations
+        else "none ended"
+    )
     lines = [
         f"noisy neighbour: {noisy.model} {noisy.path} c1 p50 while another user's {noisy.noisy_model} is "
-        f"kept busy by {noisy.noisy_callers} caller(s) of long calls (they took: {calls})",
+        f"kept busy by {noisy.noisy_callers} caller(s) of long calls ({calls})",
         f"  quiet p50 {noisy.quiet.p50:.3f} ms   noisy p50 {noisy.noisy.p50:.3f} ms   "
         f"ratio {_times(noisy.ratio)}   errors {noisy.noisy.errors}",
     ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from io import StringIO
@@ -30,6 +29,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference.benchmarking import bento, onnx_models
 from inference.benchmarking.load import Measurement, Target, measure_http, measure_onnxruntime
+from inference.benchmarking.noisy import NoisyTenant
 from inference.benchmarking.report import (
     API_V1,
     BENTOML,
@@ -314,40 +314,9 @@ class Command(BaseCommand):
             json.dumps({"inputs": {"x": [0.0], "n": [trips]}}).encode(),
             {"Authorization": f"Bearer {noisy_key}", "Content-Type": "application/json"},
         )
-        stop = threading.Event()
-        durations: list[float] = []
-        errors: list[str] = []
-
-        def noisy_caller():
-            connection = slow_target.connect(timeout=noisy_seconds * 3 + 60)
-            while not stop.is_set():
-                began = time.perf_counter()
-                try:
-                    connection.request(
-                        "POST", slow_target.path, body=slow_target.body, headers=slow_target.headers
-                    )
-                    response = connection.getresponse()
-                    content = response.read()
-                except OSError as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                    connection.close()
-                    connection = slow_target.connect(timeout=noisy_seconds * 3 + 60)
-                    continue
-                if response.status == 200:
-                    durations.append(time.perf_counter() - began)
-                else:
-                    errors.append(f"{response.status}: {content[:200].decode(errors='replace')}")
-                    stop.wait(1.0)  # a refusal must not turn into a busy loop of refusals
-            connection.close()
-
-        threads = [threading.Thread(target=noisy_caller, daemon=True) for _ in range(callers)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)  # the slow calls are admitted and running before the quiet model is measured
-        noisy = self.measure(quiet_target, 1)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=noisy_seconds * 3 + 60)
+        with NoisyTenant(slow_target, callers=callers, call_seconds=noisy_seconds) as tenant:
+            time.sleep(1.0)  # the slow calls are admitted and running before the quiet model is measured
+            noisy = self.measure(quiet_target, 1)
         progress.step("noisy neighbour: noisy p50")
         return Noisy(
             quiet=quiet,
@@ -356,8 +325,8 @@ class Command(BaseCommand):
             path=API_V1,
             noisy_model=f"{NOISY_USER}/slow",
             noisy_callers=callers,
-            noisy_call_seconds=durations,
-            noisy_errors=errors,
+            noisy_call_seconds=tenant.durations,
+            noisy_errors=tenant.errors,
         )
 
     def trips_for(self, seconds: float) -> int:

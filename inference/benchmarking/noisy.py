@@ -22,6 +22,7 @@ class NoisyTenant:
     def __init__(self, target: Target, *, callers: int, call_seconds: float):
         self.target = target
         self.callers = callers
+        self.call_seconds = call_seconds
         self.timeout = call_seconds * 3 + 60
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -55,7 +56,8 @@ class NoisyTenant:
                 elif error:
                     self.errors.append(error)
             if status != "succeeded":
-                self.stop_event.wait(1.0)  # a refusal must not turn into a busy loop of refusals
+                # A refusal must not turn into a busy loop; a call whose fate is unknown may still be running.
+                self.stop_event.wait(self.call_seconds)
         connection.close()
 
     def call(self, connection: http.client.HTTPConnection) -> tuple[str, str]:
@@ -65,11 +67,15 @@ class NoisyTenant:
         if response.status != 202:
             return "failed", f"{response.status}: {content[:200].decode(errors='replace')}"
         path = urlsplit(json.loads(content)["url"]).path
+        # Records of interactive calls are written in batches within a second or so: a 404 is not final yet.
+        missing_until = time.monotonic() + 5
         while True:
             if self.stop_event.wait(0.5):
                 self.send(connection, "POST", f"{path}/cancel", b"")
                 return "canceled", ""
             response, content = self.send(connection, "GET", path, None)
+            if response.status == 404 and time.monotonic() < missing_until:
+                continue
             if response.status != 200:
                 return "failed", f"GET {path}: {response.status}: {content[:200].decode(errors='replace')}"
             record = json.loads(content)

@@ -94,9 +94,12 @@ def measure_http(
 
     def client() -> None:
         connection = target.connect(timeout)
+        warm_until = time.perf_counter() + min(10.0, max_seconds)  # a stalled server must not stall warm-up
         try:
             for _ in range(max(2, warmup // concurrency)):
                 connection, _error = post(connection)
+                if time.perf_counter() > warm_until:
+                    break
         finally:
             start.wait()
         mine, my_errors = [], []

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 
 from inference.benchmarking import bento, onnx_models
-from inference.benchmarking.load import Measurement
+from inference.benchmarking.load import Measurement, Target, measure_http
 from inference.benchmarking.report import (
     API_V1,
     BENTOML,
@@ -48,7 +48,7 @@ def test_the_bentoml_service_it_writes_is_a_batchable_service_of_the_same_model(
 
 
 @pytest.mark.e2e
-def test_it_serves_the_model_with_bentoml_offline_and_stops_it_afterwards():
+def test_it_serves_the_model_with_bentoml_offline_to_the_load_client_and_stops_it_afterwards():
     model = onnx_models.mlp()
     rows = np.random.default_rng(1).random((2, 64), dtype=np.float32)
     with bento.BentoServer(model) as server:
@@ -59,7 +59,16 @@ def test_it_serves_the_model_with_bentoml_offline_and_stops_it_afterwards():
         response = connection.getresponse()
         answer = json.loads(response.read())
         connection.close()
+        body, headers = bento.json_body(rows[:1]), {"Content-Type": "application/json"}
+        served = measure_http(
+            Target("127.0.0.1", server.port, bento.API_ROUTE, body, headers), requests=20, concurrency=4
+        )
+        refused = measure_http(
+            Target("127.0.0.1", server.port, "/no-such-api", body, headers), requests=5, concurrency=2
+        )
         process, directory = server.process, server.directory
+    assert (served.count, served.errors) == (20, 0)
+    assert (refused.count, refused.errors) == (0, 5) and refused.first_error.startswith("404")
     assert response.status == 200
     np.testing.assert_allclose(np.array(answer, np.float32), reference(model, rows), rtol=1e-4, atol=1e-6)
     assert process.poll() is not None

@@ -114,7 +114,12 @@ class Command(BaseCommand):
         self.requests, self.max_seconds = options["requests"], options["seconds"]
         if self.requests < 1:
             raise CommandError("--requests must be at least 1")
-        override = [int(level) for level in options["concurrency"].split(",") if level.strip()]
+        try:
+            override = [int(level) for level in options["concurrency"].split(",") if level.strip()]
+        except ValueError as exc:
+            raise CommandError(f"--concurrency takes numbers separated by commas: {exc}") from exc
+        if any(level < 1 for level in override):
+            raise CommandError("--concurrency levels must be at least 1")
         bento_missing = "" if bento.bentoml_installed() else f"BentoML is not installed: {bento.INSTALL_HINT}"
         if bento_missing:
             self.stderr.write(
@@ -154,12 +159,8 @@ class Command(BaseCommand):
         progress = Progress(steps, sys.stderr)
         for case in cases:
             self.measure_case(case, key, results, progress)
-        noisy, noisy_reason = None, ""
-        try:
-            noisy = self.noisy_neighbour(cases[0], key, noisy_key, progress)
-        except CommandError as exc:
-            noisy_reason = str(exc)
-        self.report(cases, results, noisy, noisy_reason)
+        noisy = self.noisy_neighbour(cases[0], key, noisy_key, progress)
+        self.report(cases, results, noisy)
 
     # --- setup ---------------------------------------------------------------------------------------------
 
@@ -358,7 +359,7 @@ class Command(BaseCommand):
 
     # --- output --------------------------------------------------------------------------------------------
 
-    def report(self, cases: list[Case], results: Results, noisy: Noisy | None, noisy_reason: str) -> None:
+    def report(self, cases: list[Case], results: Results, noisy: Noisy) -> None:
         write = self.stdout.write
         write("")
         for case in cases:
@@ -373,7 +374,7 @@ class Command(BaseCommand):
         for line in format_table(results):
             write(line)
         write("")
-        for line in format_noisy(noisy, noisy_reason):
+        for line in format_noisy(noisy):
             write(line)
         write("")
         write("Issue 9, Done when:")

@@ -96,7 +96,7 @@ def measure_http(
         connection = target.connect(timeout)
         warm_until = time.perf_counter() + min(10.0, max_seconds)  # a stalled server must not stall warm-up
         try:
-            for _ in range(max(2, warmup // concurrency)):
+            for _ in range(max(2, warmup // concurrency) if warmup else 0):
                 connection, _error = post(connection)
                 if time.perf_counter() > warm_until:
                     break

@@ -67,8 +67,9 @@ class NoisyTenant:
         if response.status != 202:
             return "failed", f"{response.status}: {content[:200].decode(errors='replace')}"
         path = urlsplit(json.loads(content)["url"]).path
-        # Records of interactive calls are written in batches within a second or so: a 404 is not final yet.
-        missing_until = time.monotonic() + 5
+        # An interactive call's record may be written only when it ends: a 404 is final only after the call
+        # should have ended (until then it counts as still running, so no second call piles up behind it).
+        missing_until = time.monotonic() + self.timeout
         while True:
             if self.stop_event.wait(0.5):
                 self.send(connection, "POST", f"{path}/cancel", b"")

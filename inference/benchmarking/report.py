@@ -104,7 +104,8 @@ def format_noisy(noisy: Noisy | None, reason: str = "") -> list[str]:
     lines = [
         f"noisy neighbour: {noisy.model} {noisy.path} c1 p50 while another user's {noisy.noisy_model} is "
         f"kept busy by {noisy.noisy_callers} caller(s) of long calls ({calls})",
-        f"  quiet p50 {noisy.quiet.p50:.3f} ms   noisy p50 {noisy.noisy.p50:.3f} ms   "
+        f"  quiet p50 {noisy.quiet.p50:.3f} ms ({noisy.quiet.count} calls)   "
+        f"noisy p50 {noisy.noisy.p50:.3f} ms ({noisy.noisy.count} calls)   "
         f"ratio {_times(noisy.ratio)}   errors {noisy.noisy.errors}",
     ]
     if noisy.noisy.first_error:

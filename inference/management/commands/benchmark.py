@@ -329,7 +329,15 @@ class Command(BaseCommand):
         )
         with NoisyTenant(slow_target, callers=callers, call_seconds=noisy_seconds) as tenant:
             time.sleep(1.0)  # the slow calls are admitted and running before the quiet model is measured
-            noisy = self.measure(quiet_target, 1)
+            # A window as long as a noisy call, not a number of requests: a fast server would otherwise be
+            # measured only in the slow call's first second.
+            noisy = measure_http(
+                quiet_target,
+                requests=sys.maxsize,
+                concurrency=1,
+                warmup=0,
+                max_seconds=min(self.max_seconds, max(noisy_seconds, 5.0)),
+            )
         progress.step("noisy neighbour: noisy p50")
         return Noisy(
             quiet=quiet,

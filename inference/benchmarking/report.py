@@ -180,8 +180,16 @@ def done_when_checks(
         )
     )
     label = "noisy neighbour: quiet model's p50 ≤ 2× its quiet p50"
-    if noisy is None or not noisy.quiet.measured or not noisy.noisy.measured:
+    if noisy is None or not noisy.quiet.measured:
         checks.append(Check(False, f"{label}: not measured"))
+    elif not noisy.noisy.measured:
+        checks.append(
+            Check(
+                False,
+                f"{label}: none of its {noisy.noisy.errors} call(s) under noise answered 200 "
+                f"(first: {noisy.noisy.first_error})",
+            )
+        )
     else:
         text = f"{label}: {noisy.noisy.p50:.3f} ms vs {noisy.quiet.p50:.3f} ms = {_times(noisy.ratio)}"
         checks.append(_with_errors(noisy.ratio <= 2.0, text, noisy.noisy))

@@ -134,6 +134,13 @@ def test_a_missed_figure_or_failed_calls_say_fail_plainly():
     assert lines[0].startswith("FAIL") and "1.45×" in lines[0]
     assert lines[-1].startswith("FAIL") and "3 call(s) failed" in lines[-1]
 
+    stalled = quiet_and_noisy(noisy_p50=float("nan"), errors=2)
+    stalled.noisy = Measurement(float("nan"), float("nan"), 0.0, 0, 2, '202: {"status":"queued"}')
+    assert checks(full_results(bento_rate=1000), stalled)[-1].startswith(
+        "FAIL  noisy neighbour: quiet model's p50 ≤ 2× its quiet p50: none of its 2 call(s) under noise "
+        'answered 200 (first: 202: {"status":"queued"})'
+    )
+
 
 def test_without_bentoml_its_checks_fail_and_say_how_to_install_it():
     results = full_results(bento_rate=1000)

@@ -16,6 +16,7 @@ model rows), so run it with the server's settings.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import sys
 import time
@@ -314,19 +315,11 @@ class Command(BaseCommand):
 
     def noisy_neighbour(self, quiet_case: Case, key: str, noisy_key: str, progress: Progress) -> Noisy:
         """The MLP's /api/v1 c1 p50 on a calm server, then while another user's slow model is kept busy."""
+        noisy_seconds, callers = self.options["noisy_seconds"], self.options["noisy_callers"]
+        slow_target = self.slow_target(noisy_key, self.trips_for(noisy_seconds, noisy_key))
         quiet_target = self.modelport_targets(quiet_case, key)[API_V1]
         quiet = self.measure(quiet_target, 1)
         progress.step("noisy neighbour: quiet p50")
-        noisy_seconds, callers = self.options["noisy_seconds"], self.options["noisy_callers"]
-        trips = self.trips_for(noisy_seconds)
-        parts = urlsplit(self.url)
-        slow_target = Target(
-            parts.hostname,
-            parts.port or 80,
-            f"/api/v1/models/{NOISY_USER}/slow/predict?wait=60",
-            json.dumps({"inputs": {"x": [0.0], "n": [trips]}}).encode(),
-            {"Authorization": f"Bearer {noisy_key}", "Content-Type": "application/json"},
-        )
         with NoisyTenant(slow_target, callers=callers, call_seconds=noisy_seconds) as tenant:
             time.sleep(1.0)  # the slow calls are admitted and running before the quiet model is measured
             # A window as long as a noisy call, not a number of requests: a fast server would otherwise be
@@ -350,8 +343,19 @@ class Command(BaseCommand):
             noisy_errors=tenant.errors,
         )
 
-    def trips_for(self, seconds: float) -> int:
-        """Loop trips that take about `seconds` on one core, timed in this process."""
+    def slow_target(self, noisy_key: str, trips: int) -> Target:
+        parts = urlsplit(self.url)
+        return Target(
+            parts.hostname,
+            parts.port or 80,
+            f"/api/v1/models/{NOISY_USER}/slow/predict?wait=60",
+            json.dumps({"inputs": {"x": [0.0], "n": [trips]}}).encode(),
+            {"Authorization": f"Bearer {noisy_key}", "Content-Type": "application/json"},
+        )
+
+    def trips_for(self, seconds: float, noisy_key: str) -> int:
+        """Loop trips that take about `seconds` on the server: timed here on one core, then checked with one
+        call of about a second on the server (its runners may be slower or faster than this process)."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -363,6 +367,20 @@ class Command(BaseCommand):
         began = time.perf_counter()
         session.run(None, {"x": np.zeros(1, np.float32), "n": np.array([sample_trips], np.int64)})
         per_trip = (time.perf_counter() - began) / sample_trips
+        probe_trips = max(1, int(1.0 / per_trip))
+        probe = self.slow_target(noisy_key, probe_trips)
+        connection = probe.connect(timeout=90)
+        try:
+            began = time.perf_counter()
+            connection.request("POST", probe.path, body=probe.body, headers=probe.headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                per_trip = (time.perf_counter() - began) / probe_trips
+        except (OSError, http.client.HTTPException):
+            pass  # keep the estimate from this process; the noisy calls report how long they took
+        finally:
+            connection.close()
         return max(1, int(seconds / per_trip))
 
     # --- output --------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def format_noisy(noisy: Noisy | None, reason: str = "") -> list[str]:
         return [f"noisy neighbour: not measured: {reason}"]
     durations = sorted(noisy.noisy_call_seconds)
     calls = (
-        f"{len(durations)} ended, median {durations[len(durations) // 2]:.1f} s"
+        f"{len(durations)} ended, {durations[0]:.1f}–{durations[-1]:.1f} s from request to answer"
         if durations
         else "none ended"
     )

@@ -1,17 +1,24 @@
-"""`python manage.py benchmark --url http://127.0.0.1:8000`: latency and throughput against a running server.
+"""`python manage.py benchmark --url http://127.0.0.1:8000`: Modelport against its peers on a running server.
 
-For the demo digits model (or an equivalent MLP it builds) and a ResNet-shaped CNN it builds, it measures raw
-ONNX Runtime in this process, then `/api/v1/…/predict` and `/v2/…/infer` at concurrency 1 and 16 (keep-alive
-connections), and prints each as a ratio to raw.
+In one run, with one client (keep-alive `http.client`, a fixed number of requests, a thread per concurrent
+caller), on two models it builds (an MLP 64→128→10 and a ResNet-shaped CNN on a 3×96×96 image, both FP32,
+uploaded through `POST /api/v1/models`), it measures:
+- raw ONNX Runtime in this process, one thread;
+- a BentoML service with adaptive batching on the same ONNX file (`pip install '.[bench]'`), started and
+  stopped by the command;
+- Modelport's `/api/v1` predict, `/v2` infer with JSON, and `/v2` infer with binary tensor data;
+then a noisy neighbour (another user's model kept busy with ~10 s calls while the MLP's p50 is measured). It
+prints one table, the noisy-neighbour figures and issue 9's "Done when" checks as PASS/FAIL lines, and exits 0
+either way: it is a measurement. It reads and writes the server's database directly (users, keys, quotas,
+model rows), so run it with the server's settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
-import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from io import StringIO
@@ -19,106 +26,42 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from django.contrib.auth import get_user_model
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from inference.benchmarking import bento, onnx_models
+from inference.benchmarking.load import Measurement, Target, measure_http, measure_onnxruntime
+from inference.benchmarking.noisy import NoisyTenant
+from inference.benchmarking.report import (
+    API_V1,
+    BENTOML,
+    RAW,
+    V2_BINARY,
+    V2_JSON,
+    Noisy,
+    Results,
+    done_when_checks,
+    format_noisy,
+    format_table,
+)
 from inference.codec import tensor_to_bytes
 from marketplace.models import Model, ModelVersion
 from portal.models import ApiKey
 
 BENCHMARK_USER = "benchmark"
-
-
-def digits_mlp() -> bytes:
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(0)
-    layers = [(64, 64), (64, 32), (32, 10)]
-    nodes, initializers, current = [], [], "pixels"
-    for index, (fan_in, fan_out) in enumerate(layers):
-        weight = (rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
-        initializers += [
-            helper.make_tensor(f"w{index}", TensorProto.FLOAT, weight.shape, weight.ravel()),
-            helper.make_tensor(f"b{index}", TensorProto.FLOAT, [fan_out], np.zeros(fan_out, np.float32)),
-        ]
-        out = "logits" if index == len(layers) - 1 else f"h{index}"
-        nodes.append(helper.make_node("Gemm", [current, f"w{index}", f"b{index}"], [out]))
-        if out != "logits":
-            nodes.append(helper.make_node("Relu", [out], [f"{out}r"]))
-            out = f"{out}r"
-        current = out
-    return _model(nodes, initializers, ("pixels", [-1, 64]), ("logits", [-1, 10]))
-
-
-def resnet_cnn(blocks: int = 3, width: int = 16) -> bytes:
-    """conv3x3 stem, `blocks` residual blocks (conv-relu-conv + skip, relu), global average pool, fc 10."""
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(1)
-    nodes, initializers = [], []
-
-    def conv(name: str, source: str, c_in: int, c_out: int) -> str:
-        weight = (rng.normal(size=(c_out, c_in, 3, 3)) * np.sqrt(2 / (9 * c_in))).astype(np.float32)
-        initializers.append(helper.make_tensor(f"{name}_w", TensorProto.FLOAT, weight.shape, weight.ravel()))
-        initializers.append(
-            helper.make_tensor(f"{name}_b", TensorProto.FLOAT, [c_out], np.zeros(c_out, np.float32))
-        )
-        nodes.append(helper.make_node("Conv", [source, f"{name}_w", f"{name}_b"], [name], pads=[1, 1, 1, 1]))
-        return name
-
-    def relu(source: str) -> str:
-        nodes.append(helper.make_node("Relu", [source], [f"{source}_r"]))
-        return f"{source}_r"
-
-    current = relu(conv("stem", "image", 3, width))
-    for block in range(blocks):
-        inner = relu(conv(f"b{block}c1", current, width, width))
-        second = conv(f"b{block}c2", inner, width, width)
-        nodes.append(helper.make_node("Add", [second, current], [f"b{block}sum"]))
-        current = relu(f"b{block}sum")
-    nodes.append(helper.make_node("GlobalAveragePool", [current], ["pooled"]))
-    nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"]))
-    weight = (rng.normal(size=(width, 10)) / np.sqrt(width)).astype(np.float32)
-    initializers += [
-        helper.make_tensor("fc_w", TensorProto.FLOAT, weight.shape, weight.ravel()),
-        helper.make_tensor("fc_b", TensorProto.FLOAT, [10], np.zeros(10, np.float32)),
-    ]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]))
-    return _model(nodes, initializers, ("image", [-1, 3, 32, 32]), ("logits", [-1, 10]))
-
-
-def _model(nodes, initializers, input_spec, output_spec) -> bytes:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        nodes,
-        "benchmark",
-        [helper.make_tensor_value_info(input_spec[0], TensorProto.FLOAT, input_spec[1])],
-        [helper.make_tensor_value_info(output_spec[0], TensorProto.FLOAT, output_spec[1])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+NOISY_USER = "benchmark-noisy"  # the noisy tenant is another user with its own key, as in the issue
+MLP, CNN = "MLP", "CNN"
 
 
 @dataclass
 class Case:
-    slug: str
+    label: str  # MLP or CNN, as in the table
+    description: str
+    slug: str  # owner/name on the server
     data: bytes
     input_name: str
     sample: np.ndarray
-
-
-@dataclass
-class Measurement:
-    p50: float
-    p99: float
-    rate: float
-    errors: int = 0
+    levels: list[int]
 
 
 class Progress:
@@ -136,48 +79,100 @@ class Progress:
 
 class Command(BaseCommand):
     help = (
-        "Measure raw ONNX Runtime vs /api/v1 predict vs /v2 infer (p50, p99, req/s) against a running server."
+        "Measure raw ONNX Runtime, BentoML (adaptive batching) and Modelport's /api/v1 and /v2 (JSON, "
+        "binary) on an MLP and an image CNN, plus a noisy neighbour, against a running server."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000")
-        parser.add_argument("--seconds", type=float, default=5.0, help="duration of each HTTP measurement")
-        parser.add_argument("--concurrency", default="1,16")
+        parser.add_argument("--requests", type=int, default=1000, help="requests per measurement")
+        parser.add_argument(
+            "--seconds",
+            type=float,
+            default=60.0,
+            help="stop a measurement after this long even if unfinished",
+        )
+        parser.add_argument(
+            "--concurrency",
+            default="",
+            help="levels for both models, e.g. 1,16 (default: 1,16 for the MLP, 1,8 for the CNN)",
+        )
+        parser.add_argument("--noisy-seconds", type=float, default=10.0, help="length of each noisy call")
+        parser.add_argument(
+            "--noisy-callers", type=int, default=2, help="concurrent noisy calls kept running"
+        )
         parser.add_argument(
             "--catalog",
             action="store_true",
             help="also time catalog list and search (seed first: seed_catalog --count 100000)",
         )
 
-    def handle(self, *args, url: str, seconds: float, concurrency: str, catalog: bool, **options):
+    def handle(self, *args, url: str, catalog: bool, **options):
         if catalog:
             self.print_catalog()
-        levels = [int(level) for level in concurrency.split(",")]
-        user, key = self.benchmark_user()
-        cases = [self.digits_case(user, url, key), self.cnn_case(user, url, key)]
-        progress = Progress(len(cases) * (1 + 2 * len(levels)), sys.stderr)
-        rows = []
+        url = url.rstrip("/")
+        self.url, self.options = url, options
+        self.requests, self.max_seconds = options["requests"], options["seconds"]
+        if self.requests < 1:
+            raise CommandError("--requests must be at least 1")
+        try:
+            override = [int(level) for level in options["concurrency"].split(",") if level.strip()]
+        except ValueError as exc:
+            raise CommandError(f"--concurrency takes numbers separated by commas: {exc}") from exc
+        if any(level < 1 for level in override):
+            raise CommandError("--concurrency levels must be at least 1")
+        bento_missing = "" if bento.bentoml_installed() else f"BentoML is not installed: {bento.INSTALL_HINT}"
+        if bento_missing:
+            self.stderr.write(
+                f"{bento_missing}\nThe BentoML rows are left out and the checks against them FAIL."
+            )
+
+        user, key = self.benchmark_user(BENCHMARK_USER)
+        noisy_user, noisy_key = self.benchmark_user(NOISY_USER)
+        cases = [
+            Case(
+                MLP,
+                "64→128→10",
+                f"{BENCHMARK_USER}/mlp",
+                onnx_models.mlp(),
+                onnx_models.MLP_INPUT,
+                np.random.default_rng(0).random((1, 64), dtype=np.float32),
+                override or [1, 16],
+            ),
+            Case(
+                CNN,
+                "ResNet-shaped, 3×96×96 input",
+                f"{BENCHMARK_USER}/resnet-cnn",
+                onnx_models.resnet_cnn(),
+                onnx_models.CNN_INPUT,
+                np.random.default_rng(1).random((1, *onnx_models.CNN_SHAPE), dtype=np.float32),
+                override or [1, 8],
+            ),
+        ]
         for case in cases:
-            raw = self.measure_raw(case, seconds)
-            progress.step(f"{case.slug}: raw ONNX Runtime")
-            rows.append((case.slug, "raw onnxruntime", 1, raw, raw))
-            for path in ("api/v1", "v2"):
-                for level in levels:
-                    result = self.measure_http(url, key, case, path, level, seconds)
-                    progress.step(f"{case.slug}: {path} x{level}")
-                    rows.append((case.slug, path, level, result, raw))
-        self.print_table(rows)
+            self.publish(user, key, case.slug.split("/")[1], case.data, task="image-classification")
+        self.publish(noisy_user, noisy_key, "slow", onnx_models.slow_model(), task="other")
+
+        results = Results()
+        if bento_missing:
+            results.missing[BENTOML] = bento_missing
+        steps = sum(1 + (0 if bento_missing else 1) * len(c.levels) + 3 * len(c.levels) for c in cases) + 2
+        progress = Progress(steps, sys.stderr)
+        for case in cases:
+            self.measure_case(case, key, results, progress)
+        noisy = self.noisy_neighbour(cases[0], key, noisy_key, progress)
+        self.report(cases, results, noisy)
 
     # --- setup ---------------------------------------------------------------------------------------------
 
-    def benchmark_user(self):
+    def benchmark_user(self, username: str):
         user, _ = get_user_model().objects.get_or_create(
-            username=BENCHMARK_USER, defaults={"email": "benchmark@example.com"}
+            username=username, defaults={"email": f"{username}@example.com"}
         )
         _, key = ApiKey.issue(user=user, name="benchmark", scopes=["read", "predict", "upload"])
         call_command(
             "quota",
-            BENCHMARK_USER,
+            username,
             "--requests-per-minute",
             "100000000",
             "--requests-per-day",
@@ -188,168 +183,236 @@ class Command(BaseCommand):
         )
         return user, key
 
-    def digits_case(self, user, url: str, key: str) -> Case:
-        demo = (
-            ModelVersion.objects.filter(
-                model__owner__username="demo", model__name="digits", status=ModelVersion.Status.READY
-            )
-            .order_by("-number")
-            .first()
-        )
-        if demo is not None:
-            with default_storage.open(demo.file.name) as handle:
-                data = handle.read()
-            name = demo.signature["inputs"][0]["name"]
-            shape = [1 if d < 0 else d for d in demo.signature["inputs"][0]["shape"]]
-            self.stdout.write("digits: the seeded demo/digits model")
-            return Case(
-                "demo/digits", data, name, np.random.default_rng(0).random(shape, dtype=np.float32) * 16
-            )
-        data = digits_mlp()
-        self.publish(user, url, key, "digits", data)
-        return Case(
-            f"{BENCHMARK_USER}/digits",
-            data,
-            "pixels",
-            np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16,
-        )
-
-    def cnn_case(self, user, url: str, key: str) -> Case:
-        data = resnet_cnn()
-        self.publish(user, url, key, "resnet-cnn", data)
-        return Case(
-            f"{BENCHMARK_USER}/resnet-cnn",
-            data,
-            "image",
-            np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32),
-        )
-
-    def publish(self, user, url: str, key: str, name: str, data: bytes) -> None:
-        Model.objects.filter(owner=user, name=name).delete()
-        status, body = self.upload(url, key, name, data)
+    def publish(self, user, key: str, name: str, data: bytes, *, task: str) -> None:
+        """Upload `data` through the API, as a new model or a new version, unless the latest ready version of
+        `owner/name` is already these bytes (the models are built deterministically, so reruns reuse them).
+        Nothing is deleted: a deleted model's usage rows would collide with today's (see the report)."""
+        digest = hashlib.sha256(data).hexdigest()
+        slug = f"{user.username}/{name}"
+        versions = ModelVersion.objects.filter(model__owner=user, model__name=name)
+        latest = versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+        if latest is not None and latest.sha256 == digest:
+            self.stdout.write(f"{slug}: version {latest.number} is this model already")
+            return
+        if Model.objects.filter(owner=user, name=name).exists():
+            path, fields = f"/api/v1/models/{slug}/versions", {}
+        else:
+            path, fields = "/api/v1/models", {"name": name, "task": task}
+            if task == "image-classification":
+                fields["labels"] = ",".join(str(i) for i in range(10))
+        status, body = self.upload(key, path, fields, name, data)
         if status not in (201, 202):
-            raise CommandError(f"POST /api/v1/models for {name} answered {status}: {body[:300]}")
-        self.stdout.write(f"{name}: uploaded through POST /api/v1/models")
-        self.wait_ready(user, name)
+            raise CommandError(f"POST {path} for {slug} answered {status}: {body[:300]}")
+        self.stdout.write(f"{slug}: uploaded through POST {path}")
+        self.wait_ready(slug, versions.filter(sha256=digest))
 
-    def upload(self, url: str, key: str, name: str, data: bytes) -> tuple[int, str]:
+    def upload(self, key: str, path: str, fields: dict, name: str, data: bytes) -> tuple[int, str]:
         import requests
 
         try:
             response = requests.post(
-                f"{url}/api/v1/models",
+                f"{self.url}{path}",
                 headers={"Authorization": f"Bearer {key}"},
-                data={
-                    "name": name,
-                    "task": "image-classification",
-                    "labels": ",".join(str(i) for i in range(10)),
-                },
+                data=fields,
                 files={"file": (f"{name}.onnx", data)},
                 timeout=120,
             )
         except requests.RequestException as exc:
-            raise CommandError(f"the server at {url} does not answer: {exc}") from exc
+            raise CommandError(f"the server at {self.url} does not answer: {exc}") from exc
         return response.status_code, response.text
 
-    def wait_ready(self, user, name: str) -> None:
+    def wait_ready(self, slug: str, versions) -> None:
         deadline = time.monotonic() + 120
-        while not ModelVersion.objects.filter(
-            model__owner=user, model__name=name, status=ModelVersion.Status.READY
-        ).exists():
+        while not versions.filter(status=ModelVersion.Status.READY).exists():
+            rejected = versions.filter(status=ModelVersion.Status.REJECTED).order_by("-number").first()
+            if rejected is not None:
+                raise CommandError(f"{slug} was rejected at upload: {rejected.reason}")
             if time.monotonic() > deadline:
-                raise CommandError(f"{name} did not become ready")
+                raise CommandError(f"{slug} did not become ready within 120 s")
             time.sleep(0.5)
 
     # --- measuring -----------------------------------------------------------------------------------------
 
-    def measure_raw(self, case: Case, seconds: float) -> Measurement:
+    def measure_case(self, case: Case, key: str, results: Results, progress: Progress) -> None:
+        raw = measure_onnxruntime(case.data, {case.input_name: case.sample}, requests=max(self.requests, 200))
+        results.add(case.label, RAW, 1, raw)
+        progress.step(f"{case.label}: raw ONNX Runtime")
+        if BENTOML not in results.missing:
+            self.measure_bentoml(case, results, progress)
+        modelport = self.modelport_targets(case, key)
+        for path in (API_V1, V2_JSON, V2_BINARY):
+            for level in case.levels:
+                results.add(case.label, path, level, self.measure(modelport[path], level))
+                progress.step(f"{case.label}: {path} x{level}")
+
+    def measure_bentoml(self, case: Case, results: Results, progress: Progress) -> None:
+        try:
+            with bento.BentoServer(case.data) as server:
+                target = Target(
+                    "127.0.0.1",
+                    server.port,
+                    bento.API_ROUTE,
+                    bento.json_body(case.sample),
+                    {"Content-Type": "application/json"},
+                )
+                for level in case.levels:
+                    results.add(case.label, BENTOML, level, self.measure(target, level))
+                    progress.step(f"{case.label}: BentoML x{level}")
+        except bento.BentoUnavailable as exc:
+            self.stderr.write(f"\n{case.label}: BentoML could not be measured: {exc}")
+            results.missing[f"{BENTOML} ({case.label})"] = str(exc).splitlines()[0]
+            for _ in case.levels:
+                progress.step(f"{case.label}: BentoML failed")
+
+    def measure(self, target: Target, level: int) -> Measurement:
+        return measure_http(target, requests=self.requests, concurrency=level, max_seconds=self.max_seconds)
+
+    def modelport_targets(self, case: Case, key: str) -> dict[str, Target]:
+        parts = urlsplit(self.url)
+        host, port = parts.hostname, parts.port or 80
+        auth = {"Authorization": f"Bearer {key}"}
+        json_headers = {**auth, "Content-Type": "application/json"}
+        sample = case.sample
+        predict = json.dumps({"inputs": {case.input_name: sample.tolist()}}).encode()
+        infer_json = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": case.input_name,
+                        "datatype": "FP32",
+                        "shape": list(sample.shape),
+                        "data": sample.ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        data = tensor_to_bytes(sample)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": case.input_name,
+                        "datatype": "FP32",
+                        "shape": list(sample.shape),
+                        "parameters": {"binary_data_size": len(data)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        binary_headers = {
+            **auth,
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        }
+        return {
+            API_V1: Target(host, port, f"/api/v1/models/{case.slug}/predict", predict, json_headers),
+            V2_JSON: Target(host, port, f"/v2/models/{case.slug}/infer", infer_json, json_headers),
+            V2_BINARY: Target(host, port, f"/v2/models/{case.slug}/infer", header + data, binary_headers),
+        }
+
+    # --- noisy neighbour -----------------------------------------------------------------------------------
+
+    def noisy_neighbour(self, quiet_case: Case, key: str, noisy_key: str, progress: Progress) -> Noisy:
+        """The MLP's /api/v1 c1 p50 on a calm server, then while another user's slow model is kept busy."""
+        noisy_seconds, callers = self.options["noisy_seconds"], self.options["noisy_callers"]
+        slow_target = self.slow_target(noisy_key, self.trips_for(noisy_seconds, noisy_key))
+        quiet_target = self.modelport_targets(quiet_case, key)[API_V1]
+        quiet = self.measure(quiet_target, 1)
+        progress.step("noisy neighbour: quiet p50")
+        with NoisyTenant(slow_target, callers=callers, call_seconds=noisy_seconds) as tenant:
+            time.sleep(1.0)  # the slow calls are admitted and running before the quiet model is measured
+            # A window as long as a noisy call, not a number of requests: a fast server would otherwise be
+            # measured only in the slow call's first second.
+            noisy = measure_http(
+                quiet_target,
+                requests=sys.maxsize,
+                concurrency=1,
+                warmup=0,
+                max_seconds=min(self.max_seconds, max(noisy_seconds, 5.0)),
+            )
+        progress.step("noisy neighbour: noisy p50")
+        return Noisy(
+            quiet=quiet,
+            noisy=noisy,
+            model=quiet_case.slug,
+            path=API_V1,
+            noisy_model=f"{NOISY_USER}/slow",
+            noisy_callers=callers,
+            noisy_call_seconds=tenant.durations,
+            noisy_errors=tenant.errors,
+        )
+
+    def slow_target(self, noisy_key: str, trips: int) -> Target:
+        parts = urlsplit(self.url)
+        return Target(
+            parts.hostname,
+            parts.port or 80,
+            f"/api/v1/models/{NOISY_USER}/slow/predict?wait=60",
+            json.dumps({"inputs": {"x": [0.0], "n": [trips]}}).encode(),
+            {"Authorization": f"Bearer {noisy_key}", "Content-Type": "application/json"},
+        )
+
+    def trips_for(self, seconds: float, noisy_key: str) -> int:
+        """Loop trips that take about `seconds` on the server: timed here on one core, then checked with one
+        call of about a second on the server (its runners may be slower or faster than this process)."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        session = onnxruntime.InferenceSession(case.data, options, providers=["CPUExecutionProvider"])
-        feed = {case.input_name: case.sample}
-        for _ in range(50):
-            session.run(None, feed)
-        latencies = []
-        deadline = time.perf_counter() + min(seconds, 3)
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            session.run(None, feed)
-            latencies.append(time.perf_counter() - started)
-        return summarize(latencies, sum(latencies))
-
-    def measure_http(
-        self, url: str, key: str, case: Case, path: str, level: int, seconds: float
-    ) -> Measurement:
-        parts = urlsplit(url)
-        if path == "api/v1":
-            target = f"/api/v1/models/{case.slug}/predict"
-            body = json.dumps({"inputs": {case.input_name: case.sample.tolist()}}).encode()
-            headers = {"Content-Type": "application/json"}
-        else:
-            target = f"/v2/models/{case.slug}/infer"
-            data = tensor_to_bytes(case.sample)
-            header = json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": case.input_name,
-                            "datatype": "FP32",
-                            "shape": list(case.sample.shape),
-                            "parameters": {"binary_data_size": len(data)},
-                        }
-                    ],
-                    "parameters": {"binary_data_output": True},
-                }
-            ).encode()
-            body = header + data
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Inference-Header-Content-Length": str(len(header)),
-            }
-        headers["Authorization"] = f"Bearer {key}"
-        latencies: list[float] = []
-        errors = [0]
-        lock = threading.Lock()
-        start_at = time.perf_counter() + 1.0  # every thread warms up, then all measure the same window
-        stop_at = start_at + seconds
-
-        def client():
-            connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
-            mine = []
-            while True:
-                started = time.perf_counter()
-                if started >= stop_at:
-                    break
-                try:
-                    connection.request("POST", target, body=body, headers=headers)
-                    response = connection.getresponse()
-                    response.read()
-                    ok = response.status == 200
-                except (OSError, http.client.HTTPException):
-                    connection.close()
-                    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
-                    ok = False
-                finished = time.perf_counter()
-                if started >= start_at:
-                    if ok:
-                        mine.append(finished - started)
-                    else:
-                        with lock:
-                            errors[0] += 1
+        session = onnxruntime.InferenceSession(
+            onnx_models.slow_model(), options, providers=["CPUExecutionProvider"]
+        )
+        sample_trips = 200_000
+        began = time.perf_counter()
+        session.run(None, {"x": np.zeros(1, np.float32), "n": np.array([sample_trips], np.int64)})
+        per_trip = (time.perf_counter() - began) / sample_trips
+        probe_trips = max(1, int(1.0 / per_trip))
+        probe = self.slow_target(noisy_key, probe_trips)
+        connection = probe.connect(timeout=90)
+        try:
+            began = time.perf_counter()
+            connection.request("POST", probe.path, body=probe.body, headers=probe.headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                per_trip = (time.perf_counter() - began) / probe_trips
+        except (OSError, http.client.HTTPException):
+            pass  # keep the estimate from this process; the noisy calls report how long they took
+        finally:
             connection.close()
-            with lock:
-                latencies.extend(mine)
+        return max(1, int(seconds / per_trip))
 
-        threads = [threading.Thread(target=client) for _ in range(level)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        result = summarize(latencies, seconds)
-        result.errors = errors[0]
-        return result
+    # --- output --------------------------------------------------------------------------------------------
+
+    def report(self, cases: list[Case], results: Results, noisy: Noisy) -> None:
+        write = self.stdout.write
+        write("")
+        for case in cases:
+            raw = results.raw(case.label)
+            write(
+                f"{case.label} = {case.slug} ({case.description}, FP32, {len(case.data) / 1024:.0f} KiB): "
+                f"raw ONNX Runtime {raw.p50:.3f} ms per call on one thread"
+            )
+        write(f"{self.requests} requests per row. Ratios: req/s and p50 against BentoML at the same")
+        write("concurrency, and req/s against raw ONNX Runtime's single-thread rate.")
+        write("")
+        for line in format_table(results):
+            write(line)
+        write("")
+        for line in format_noisy(noisy):
+            write(line)
+        write("")
+        write("Issue 9, Done when:")
+        checks = done_when_checks(
+            results, noisy, mlp=MLP, cnn=CNN, mlp_level=cases[0].levels[-1], cnn_level=cases[1].levels[-1]
+        )
+        for check in checks:
+            write(check.line())
+        failed = sum(not check.passed for check in checks)
+        write(f"checks: {len(checks) - failed} PASS, {failed} FAIL")
+        if BENTOML in results.missing:
+            write(f"BentoML was not measured: {results.missing[BENTOML]}")
 
     def print_catalog(self) -> None:
         from marketplace.benchmarks import run_catalog_benchmark
@@ -363,23 +426,3 @@ class Command(BaseCommand):
                 f"{row['max_ms']:>8.1f}"
             )
         self.stdout.write("")
-
-    def print_table(self, rows) -> None:
-        self.stdout.write("")
-        self.stdout.write(
-            f"{'model':<22} {'path':<16} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
-            f"{'p50/raw':>8} {'req/s /raw':>10} {'errors':>6}"
-        )
-        for slug, path, level, result, raw in rows:
-            self.stdout.write(
-                f"{slug:<22} {path:<16} {level:>4} {result.p50:>8.3f} {result.p99:>8.3f} {result.rate:>8.0f} "
-                f"{result.p50 / raw.p50:>8.1f} {result.rate / raw.rate:>10.3f} {result.errors:>6}"
-            )
-
-
-def summarize(latencies: list[float], elapsed: float) -> Measurement:
-    if not latencies:
-        return Measurement(p50=float("nan"), p99=float("nan"), rate=0.0)
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return Measurement(p50=statistics.median(ordered) * 1000, p99=p99 * 1000, rate=len(ordered) / elapsed)

@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from rest_framework.exceptions import AuthenticationFailed
 
+from portal import fastjson
 from portal.authentication import authenticate_bearer
 from portal.celery import app as celery_app
 
@@ -156,7 +157,7 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
             raise V2Error("Inference-Header-Content-Length is larger than the request body.", 400)
         body, binary = body[:length], BinaryBody(body[length:])
     try:
-        request_json = json.loads(body)
+        request_json = fastjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise V2Error(f"Malformed JSON: {exc}", 400) from None
     if not isinstance(request_json, dict) or not isinstance(request_json.get("inputs"), list):

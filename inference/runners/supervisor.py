@@ -1,8 +1,8 @@
 """The supervisor: the trusted side of a worker host's runner pool, started by the Celery worker.
 
 It feeds the pool from two places: the Redis request queue (interactive calls from the web) and a Unix socket
-(jobs, from this worker's Celery tasks). It answers every caller, writes finished interactive calls to the
-ledger in bulk, heartbeats `alive` so the web knows someone serves the queue, and runs the reaper.
+(jobs, from this worker's Celery tasks). It answers every caller, heartbeats `alive` so the web knows someone
+serves the queue, and keeps a recorder process (`inference.recorder`) writing finished calls and reaping.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -105,6 +107,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
+        self.recorder: subprocess.Popen | None = None  # records and reaper: `inference.recorder`
 
     def start(self) -> None:
         self.pool.start()
@@ -123,6 +126,12 @@ class Supervisor:
         self.stopping.set()
         if self.listener is not None:
             self.listener.close()
+        if self.recorder is not None and self.recorder.poll() is None:
+            self.recorder.terminate()
+            try:
+                self.recorder.wait(10)
+            except subprocess.TimeoutExpired:
+                self.recorder.kill()
         self.pool.stop()
         try:
             os.unlink(self.socket_path)
@@ -177,40 +186,21 @@ class Supervisor:
     # --- upkeep --------------------------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        from django.db import close_old_connections
-
-        from .. import ledger
-
-        next_heartbeat = next_record = next_reap = 0.0
-        while not self.stopping.wait(0.05):
-            now = time.monotonic()
+        next_heartbeat = 0.0
+        while not self.stopping.wait(0.1):
             try:
-                if queue.enabled():
-                    if now >= next_heartbeat:
-                        queue.heartbeat(self.name)
-                        next_heartbeat = now + 1
-                    if now >= next_record:
-                        next_record = now + settings.INFERENCE_RECORD_INTERVAL
-                        close_old_connections()
-                        self.record_finished()
-                if now >= next_reap:
-                    next_reap = now + settings.PREDICTION_REAPER_INTERVAL
-                    close_old_connections()
-                    ledger.reap()
+                if self.recorder is None or self.recorder.poll() is not None:
+                    if self.recorder is not None:
+                        logger.warning("the recorder exited (%s): restarting it", self.recorder.returncode)
+                    self.recorder = subprocess.Popen(
+                        [sys.executable, "-m", "inference.recorder"], cwd=settings.BASE_DIR
+                    )
+                if queue.enabled() and time.monotonic() >= next_heartbeat:
+                    queue.heartbeat(self.name)
+                    next_heartbeat = time.monotonic() + 1
             except Exception:
                 logger.exception("supervisor upkeep")
-                close_old_connections()
                 self.stopping.wait(1)
-
-    def record_finished(self) -> None:
-        """Write what the runners answered, in bulk: one INSERT for every call finished since last time."""
-        from .. import ledger
-
-        while records := queue.records_take():
-            try:
-                ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
-            finally:
-                queue.records_done()
 
 
 def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):

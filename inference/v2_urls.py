@@ -7,7 +7,9 @@ from . import v2
 model = "models/<str:owner>/<str:name>"
 version = "models/<str:owner>/<str:name>/versions/<int:number>"
 
-v2_routes = [
+v2_routes = [  # inference first: the routes are tried in order
+    path(f"{model}/infer", v2.model_infer, name="v2-model-infer"),
+    path(f"{version}/infer", v2.model_infer, name="v2-version-infer"),
     path("", v2.server_metadata, name="v2-server-metadata"),
     path("health/live", v2.health_live, name="v2-health-live"),
     path("health/ready", v2.health_ready, name="v2-health-ready"),
@@ -15,8 +17,6 @@ v2_routes = [
     path(version, v2.model_metadata, name="v2-version-metadata"),
     path(f"{model}/ready", v2.model_ready, name="v2-model-ready"),
     path(f"{version}/ready", v2.model_ready, name="v2-version-ready"),
-    path(f"{model}/infer", v2.model_infer, name="v2-model-infer"),
-    path(f"{version}/infer", v2.model_infer, name="v2-version-infer"),
 ]
 
 urlpatterns = [

@@ -35,13 +35,15 @@ settings_pages = [
     path("usage/export.csv", views.usage_export, name="usage-export"),
 ]
 
+# The prediction routes come first: Django tries patterns in order, and they are most of the traffic.
 urlpatterns = [
+    path("", include("inference.v2_urls")),  # /v2 and /v2/…
+    path("api/v1/", include("inference.api_urls")),
+    path("api/v1/", include("portal.api_urls")),
+    path("api/v1/", include("marketplace.api_urls")),
     path("admin/", admin.site.urls),
     path("settings/", include(settings_pages)),
     path("accounts/", include(accounts)),
-    path("api/v1/", include("portal.api_urls")),
-    path("api/v1/", include("marketplace.api_urls")),
-    path("api/v1/", include("inference.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file, as the Content-Security-Policy requires.
     path(
@@ -49,6 +51,5 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="portal/swagger_ui.html"),
         name="api-docs",
     ),
-    path("", include("inference.v2_urls")),  # /v2 and /v2/…
     path("", include("marketplace.urls")),
 ]

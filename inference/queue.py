@@ -10,6 +10,7 @@ is the supervisors' heartbeat: with none, the web does not wait on the queue."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -98,10 +99,11 @@ def waiting_client() -> redis.Redis:
 
 
 def reset_client() -> None:
-    """Forget the connection pools (tests that point REDIS_URL elsewhere)."""
-    global _client, _waiting_client
+    """Forget the connection pools and what was seen of the workers (tests that point REDIS_URL elsewhere)."""
+    global _client, _waiting_client, _serving_until
     with _client_lock:
         _client = _waiting_client = None
+        _serving_until = 0.0
 
 
 def key(*parts: str) -> str:
@@ -115,23 +117,35 @@ class PendingCall:
     payload: bytes
 
 
-def submit(header: RequestHeader, tensors: dict[str, np.ndarray], *, model: str) -> PendingCall:
-    """Queue a request. NoConsumer: nobody serves the queue (take the job path); ModelBusy: queue full."""
+def prepare(header: RequestHeader, tensors: dict[str, np.ndarray]) -> PendingCall:
     payload = pack_tensors(header.as_dict(), tensors)
-    call = PendingCall(id=header.id, queue_key=key("q", header.sha256), payload=payload)
-    pipe = client().pipeline(transaction=False)
-    pipe.rpush(call.queue_key, payload)
-    pipe.rpush(key("wake"), header.sha256)
-    pipe.exists(key("alive"))
+    return PendingCall(id=header.id, queue_key=key("q", header.sha256), payload=payload)
+
+
+def pushes(call: PendingCall, sha256: str) -> list[tuple[str, bytes]]:
+    """What queues a call: the request onto its model's list, then a wake-up (admission pushes them)."""
+    return [(call.queue_key, call.payload), (key("wake"), sha256.encode())]
+
+
+_serving_until = 0.0
+
+
+def accept(call: PendingCall, depth: int, *, model: str) -> None:
+    """Keep a call just pushed, or take it back: NoConsumer when no worker serves the queue (take the job
+    path), ModelBusy when its model's queue is over the limit."""
+    global _serving_until
     try:
-        depth, _, alive = pipe.execute()
-        if not alive and withdraw(call):
-            raise NoConsumer()
+        if time.monotonic() >= _serving_until:
+            if not serving():
+                if withdraw(call):
+                    raise NoConsumer()
+            else:
+                # Heartbeats come every second and live three: one look a second per process is enough.
+                _serving_until = time.monotonic() + 1
         if depth > settings.INFERENCE_MODEL_QUEUE_MAX and withdraw(call):
             raise ModelBusy(model, depth - 1)
     except redis.RedisError:
         raise NoConsumer() from None
-    return call
 
 
 def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:

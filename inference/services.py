@@ -169,7 +169,6 @@ def prediction_submit(
     Raises QuotaExceeded (429) before anything is counted or queued, `queue.ModelBusy` (503, this model's
     queue is full) or `queue.Unavailable` (503, the task queue is down; the request is recorded as failed).
     """
-    admit_prediction(user=user, api_key=api_key)
     submission_id = uuid.uuid4()
     ref = target.model_ref
     header = RequestHeader(
@@ -192,16 +191,21 @@ def prediction_submit(
     submission = Submission(
         id=submission_id, target=target, header=header, tensors=inputs, started=time.monotonic()
     )
-    if not asynchronous and queue.enabled():
-        try:
-            submission.call = queue.submit(header, inputs, model=target.slug)
-            return submission
-        except queue.ModelBusy:
-            ledger.failed_create(header, "Refused: the model's queue was full.")
-            raise
-        except queue.NoConsumer:
-            pass  # no worker is serving the queue now: the job path waits for one
-    submission.prediction = _job_create(submission)
+    if asynchronous or not queue.enabled():
+        admit_prediction(user=user, api_key=api_key)
+        submission.prediction = _job_create(submission)
+        return submission
+    # The admission pushes the call onto the queue in the same round trip, if it admits it.
+    call = queue.prepare(header, inputs)
+    admission = admit_prediction(user=user, api_key=api_key, then=queue.pushes(call, target.sha256))
+    try:
+        queue.accept(call, admission.pushed[0], model=target.slug)
+        submission.call = call
+    except queue.ModelBusy:
+        ledger.failed_create(header, "Refused: the model's queue was full.")
+        raise
+    except queue.NoConsumer:  # no worker is serving the queue now: the job path waits for one
+        submission.prediction = _job_create(submission)
     return submission
 
 

@@ -43,7 +43,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from django.conf import settings
@@ -231,6 +231,8 @@ class Admission:
 
     windows: list[Window]
     compute_used_ms: int = 0
+    # With `then`: each list's length after its push.
+    pushed: list[int] = field(default_factory=list)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -289,8 +291,12 @@ def quota_backend() -> str:
     return getattr(settings, "QUOTA_BACKEND", "") or ("redis" if settings.REDIS_URL else "sql")
 
 
-def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
-    """Count one prediction request in every limit that applies, or raise QuotaExceeded counting nothing."""
+def admit_prediction(*, user, api_key: ApiKey | None, then: list[tuple[str, bytes]] = ()) -> Admission:
+    """Count one prediction request in every limit that applies, or raise QuotaExceeded counting nothing.
+
+    `then`: Redis lists to push onto once admitted, as (key, value) pairs. With the Redis backend the pushes
+    run in the admission's own script: a refused request queues nothing, and an admitted one costs no second
+    round trip. The lists' lengths after the pushes come back in `Admission.pushed`."""
     now = time.time()
     limits = effective_limits(user)
     windows = windows_for(user, api_key, limits, now)
@@ -298,9 +304,14 @@ def admit_prediction(*, user, api_key: ApiKey | None) -> Admission:
     state = current_request_state.get()
     try:
         if quota_backend() == "redis":
-            admission = _admit_redis(user.pk, windows, compute_limit_ms, now)
+            admission = _admit_redis(user.pk, windows, compute_limit_ms, now, list(then))
         else:
             admission = _admit_sql(user.pk, windows, compute_limit_ms, now)
+            if then:
+                pipe = redis_client().pipeline(transaction=False)
+                for key, value in then:
+                    pipe.rpush(key, value)
+                admission.pushed = pipe.execute()
     except QuotaExceeded as rejection:
         if state is not None:
             state.rejection = rejection
@@ -329,25 +340,30 @@ def _window_rejection(window: Window, windows: list[Window]) -> QuotaExceeded:
     )
 
 
-# Returns {0, used…} when admitted, {i, used_i} when window i is full, {-1, used} when the month's compute is
-# spent, {-2} when the compute counter is not in Redis yet (the caller seeds it from PostgreSQL and retries).
+# KEYS: n windows, the month's compute, then the lists to push onto once admitted. ARGV: n, each window's
+# limit and expiry, the compute limit, then the values to push. Returns {0, used…, compute, lengths…} when
+# admitted, {i, used_i} when window i is full, {-1, used} when the month's compute is spent, {-2} when the
+# compute counter is not in Redis yet (the caller seeds it from PostgreSQL and retries).
 ADMIT_SCRIPT = """
-local n = #KEYS - 1
-local compute_limit = tonumber(ARGV[2 * n + 1])
+local n = tonumber(ARGV[1])
+local compute_limit = tonumber(ARGV[2 * n + 2])
 local compute = redis.call('GET', KEYS[n + 1])
 if not compute then return {-2} end
 if tonumber(compute) >= compute_limit then return {-1, tonumber(compute)} end
 for i = 1, n do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used + 1 > tonumber(ARGV[2 * i - 1]) then return {i, used} end
+  if used + 1 > tonumber(ARGV[2 * i]) then return {i, used} end
 end
 local result = {0}
 for i = 1, n do
   local used = redis.call('INCR', KEYS[i])
-  if used == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
+  if used == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
   result[i + 1] = used
 end
 result[n + 2] = tonumber(compute)
+for j = n + 2, #KEYS do
+  result[#result + 1] = redis.call('RPUSH', KEYS[j], ARGV[j + n + 1])
+end
 return result
 """
 
@@ -376,13 +392,16 @@ def _script(name: str, source: str):
     return _scripts[name]
 
 
-def _admit_redis(user_id: int, windows: list[Window], compute_limit_ms: int, now: float) -> Admission:
+def _admit_redis(
+    user_id: int, windows: list[Window], compute_limit_ms: int, now: float, then: list[tuple[str, bytes]]
+) -> Admission:
     month = month_number(now)
-    keys = [w.redis_key for w in windows] + [compute_redis_key(user_id, month)]
-    args: list[int] = []
+    keys = [w.redis_key for w in windows] + [compute_redis_key(user_id, month)] + [key for key, _ in then]
+    args: list = [len(windows)]
     for w in windows:
         args += [w.limit, w.reset + 5]
     args.append(compute_limit_ms)
+    args += [value for _, value in then]
     script = _script("admit", ADMIT_SCRIPT)
     result = script(keys=keys, args=args)
     if result[0] == -2:
@@ -395,9 +414,12 @@ def _admit_redis(user_id: int, windows: list[Window], compute_limit_ms: int, now
         full = windows[code - 1]
         full.used = int(result[1])
         raise _window_rejection(full, windows)
-    for w, used in zip(windows, result[1:], strict=False):
+    count = len(windows)
+    for w, used in zip(windows, result[1 : count + 1], strict=True):
         w.used = int(used)
-    return Admission(windows=windows, compute_used_ms=int(result[-1]))
+    return Admission(
+        windows=windows, compute_used_ms=int(result[count + 1]), pushed=list(result[count + 2 :])
+    )
 
 
 def _seed_compute_in_redis(user_id: int, month: int, now: float) -> None:

@@ -17,6 +17,8 @@ v2_routes = [
     path(f"{version}/ready", v2.model_ready, name="v2-version-ready"),
     path(f"{model}/infer", v2.model_infer, name="v2-model-infer"),
     path(f"{version}/infer", v2.model_infer, name="v2-version-infer"),
+    path(f"{model}/stats", v2.model_statistics, name="v2-model-stats"),
+    path(f"{version}/stats", v2.model_statistics, name="v2-version-stats"),
 ]
 
 urlpatterns = [

@@ -36,6 +36,9 @@ settings_pages = [
 ]
 
 urlpatterns = [
+    path("metrics", views.metrics, name="metrics"),
+    # Before the admin's own routes, which would answer 404 for it.
+    path("admin/operations/", include("inference.operations_urls")),
     path("admin/", admin.site.urls),
     path("settings/", include(settings_pages)),
     path("accounts/", include(accounts)),

@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 import numpy as np
 from django.conf import settings
 
+from portal.metrics import metrics_dir_prune
+
 from .. import queue
 from ..codec import pack_tensors, unpack_tensors
 from ..runtimes import local_model_path
-from .pool import ModelRef, Request, Result, RunnerPool, RunnerSettings, Source
+from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source
 from .protocol import ChannelClosed, receive_message, send_message
+from .telemetry import SupervisorTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def reply_header(result: Result) -> dict:
     return {"status": "failed", "error": result.error, "unavailable": result.server_fault}
 
 
-def pool_from_settings(name: str) -> RunnerPool:
+def pool_from_settings(name: str, observer: PoolObserver | None = None) -> RunnerPool:
     runners = settings.INFERENCE_RUNNERS or (os.cpu_count() or 1)
     cap = settings.INFERENCE_MODEL_CONCURRENCY or max(1, runners - 1)
     return RunnerPool(
@@ -64,6 +67,7 @@ def pool_from_settings(name: str) -> RunnerPool:
             user=settings.INFERENCE_RUNNER_USER,
         ),
         resolve_path=lambda model: str(local_model_path(sha256=model.sha256, file_name=model.file_name)),
+        observer=observer,
     )
 
 
@@ -101,12 +105,14 @@ class Supervisor:
     def __init__(self, name: str, socket_path: str):
         self.name = name
         self.socket_path = socket_path
-        self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"))
+        self.telemetry = SupervisorTelemetry(name)
+        self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"), self.telemetry)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
 
     def start(self) -> None:
+        metrics_dir_prune()  # a previous run's files; this worker's pool processes write their own
         self.pool.start()
         self._thread(self.serve_socket, "supervisor-socket")
         if queue.enabled():
@@ -189,6 +195,7 @@ class Supervisor:
                     if now >= next_heartbeat:
                         queue.heartbeat(self.name)
                         next_heartbeat = now + 1
+                        self.telemetry.publish(self.pool)
                     if now >= next_record:
                         next_record = now + settings.INFERENCE_RECORD_INTERVAL
                         close_old_connections()
@@ -232,7 +239,7 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
 
 def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:
     """Run one job's request on `pool` and wait: the reply header and the outputs."""
-    result = pool.run(model_ref(header), tensors, request_id=header["id"])
+    result = pool.run(model_ref(header), tensors, request_id=header["id"], header=header)
     return reply_header(result), result.outputs or {}
 
 

@@ -213,3 +213,50 @@ def settle_worker_writes(request):
     while queue.records_pending(connection) and time.monotonic() < deadline:
         time.sleep(0.05)
     connection.close()
+
+
+class ServingStack:
+    """A deployment of its own: gunicorn and a Celery worker sharing a fresh metrics folder, with their own
+    Redis key prefix and job queue (so the session's worker takes none of their requests), logging JSON.
+    `env` adds to their environment (e.g. INFERENCE_RUNNER_MEMORY_MB)."""
+
+    def __init__(self, root: Path, **env: str):
+        import uuid
+
+        tag = uuid.uuid4().hex[:8]
+        self.root = root
+        self.metrics_dir = root / "metrics"  # the deployment's folder, empty as it starts
+        self.metrics_dir.mkdir()
+        self.env = {
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "INFERENCE_REDIS_PREFIX": f"mp:stack-{tag}:",
+            "INFERENCE_JOB_QUEUE": f"stack-{tag}",
+            "LOG_FORMAT": "json",
+            **env,
+        }
+        self.tag = tag
+        self.web = WebServer(root / "gunicorn.log")
+        self.worker = WorkerProcess(root / "worker.log", ["-Q", f"stack-{tag}", "--hostname", f"{tag}@%h"])
+
+    def start(self) -> ServingStack:
+        import requests
+
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in self.env.items():
+                patch.setenv(name, value)
+            self.worker.start()
+            self.web.start()
+        deadline = time.monotonic() + 60
+        while requests.get(f"{self.web.url}/v2/health/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, f"the stack never got ready:\n{self.worker.log()}"
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in (self.web.log_path, self.worker.log_path)
+        )

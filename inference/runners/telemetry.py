@@ -60,16 +60,19 @@ class SupervisorTelemetry(PoolObserver):
         if evicted:
             metrics.session_cache_evictions_total.inc(evicted)
         for request, result in zip(requests, results, strict=True):
+            # A batch holds one model file, which several models (or versions) may share: label each request.
+            own = request.header.get("model", "")
+            own_label = label if own == slug else metrics.model_label(own)
             created_at = request.header.get("created_at") or result.started_at
             queued = max(0.0, result.started_at - created_at)
-            metrics.queue_seconds.labels(label).observe(queued)
-            metrics.compute_seconds.labels(label).observe(result.compute_ms / 1000)
+            metrics.queue_seconds.labels(own_label).observe(queued)
+            metrics.compute_seconds.labels(own_label).observe(result.compute_ms / 1000)
             # One line per finished prediction; never its inputs or outputs.
             logger.info(
                 "prediction",
                 extra={
                     "prediction": request.id,
-                    "model": slug,
+                    "model": own,
                     "version_id": request.header.get("version_id"),
                     "status": "succeeded" if result.succeeded else "failed",
                     "queue_ms": round(queued * 1000, 3),

@@ -45,15 +45,21 @@ def recent_failures() -> list[dict]:
     rows = (
         Prediction.objects.filter(status=Prediction.Status.FAILED)
         .order_by("-finished_at")
-        .values("id", "finished_at", "error", "source", "version__number", "version__model__slug")[
-            :FAILURES_SHOWN
-        ]
+        .values(
+            "id",
+            "finished_at",
+            "error",
+            "source",
+            "version__number",
+            "version__model__owner__username",
+            "version__model__name",
+        )[:FAILURES_SHOWN]
     )
     return [
         {
             "id": str(row["id"]),
             "at": row["finished_at"].isoformat() if row["finished_at"] else None,
-            "model": row["version__model__slug"],
+            "model": f"{row['version__model__owner__username']}/{row['version__model__name']}",
             "version": row["version__number"],
             "source": row["source"],
             "error": row["error"],
@@ -66,11 +72,11 @@ def validations_in_progress() -> list[dict]:
     rows = (
         ModelVersion.objects.filter(status=ModelVersion.Status.VALIDATING)
         .order_by("created_at")
-        .values("number", "size", "created_at", "model__slug")
+        .values("number", "size", "created_at", "model__owner__username", "model__name")
     )
     return [
         {
-            "model": row["model__slug"],
+            "model": f"{row['model__owner__username']}/{row['model__name']}",
             "version": row["number"],
             "size": row["size"],
             "since": row["created_at"].isoformat(),

@@ -186,8 +186,8 @@ def test_log_lines_are_json_with_the_request_id_and_hold_no_key(stack, two_model
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     requests_logged = [line for line in lines if line["message"] == "request" and line.get("model")]
     chosen = [line for line in requests_logged if line["request_id"] == "client-chosen-id-1"]
-    assert chosen and chosen[0]["model"] == "alice/seen-two" and chosen[0]["key_prefix"] == prefix
-    assert chosen[0]["status"] == 200 and chosen[0]["duration_ms"] > 0
+    assert chosen and chosen[-1]["model"] == "alice/seen-two" and chosen[-1]["key_prefix"] == prefix
+    assert chosen[-1]["status"] == 200 and chosen[-1]["duration_ms"] > 0
     predictions = [line for line in lines if line["message"] == "prediction"]
     assert {line["model"] for line in predictions} >= {"alice/seen-one", "alice/seen-two"}
     assert all("outputs" not in line and "inputs" not in line for line in predictions)

@@ -130,6 +130,8 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
         self.pool.stop()
+        if queue.enabled():
+            self.publish_status()  # the statistics of the last second
         try:
             os.unlink(self.socket_path)
         except OSError:
@@ -195,7 +197,7 @@ class Supervisor:
                     if now >= next_heartbeat:
                         queue.heartbeat(self.name)
                         next_heartbeat = now + 1
-                        self.telemetry.publish(self.pool)
+                        self.publish_status()
                     if now >= next_record:
                         next_record = now + settings.INFERENCE_RECORD_INTERVAL
                         close_old_connections()
@@ -208,6 +210,13 @@ class Supervisor:
                 logger.exception("supervisor upkeep")
                 close_old_connections()
                 self.stopping.wait(1)
+
+    def publish_status(self) -> None:
+        # Apart from the heartbeat: a failure here must not delay the records or the reaper.
+        try:
+            self.telemetry.publish(self.pool)
+        except Exception:
+            logger.exception("publishing the worker's status and statistics")
 
     def record_finished(self) -> None:
         """Write what the runners answered, in bulk: one INSERT for every call finished since last time."""

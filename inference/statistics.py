@@ -1,10 +1,10 @@
 """Per-version inference statistics in Triton's form (the statistics extension), summed across workers.
 
 Each worker's supervisor adds what its runners did to one Redis hash per model version
-(`stats:<version id>`), once a second with its heartbeat, in one pipeline: the predict path pays nothing for it, and every worker adds into the
-same counters, so any web process reads the whole deployment's figures in one round trip. (The Prediction
-table would hold the same facts, but its interactive records land in batches, a moment late, and adding up
-a busy model's rows on every read would cost far more than reading a hash.)
+(`stats:<version id>`), once a second with its heartbeat, in one pipeline: the predict path pays nothing for
+it, and every worker adds into the same counters, so any web process reads the whole deployment's figures in
+one round trip. (The Prediction table holds the same facts, but its interactive records land in batches, a
+moment late, and adding up a busy model's rows on every read would cost far more than reading a hash.)
 """
 
 from __future__ import annotations

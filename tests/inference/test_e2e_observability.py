@@ -191,3 +191,35 @@ def test_log_lines_are_json_with_the_request_id_and_hold_no_key(stack, two_model
     predictions = [line for line in lines if line["message"] == "prediction"]
     assert {line["model"] for line in predictions} >= {"alice/seen-one", "alice/seen-two"}
     assert all("outputs" not in line and "inputs" not in line for line in predictions)
+
+
+@pytest.fixture
+def grpc_beside_stack(stack, tmp_path):
+    from .test_e2e_grpc import GrpcServer
+
+    server = GrpcServer(tmp_path / "grpcserver.log")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.env.items():
+            patch.setenv(name, value)
+        server.start()
+    yield server
+    server.stop()
+
+
+def metric_value(stack, series: str) -> float:
+    body = requests.get(f"{stack.web.url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(series + " "))
+
+
+def test_grpc_calls_count_in_the_same_metrics(stack, grpc_beside_stack, two_models):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url=grpc_beside_stack.address)
+    series = 'modelport_requests_total{model="alice/seen-one",outcome="succeeded",protocol="grpc"}'
+    before = metric_value(stack, series)
+    for _ in range(N):
+        pixels = grpcclient.InferInput("pixels", [1, 64], "FP32")
+        pixels.set_data_from_numpy(np.full((1, 64), 0.5, dtype=np.float32))
+        client.infer("alice/seen-one", [pixels], headers={"authorization": f"Bearer {two_models}"})
+    assert metric_value(stack, series) == before + N

@@ -62,3 +62,11 @@ def test_the_operations_page_is_for_staff_only(client, alice):
     client.force_login(alice)
     assert client.get("/admin/operations/").status_code == 302
     assert client.get("/admin/operations/status.json").status_code == 302
+
+
+def test_the_admin_index_links_to_the_operations_page(client, django_user_model):
+    staff = django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)
+    client.force_login(staff)
+    assert b'href="/admin/operations/"' in client.get("/admin/").content
+    status = client.get("/admin/operations/status.json").json()
+    assert set(status) == {"at", "workers", "queues", "failures", "validations"}

@@ -22,6 +22,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portal.logs import request_note
+
 from . import ledger
 from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from .models import Prediction
@@ -309,6 +311,7 @@ class PredictView(APIView):
                 user=request.user,
                 api_key=api_key,
             )
+            request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
             if outcome.unavailable and outcome.status != "pending":
                 return unavailable(outcome.error)
             if outcome.status != "pending":

@@ -19,6 +19,14 @@ from rest_framework.exceptions import AuthenticationFailed
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from portal.authentication import authenticate_bearer
+from portal.logs import (
+    RequestRecord,
+    current_request,
+    key_prefix_of,
+    request_finished,
+    request_id_from,
+    request_note,
+)
 from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, current_request_state
 
 from . import queue
@@ -56,29 +64,65 @@ class RpcError(Exception):
         self.trailers = trailers
 
 
+# A call's outcome label by its status code (as `portal.logs.outcome_of` does for HTTP).
+GRPC_OUTCOMES = {
+    grpc.StatusCode.OK: "succeeded",
+    grpc.StatusCode.UNAUTHENTICATED: "denied",
+    grpc.StatusCode.PERMISSION_DENIED: "denied",
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "refused",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+}
+
+
 def rpc(method):
-    """Runs one call the way Django runs a request: fresh database connections, quota state, errors mapped."""
+    """Runs one call the way Django runs a request: fresh database connections, quota state, errors mapped,
+    a request id and one log line (and, for ModelInfer, the request metrics)."""
 
     def handler(self, request, context):
         close_old_connections()
         token = current_request_state.set(RequestQuotaState())
+        metadata = dict(context.invocation_metadata())
+        record = RequestRecord(id=request_id_from(metadata.get("x-request-id")))
+        record_token = current_request.set(record)
+        code = grpc.StatusCode.OK
         try:
             return method(self, request, context)
         except RpcError as exc:
+            code = exc.code
             if exc.trailers:
                 context.set_trailing_metadata(exc.trailers)
             context.abort(exc.code, str(exc))
         except QuotaExceeded as exc:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
             context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
         except QuotaUnavailable as exc:
+            code = grpc.StatusCode.UNAVAILABLE
             context.set_trailing_metadata((("retry-after", "5"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc.detail))
         except (queue.Unavailable, queue.ModelBusy) as exc:
+            code = grpc.StatusCode.UNAVAILABLE
             context.set_trailing_metadata((("retry-after", "1"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception:
+            code = grpc.StatusCode.UNKNOWN
+            raise
         finally:
             current_request_state.reset(token)
+            current_request.reset(record_token)
+            extra = {"method": method.__name__}
+            prefix = key_prefix_of(metadata.get("authorization", ""))
+            if prefix:
+                extra["key_prefix"] = prefix
+            record.fields.setdefault("outcome", GRPC_OUTCOMES.get(code, "error"))
+            request_finished(
+                record=record,
+                protocol="grpc" if method.__name__ == "ModelInfer" else None,
+                status=code.name,
+                extra=extra,
+            )
             close_old_connections()
 
     handler.__name__ = method.__name__
@@ -230,6 +274,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             user=user,
             api_key=key,
         )
+        request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
         if outcome.unavailable or outcome.status == "pending":
             raise RpcError(
                 grpc.StatusCode.UNAVAILABLE, outcome.error or "No worker answered in time; retry later."

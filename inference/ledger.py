@@ -107,7 +107,7 @@ def job_start(prediction_id) -> Prediction | None:
     )
     if not claimed:
         return None
-    return Prediction.objects.select_related("version").get(id=prediction_id)
+    return Prediction.objects.select_related("version__model").get(id=prediction_id)
 
 
 # --- endings ------------------------------------------------------------------------------------------------

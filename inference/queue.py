@@ -63,13 +63,14 @@ class RequestHeader:
     inputs: list[str]
     outputs: list[str]
     batchable: bool
+    model: str = ""  # owner/name, for the worker's metrics and log lines
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> RequestHeader:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def enabled() -> bool:

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from marketplace import selectors
 from marketplace.models import Model, ModelVersion
+from portal.logs import request_note
 from portal.quotas import admit_prediction
 
 from . import ledger, queue
@@ -105,6 +106,7 @@ def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
         raise VersionNotFound(
             f"No model {owner}/{name}" + (f" version {number}" if number else "") + " to run."
         )
+    request_note(model=target.slug, version=target.number)
     return target
 
 
@@ -187,7 +189,9 @@ def prediction_submit(
         inputs=list(ref.inputs),
         outputs=list(ref.outputs),
         batchable=ref.batchable,
+        model=target.slug,
     )
+    request_note(prediction=header.id)
     submission = Submission(
         id=submission_id, target=target, header=header, tensors=inputs, started=time.monotonic()
     )
@@ -375,6 +379,9 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
         "inputs": [spec["name"] for spec in specs],
         "outputs": [spec["name"] for spec in signature.get("outputs", [])],
         "batchable": bool(specs) and all(spec["shape"] and spec["shape"][0] == -1 for spec in specs),
+        "model": version.model.slug,
+        "version_id": version.id,
+        "created_at": prediction.created_at.timestamp(),
     }
     started = time.perf_counter()
     try:

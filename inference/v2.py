@@ -9,15 +9,18 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from rest_framework.exceptions import AuthenticationFailed
 
+from marketplace.models import ModelVersion
 from portal import fastjson
 from portal.authentication import authenticate_bearer
 from portal.celery import app as celery_app
+from portal.logs import request_note
 
 from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
 from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
+from .statistics import model_stats
 
 
 @require_GET
@@ -43,9 +46,24 @@ def _broker_reachable() -> bool:
         return False
 
 
+def _worker_serving() -> bool:
+    """A worker's supervisor heartbeat seen in the last few seconds (`queue.heartbeat` expires in 3 s)."""
+    try:
+        return queue.serving()
+    except Exception:
+        return False
+
+
+def readiness_checks() -> dict[str, bool]:
+    checks = {"database": _database_reachable(), "broker": _broker_reachable()}
+    if queue.enabled():
+        checks["worker"] = _worker_serving()
+    return checks
+
+
 @require_GET
 def health_ready(request):
-    checks = {"database": _database_reachable(), "broker": _broker_reachable()}
+    checks = readiness_checks()
     ready = all(checks.values())
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -192,6 +210,7 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
         user=user,
         api_key=key,
     )
+    request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
     if outcome.unavailable or outcome.status == "pending":
         return unavailable(outcome.error or "No worker answered in time; retry later.")
     if outcome.status != Prediction.Status.SUCCEEDED:
@@ -215,6 +234,17 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     response = HttpResponse(head + b"".join(chunks), content_type="application/octet-stream")
     response["Inference-Header-Content-Length"] = str(len(head))
     return response
+
+
+@v2_view
+@require_GET
+def model_statistics(request, owner: str, name: str, number: int | None = None):
+    """Triton's statistics extension: the version's counts and times, or every ready version's."""
+    _, _, target = _target(request, owner, name, number)
+    numbers = [target.number] if number is not None else target.versions
+    versions = ModelVersion.objects.filter(model_id=target.model_id, number__in=numbers).order_by("number")
+    pairs = list(versions.values_list("number", "id"))
+    return JsonResponse(model_stats(name=target.slug, versions=pairs))
 
 
 def _arrays_from_json(outputs: list[dict]):

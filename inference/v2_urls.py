@@ -17,6 +17,8 @@ v2_routes = [  # inference first: the routes are tried in order
     path(version, v2.model_metadata, name="v2-version-metadata"),
     path(f"{model}/ready", v2.model_ready, name="v2-model-ready"),
     path(f"{version}/ready", v2.model_ready, name="v2-version-ready"),
+    path(f"{model}/stats", v2.model_statistics, name="v2-model-stats"),
+    path(f"{version}/stats", v2.model_statistics, name="v2-version-stats"),
 ]
 
 urlpatterns = [

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from portal import metrics
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
 from .models import Model, ModelVersion, Task, Visibility
@@ -121,6 +122,8 @@ def store_upload(*, file, limit: int) -> StoredFile:
             os.unlink(temp_path)
         else:
             os.replace(temp_path, final_path)
+        metrics.uploads_total.inc()
+        metrics.upload_bytes_total.inc(size)
         return StoredFile(name=name, size=size, sha256=sha256)
     except BaseException:
         if os.path.exists(temp_path):
@@ -260,6 +263,8 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
                 latest_format=latest.format if latest else "", updated_at=timezone.now()
             )
     logger.info("validated version id=%s (%s): %s %s", version.pk, version, version.status, inspection.reason)
+    if updated:
+        metrics.validations_total.labels(version.status).inc()
     if not inspection.ok:
         discard_file_of_rejected(version)
     return version

@@ -14,7 +14,7 @@ from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
-from . import process_cache
+from . import metrics, process_cache
 from .models import ApiKey
 from .quotas import QuotaExceeded
 from .throttles import client_address, count_event, current_request
@@ -85,6 +85,7 @@ class TooManyInvalidKeys(QuotaExceeded):
 
     def __init__(self, *, limit: int, window: int, retry_after: int):
         self.limit_name = "invalid_api_keys"
+        metrics.quota_refusals_total.labels(self.limit_name).inc()
         self.limit = limit
         self.retry_after = self.wait = retry_after
         self.windows = []

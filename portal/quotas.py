@@ -52,7 +52,7 @@ from django.db.models import Case, F, Q, Value, When
 from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
-from . import process_cache
+from . import metrics, process_cache
 from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
 
 logger = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ class QuotaExceeded(exceptions.APIException):
     default_code = "quota_exceeded"
 
     def __init__(self, *, limit_name: str, limit: int, retry_after: int, windows: list[Window]):
+        metrics.quota_refusals_total.labels(limit_name).inc()
         self.limit_name = limit_name
         self.limit = limit
         self.retry_after = retry_after

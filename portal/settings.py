@@ -77,6 +77,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every request gets its id and its log line, whatever answers it.
+    "portal.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.security.ContentSecurityPolicyMiddleware",  # django-csp, with a fixed policy for the APIs
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -296,14 +298,38 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 
 # --- Logging ---
+# LOG_FORMAT=json: one JSON object per line (request and prediction lines carry their fields as keys).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "portal.logs.PlainFormatter"},
+        "json": {"()": "portal.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# --- Metrics (Prometheus, prometheus_client's multiprocess mode) ---
+# Every process of one deployment (gunicorn's workers, the Celery worker and its supervisor, the gRPC server)
+# writes its metrics to files in this folder, and `/metrics` sums them. It must be the same folder for all of
+# them and private to the deployment; `make run` and the test fixtures empty it when the deployment starts,
+# and each process removes the files of processes that are gone when it starts. prometheus_client reads the
+# variable when it is first imported, so it is set here, before any module imports it.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+# `/metrics` needs `Authorization: Bearer $METRICS_TOKEN`; without a token, only loopback clients get it.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Series carry a model label for at most this many models per process; the rest are counted as "other".
+METRICS_MODEL_LABELS_MAX = env_int("METRICS_MODEL_LABELS_MAX", 100)
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True

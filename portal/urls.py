@@ -41,6 +41,9 @@ urlpatterns = [
     path("api/v1/", include("inference.api_urls")),
     path("api/v1/", include("portal.api_urls")),
     path("api/v1/", include("marketplace.api_urls")),
+    path("metrics", views.metrics, name="metrics"),
+    # Before the admin's own routes, which would answer 404 for it.
+    path("admin/operations/", include("inference.operations_urls")),
     path("admin/", admin.site.urls),
     path("settings/", include(settings_pages)),
     path("accounts/", include(accounts)),

@@ -8,7 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .charts import stacked_bars
 from .forms import KeyCreateForm, SignupForm
@@ -23,7 +23,7 @@ from .selectors import (
     usage_summary,
 )
 from .services import key_create, key_revoke
-from .throttles import count_request, login_locked_until
+from .throttles import client_address, count_request, login_locked_until
 
 HOUR = 3600
 
@@ -177,3 +177,22 @@ def usage_export(request):
     return usage_csv_response(
         UsageDay.objects.filter(user=request.user), f"modelport-usage-{request.user}.csv"
     )
+
+
+@require_GET
+def metrics(request):
+    """Prometheus text format, summed over every process of the deployment (API.md: Operations endpoints)."""
+    from .metrics import metrics_allowed, metrics_text
+
+    if not metrics_allowed(
+        authorization=request.headers.get("Authorization", ""), client=client_address(request)
+    ):
+        if settings.METRICS_TOKEN:
+            response = HttpResponse("A metrics token is needed: Authorization: Bearer <token>.\n", status=401)
+            response["WWW-Authenticate"] = "Bearer"
+            return response
+        return HttpResponse(
+            "Metrics are served to loopback clients only (or set METRICS_TOKEN).\n", status=403
+        )
+    body, content_type = metrics_text()
+    return HttpResponse(body, content_type=content_type)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +32,56 @@ def pytest_configure(config):
             "(or `python -m tests.servers [pytest args]`).",
             returncode=4,
         )
+    logging.getLogger().addHandler(key_leak_watch)
+
+
+# --- no log line of the suite holds a full API key -------------------------------------------------------
+# Keys are `mp_<8 hex prefix>_<43 url-safe characters>`: the prefix may be logged, never the whole key.
+FULL_API_KEY = re.compile(r"mp_[0-9a-f]{8}_[A-Za-z0-9_-]{40,}")
+
+
+class KeyLeakWatch(logging.Handler):
+    """Sees every log record of the test process, formatted with its fields, and keeps those holding a key."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        from portal.logs import PlainFormatter
+
+        self.setFormatter(PlainFormatter())
+        self.leaks: list[str] = []
+
+    def emit(self, record):
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is not written either
+            return
+        if FULL_API_KEY.search(line):
+            self.leaks.append(line)
+
+
+key_leak_watch = KeyLeakWatch()
+
+
+def key_leaks_in_child_logs(root: Path) -> list[str]:
+    """Lines holding a full key in the logs of the servers the suite started (gunicorn, workers)."""
+    leaks = []
+    for path in root.rglob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if FULL_API_KEY.search(line):
+                leaks.append(f"{path.name}: {line}")
+    return leaks
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fails the run if any log line, of this process or of a server it started, held a full API key."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    leaks = list(key_leak_watch.leaks)
+    if factory is not None:
+        leaks += key_leaks_in_child_logs(factory.getbasetemp())
+    if leaks:
+        masked = [FULL_API_KEY.sub(lambda m: m.group(0)[:11] + "…", line)[:300] for line in leaks[:10]]
+        print("\nA full API key appeared in these log lines:\n" + "\n".join(masked))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -223,3 +275,50 @@ def settle_worker_writes(request):
     while queue.records_pending(connection) and time.monotonic() < deadline:
         time.sleep(0.05)
     connection.close()
+
+
+class ServingStack:
+    """A deployment of its own: gunicorn and a Celery worker sharing a fresh metrics folder, with their own
+    Redis key prefix and job queue (so the session's worker takes none of their requests), logging JSON.
+    `env` adds to their environment (e.g. INFERENCE_RUNNER_MEMORY_MB)."""
+
+    def __init__(self, root: Path, **env: str):
+        import uuid
+
+        tag = uuid.uuid4().hex[:8]
+        self.root = root
+        self.metrics_dir = root / "metrics"  # the deployment's folder, empty as it starts
+        self.metrics_dir.mkdir()
+        self.env = {
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "INFERENCE_REDIS_PREFIX": f"mp:stack-{tag}:",
+            "INFERENCE_JOB_QUEUE": f"stack-{tag}",
+            "LOG_FORMAT": "json",
+            **env,
+        }
+        self.tag = tag
+        self.web = WebServer(root / "gunicorn.log")
+        self.worker = WorkerProcess(root / "worker.log", ["-Q", f"stack-{tag}", "--hostname", f"{tag}@%h"])
+
+    def start(self) -> ServingStack:
+        import requests
+
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in self.env.items():
+                patch.setenv(name, value)
+            self.worker.start()
+            self.web.start()
+        deadline = time.monotonic() + 60
+        while requests.get(f"{self.web.url}/v2/health/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, f"the stack never got ready:\n{self.worker.log()}"
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in (self.web.log_path, self.worker.log_path)
+        )

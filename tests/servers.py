@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium"}
+# binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py.
+APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "prometheus": "prometheus"}
 
 
 def log(message: str) -> None:

@@ -80,6 +80,19 @@ class Source:
         raise NotImplementedError
 
 
+class PoolObserver:
+    """What the trusted side learns as the pool works (metrics, statistics, log lines). Called from the
+    runner slots' threads, so implementations must be thread-safe and quick: the base does nothing."""
+
+    def batch_ran(
+        self, slot: RunnerSlot, requests: list[Request], results: list[Result], *, cache_hit, evicted: int
+    ) -> None:
+        pass
+
+    def runner_replaced(self, slot: RunnerSlot, cause: str) -> None:
+        pass
+
+
 class RunnerFailed(Exception):
     def __init__(self, message: str, *, server_fault: bool, restart_cause: str):
         super().__init__(message)
@@ -107,6 +120,7 @@ class RunnerProcess:
         self.home: str | None = None
         self.to_runner = self.from_runner = -1
         self.rss = 0
+        self.open_models: list[str] = []  # sha256s, as the runner last reported
 
     @property
     def pid(self) -> int | None:
@@ -176,6 +190,7 @@ class RunnerProcess:
             raise self._died() from None
         reply, outputs = self._read(deadline)
         self.rss = reply.get("rss", self.rss)
+        self.open_models = reply.get("open", self.open_models)
         return reply, outputs
 
     def _read(self, deadline: float):
@@ -387,6 +402,7 @@ class RunnerSlot(threading.Thread):
     def replace(self, cause: str) -> None:
         self.restarts[cause] = self.restarts.get(cause, 0) + 1
         logger.warning("replacing runner %s (%s)", self.index, cause)
+        self.pool.observer.runner_replaced(self, cause)
         if self.runner is not None:
             self.runner.stop()
         self.runner = None
@@ -408,8 +424,10 @@ class RunnerSlot(threading.Thread):
         }
         started_at, started = time.time(), time.monotonic()
         deadline = started + self.pool.config.time_limit
+        open_before: set[str] = set()
         try:
             runner = self.ensure_runner()
+            open_before = set(runner.open_models)
             deadline = (
                 time.monotonic() + self.pool.config.time_limit
             )  # a fresh runner's start is not the model's
@@ -423,6 +441,14 @@ class RunnerSlot(threading.Thread):
         results = [
             Result(r.outputs, r.error, r.server_fault, started_at, finished_at, compute_ms) for r in results
         ]
+        open_after = set(self.runner.open_models) if self.runner is not None else set()
+        self.pool.observer.batch_ran(
+            self,
+            requests,
+            results,
+            cache_hit=model.sha256 in open_before if self.runner is not None else None,
+            evicted=len(open_before - open_after) if self.runner is not None else 0,
+        )
         budget = self.pool.rss_budget_bytes
         if self.runner is not None and budget and self.runner.rss > budget:
             self.replace("memory")
@@ -460,8 +486,10 @@ class RunnerPool:
         config: RunnerSettings,
         resolve_path: Callable[[ModelRef], str],
         rss_budget_mb: int = 0,
+        observer: PoolObserver | None = None,
     ):
         self.name = name
+        self.observer = observer or PoolObserver()
         self.config = config
         self.resolve_path = resolve_path
         self.rss_budget_bytes = rss_budget_mb * 1024 * 1024
@@ -483,10 +511,19 @@ class RunnerPool:
     def runner_pids(self) -> list[int]:
         return [slot.runner.pid for slot in self.slots if slot.runner is not None and slot.runner.alive()]
 
-    def run(self, model: ModelRef, tensors: dict[str, np.ndarray], *, request_id: str = "") -> Result:
+    def run(
+        self,
+        model: ModelRef,
+        tensors: dict[str, np.ndarray],
+        *,
+        request_id: str = "",
+        header: dict | None = None,
+    ) -> Result:
         """Run one request and wait for its result (the job path and tests)."""
         waiter = _Waiter()
-        self.scheduler.put(Request(id=request_id, model=model, tensors=tensors, source=waiter))
+        self.scheduler.put(
+            Request(id=request_id, model=model, tensors=tensors, source=waiter, header=header or {})
+        )
         return waiter.wait()
 
 

@@ -43,16 +43,22 @@ def serve(in_fd: int, out_fd: int, sessions: Sessions) -> None:
             )
             outputs = runtime.run(tensors)
         except RuntimeFailure as exc:
-            write_frame(out_fd, {"ok": False, "error": str(exc), "rss": resident_bytes()})
+            write_frame(
+                out_fd, {"ok": False, "error": str(exc), "rss": resident_bytes(), "open": [*sessions.open]}
+            )
             continue
         except MemoryError:
             write_frame(out_fd, {"ok": False, "error": "out of memory", "memory": True, "rss": 0})
             continue
         except Exception as exc:  # a model may raise anything; the caller gets its message
             traceback.print_exc()
-            write_frame(out_fd, {"ok": False, "error": f"the model failed: {exc}", "rss": resident_bytes()})
+            error = f"the model failed: {exc}"
+            write_frame(
+                out_fd, {"ok": False, "error": error, "rss": resident_bytes(), "open": [*sessions.open]}
+            )
             continue
-        write_frame(out_fd, {"ok": True, "rss": resident_bytes()}, outputs)
+        # `open`: the models this runner keeps open, so its supervisor can count cache hits and evictions.
+        write_frame(out_fd, {"ok": True, "rss": resident_bytes(), "open": [*sessions.open]}, outputs)
 
 
 def main() -> None:

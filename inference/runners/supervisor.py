@@ -19,11 +19,14 @@ from datetime import UTC, datetime
 import numpy as np
 from django.conf import settings
 
+from portal.metrics import metrics_dir_prune
+
 from .. import queue
 from ..codec import pack_tensors, unpack_tensors
 from ..runtimes import local_model_path
-from .pool import ModelRef, Request, Result, RunnerPool, RunnerSettings, Source
+from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source
 from .protocol import ChannelClosed, receive_message, send_message
+from .telemetry import SupervisorTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def reply_header(result: Result) -> dict:
     return {"status": "failed", "error": result.error, "unavailable": result.server_fault}
 
 
-def pool_from_settings(name: str) -> RunnerPool:
+def pool_from_settings(name: str, observer: PoolObserver | None = None) -> RunnerPool:
     runners = settings.INFERENCE_RUNNERS or (os.cpu_count() or 1)
     cap = settings.INFERENCE_MODEL_CONCURRENCY or max(1, runners - 1)
     return RunnerPool(
@@ -66,6 +69,7 @@ def pool_from_settings(name: str) -> RunnerPool:
             user=settings.INFERENCE_RUNNER_USER,
         ),
         resolve_path=lambda model: str(local_model_path(sha256=model.sha256, file_name=model.file_name)),
+        observer=observer,
     )
 
 
@@ -103,13 +107,15 @@ class Supervisor:
     def __init__(self, name: str, socket_path: str):
         self.name = name
         self.socket_path = socket_path
-        self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"))
+        self.telemetry = SupervisorTelemetry(name)
+        self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"), self.telemetry)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
         self.recorder: subprocess.Popen | None = None  # records and reaper: `inference.recorder`
 
     def start(self) -> None:
+        metrics_dir_prune()  # a previous run's files; this worker's pool processes write their own
         self.pool.start()
         self._thread(self.serve_socket, "supervisor-socket")
         if queue.enabled():
@@ -133,6 +139,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.recorder.kill()
         self.pool.stop()
+        if queue.enabled():
+            self.publish_status()  # the statistics of the last second
         try:
             os.unlink(self.socket_path)
         except OSError:
@@ -198,9 +206,17 @@ class Supervisor:
                 if queue.enabled() and time.monotonic() >= next_heartbeat:
                     queue.heartbeat(self.name)
                     next_heartbeat = time.monotonic() + 1
+                    self.publish_status()
             except Exception:
                 logger.exception("supervisor upkeep")
                 self.stopping.wait(1)
+
+    def publish_status(self) -> None:
+        # Apart from the heartbeat: a failure here must not stop the heartbeat or the recorder's watch.
+        try:
+            self.telemetry.publish(self.pool)
+        except Exception:
+            logger.exception("publishing the worker's status and statistics")
 
 
 def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
@@ -222,7 +238,7 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
 
 def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:
     """Run one job's request on `pool` and wait: the reply header and the outputs."""
-    result = pool.run(model_ref(header), tensors, request_id=header["id"])
+    result = pool.run(model_ref(header), tensors, request_id=header["id"], header=header)
     return reply_header(result), result.outputs or {}
 
 

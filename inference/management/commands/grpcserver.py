@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from inference.grpc_server import server_create
+from portal.metrics import metrics_dir_prune
 
 
 class Command(BaseCommand):
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=settings.GRPC_THREADS)
 
     def handle(self, *args, host: str, port: int, threads: int, **options):
+        metrics_dir_prune()
         server, bound = server_create(address=f"{host}:{port}", threads=threads)
         if not bound:
             raise SystemExit(f"could not listen on {host}:{port}")

@@ -12,6 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
 
+from portal.metrics import metrics_dir_wipe
+
 
 def ensure_user(username: str, *, staff: bool, password_env: str) -> str | None:
     """Create the user if missing; return the password when it was made up here (to print it once)."""
@@ -52,7 +54,9 @@ class Command(BaseCommand):
         if not no_seed and "seed_demo" in get_commands():
             call_command("seed_demo")
 
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The deployment starts here: its metrics start from zero, in the folder all three processes share.
+        metrics_dir_wipe()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(settings.METRICS_DIR))
         bin_dir = os.path.dirname(sys.executable)
         processes = [
             subprocess.Popen(

@@ -1,0 +1,112 @@
+"""The operations page for staff (`/admin/operations/`): workers and runners, queues, failures, validations.
+
+The page is a shell; `static/js/operations.js` polls `status.json` every two seconds and fills it in (the
+site's Content-Security-Policy allows no inline script). Workers are read from the status each supervisor
+publishes to Redis with its heartbeat (`runners.telemetry`); failures and validations from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from marketplace.models import ModelVersion
+
+from . import queue
+from .models import Prediction
+from .runners.telemetry import status_pattern
+
+FAILURES_SHOWN = 20
+
+
+def workers_status() -> list[dict]:
+    """Each live worker's last published status (they expire a few seconds after its last heartbeat)."""
+    if not queue.enabled():
+        return []
+    connection = queue.client()
+    keys = sorted(connection.scan_iter(match=status_pattern(), count=100))
+    blobs = connection.mget(keys) if keys else []
+    now = time.time()
+    workers = []
+    for blob in blobs:
+        if blob:
+            status = json.loads(blob)
+            status["age"] = round(now - status["seen_at"], 1)
+            workers.append(status)
+    return workers
+
+
+def recent_failures() -> list[dict]:
+    rows = (
+        Prediction.objects.filter(status=Prediction.Status.FAILED)
+        .order_by("-finished_at")
+        .values(
+            "id",
+            "finished_at",
+            "error",
+            "source",
+            "version__number",
+            "version__model__owner__username",
+            "version__model__name",
+        )[:FAILURES_SHOWN]
+    )
+    return [
+        {
+            "id": str(row["id"]),
+            "at": row["finished_at"].isoformat() if row["finished_at"] else None,
+            "model": f"{row['version__model__owner__username']}/{row['version__model__name']}",
+            "version": row["version__number"],
+            "source": row["source"],
+            "error": row["error"],
+        }
+        for row in rows
+    ]
+
+
+def validations_in_progress() -> list[dict]:
+    rows = (
+        ModelVersion.objects.filter(status=ModelVersion.Status.VALIDATING)
+        .order_by("created_at")
+        .values("number", "size", "created_at", "model__owner__username", "model__name")
+    )
+    return [
+        {
+            "model": f"{row['model__owner__username']}/{row['model__name']}",
+            "version": row["number"],
+            "size": row["size"],
+            "since": row["created_at"].isoformat(),
+        }
+        for row in rows
+    ]
+
+
+def operations_status() -> dict:
+    workers = workers_status()
+    queues: dict[str, int] = {}
+    for worker in workers:
+        for model, depth in worker["queues"].items():
+            queues[model] = max(queues.get(model, 0), depth)  # one Redis queue, seen by every worker
+    return {
+        "at": time.time(),
+        "workers": workers,
+        "queues": [{"model": model, "depth": depth} for model, depth in sorted(queues.items())],
+        "failures": recent_failures(),
+        "validations": validations_in_progress(),
+    }
+
+
+@staff_member_required
+@require_GET
+def operations_page(request):
+    return render(request, "inference/operations.html", {"status_url": "status.json"})
+
+
+@staff_member_required
+@require_GET
+def operations_status_json(request):
+    return JsonResponse(operations_status())

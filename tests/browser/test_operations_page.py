@@ -1,0 +1,72 @@
+"""The operations page, for staff, against a live deployment: it shows a runner replaced because the model it
+ran needed more memory than a runner may use, and refreshes itself (the restart appears without a reload)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from inference.runners.telemetry import STATUS_TTL_SECONDS
+from portal.models import ApiKey
+from portal.services import quota_set
+from tests.conftest import PASSWORD, ServingStack
+from tests.inference import builders
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def memory_limited_stack(django_db_setup, tmp_path):
+    stack = ServingStack(tmp_path, INFERENCE_RUNNER_MEMORY_MB="400", INFERENCE_RUNNERS="2").start()
+    yield stack
+    stack.stop()
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.goto(base + "/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(base + "/")
+
+
+def test_staff_see_a_runner_restarted_for_memory(page, memory_limited_stack, django_user_model, alice):
+    base = memory_limited_stack.web.url
+    django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)
+    quota_set(user=alice, requests_per_minute=1000, requests_per_day=10_000)
+    builders.publish(owner=alice, name="hungry", data=builders.memory_hungry_onnx())
+    key = ApiKey.issue(user=alice, name="hungry", scopes=["read", "predict"])[1]
+
+    log_in(page, base, "operator")
+    page.goto(base + "/admin/operations/")
+    runners = page.locator("#ops-runners")
+    expect(runners).to_contain_text("yes", timeout=STATUS_TTL_SECONDS * 4000)
+    expect(runners).not_to_contain_text("memory")
+
+    response = requests.post(
+        f"{base}/api/v1/models/alice/hungry/predict",
+        json={"inputs": {"n": [2_000_000_000]}},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    )
+    assert response.status_code == 200 and response.json()["status"] == "failed", response.text
+
+    # No reload: the page's own polling brings the restart, and the failure with its reason.
+    expect(runners).to_contain_text("memory: 1", timeout=20_000)
+    expect(page.locator("#ops-failures")).to_contain_text("more memory than a runner may use", timeout=20_000)
+    assert page.errors == []
+
+
+def test_the_operations_page_is_for_staff_only(client, alice):
+    client.force_login(alice)
+    assert client.get("/admin/operations/").status_code == 302
+    assert client.get("/admin/operations/status.json").status_code == 302
+
+
+def test_the_admin_index_links_to_the_operations_page(client, django_user_model):
+    staff = django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)
+    client.force_login(staff)
+    assert b'href="/admin/operations/"' in client.get("/admin/").content
+    status = client.get("/admin/operations/status.json").json()
+    assert set(status) == {"at", "workers", "queues", "failures", "validations"}

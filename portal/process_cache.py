@@ -2,10 +2,10 @@
 
 Every request needs its key and its owner's limits; fetching them from Redis cost two round trips a request.
 Each process now keeps its own copy, and every change goes through `forget()`: it deletes the shared entries
-and, at commit, publishes their names on a Redis channel that every process listens to, so a revoked key or a
-changed plan is dropped everywhere within milliseconds. A process serves its copies only while subscribed:
-when the subscription breaks, it drops them all and reads through to the shared cache until it is
-back. Without Redis there is no shared cache to notify through, so copies are not kept at all.
+and, at commit, publishes their names on a Redis channel every process subscribes to, and each process reads
+its subscription before every look-up, so a revoked key or a changed plan is gone on the next request. A
+process serves copies only while subscribed: when the subscription breaks, it drops them all and reads
+through to the shared cache until it is back. Without Redis there is no channel, so no copies are kept.
 """
 
 from __future__ import annotations
@@ -25,61 +25,59 @@ CHANNEL = "portal:forget"
 
 
 class _Copies:
+    """This process's copies, and its subscription to the change channel.
+
+    The subscription is read before every look-up (a non-blocking read of its socket, no round trip): Redis
+    writes a change to every subscriber before `forget()`'s PUBLISH returns, so a request that starts after a
+    change has committed never sees the old copy."""
+
     def __init__(self):
         self.entries: dict[str, tuple[float, object]] = {}
         self.lock = threading.Lock()
-        self.live = threading.Event()  # subscribed: copies may be served
+        self.pubsub = None
         self.pid: int | None = None
+        self.retry_at = 0.0
 
-    def start(self) -> None:
-        """Listen for changes in this process (once per process: a fork gets its own listener)."""
-        if self.pid == os.getpid():
-            return
-        with self.lock:
-            if self.pid == os.getpid():
-                return
-            self.pid = os.getpid()
+    def _sync(self) -> bool:
+        """Apply the changes published so far; False when copies may not be served (no live subscription)."""
+        if self.pid != os.getpid():  # a forked child: its parent's subscription and copies are not its own
+            self.pid, self.pubsub = os.getpid(), None
             self.entries.clear()
-            self.live = threading.Event()
-            threading.Thread(target=self._listen, name="process-cache", daemon=True).start()
+        try:
+            if self.pubsub is None:
+                if time.monotonic() < self.retry_at:
+                    return False
+                from django_redis import get_redis_connection
 
-    def _listen(self) -> None:
-        from django_redis import get_redis_connection
-
-        while True:
-            pubsub = None
-            try:
-                pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=False)
+                pubsub = get_redis_connection("default").pubsub()
                 pubsub.subscribe(CHANNEL)
-                for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        self.live.set()
-                    elif message["type"] == "message":
-                        self.drop(message["data"].decode().split("\n"))
-            except Exception as exc:
-                logger.warning("process cache: subscription lost (%s); serving no copies", type(exc).__name__)
-            finally:
-                self.live.clear()
-                with self.lock:
-                    self.entries.clear()
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:  # noqa: S110 (already broken)
-                        pass
-            time.sleep(1)
+                confirmed = pubsub.get_message(timeout=1)
+                if not confirmed or confirmed["type"] != "subscribe":
+                    raise ConnectionError("no subscription confirmed")
+                self.pubsub = pubsub
+            while (message := self.pubsub.get_message(timeout=0)) is not None:
+                if message["type"] == "message":
+                    for key in message["data"].decode().split("\n"):
+                        self.entries.pop(key, None)
+            return True
+        except Exception as exc:
+            logger.warning("process cache: no subscription (%s); serving no copies", type(exc).__name__)
+            self.entries.clear()
+            self.pubsub, self.retry_at = None, time.monotonic() + 1
+            return False
 
     def get(self, key: str):
-        if not self.live.is_set():
-            return None
-        entry = self.entries.get(key)
+        with self.lock:
+            if not self._sync():
+                return None
+            entry = self.entries.get(key)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
     def put(self, key: str, value, seconds: float) -> None:
-        if self.live.is_set():
-            with self.lock:
+        with self.lock:
+            if self.pubsub is not None and self.pid == os.getpid():
                 self.entries[key] = (time.monotonic() + seconds, value)
 
     def drop(self, keys) -> None:
@@ -98,7 +96,6 @@ def enabled() -> bool:
 def cached(key: str, load, seconds: float):
     """The entry named `key`: this process's copy, else the shared cache's, else `load()` (None: not kept)."""
     if enabled():
-        _copies.start()
         value = _copies.get(key)
         if value is not None:
             return value

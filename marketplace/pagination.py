@@ -15,6 +15,7 @@ import json
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import Paginator
 from django.db.models import F
@@ -47,7 +48,10 @@ class CatalogPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        sql, params = self.object_list.order_by().query.sql_with_params()
+        try:
+            sql, params = self.object_list.order_by().query.sql_with_params()
+        except EmptyResultSet:  # `.none()`, e.g. an owner filter naming nobody
+            return 0
         key = "catalog-count:" + hashlib.sha256(repr((sql, params)).encode()).hexdigest()
         cached = cache.get(key)
         if cached is not None:

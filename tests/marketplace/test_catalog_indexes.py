@@ -117,3 +117,10 @@ def test_the_tag_filter_reads_the_tags_gin_index(client, big_catalog):
         "one",
         "two",
     ]
+
+
+def test_a_common_tag_is_read_through_an_index_too(client, big_catalog):
+    # A tag on a few percent of the catalog: the page is read from the sort index, stopping after 20 matches,
+    # and the count from the tags' GIN index; neither scans the table.
+    plans = plans_of(client, "/api/v1/models?tag=vision")
+    assert scans_of_model_table(plans) == []

@@ -148,10 +148,13 @@ class Command(BaseCommand):
             action="store_true",
             help="also time catalog list and search (seed first: seed_catalog --count 100000)",
         )
+        parser.add_argument(
+            "--catalog-size", type=int, help="with --catalog: first add synthetic models up to this many"
+        )
 
     def handle(self, *args, url: str, seconds: float, concurrency: str, catalog: bool, **options):
         if catalog:
-            self.print_catalog()
+            self.print_catalog(options["catalog_size"])
         levels = [int(level) for level in concurrency.split(",")]
         user, key = self.benchmark_user()
         cases = [self.digits_case(user, url, key), self.cnn_case(user, url, key)]
@@ -351,10 +354,10 @@ class Command(BaseCommand):
         result.errors = errors[0]
         return result
 
-    def print_catalog(self) -> None:
+    def print_catalog(self, catalog_size: int | None = None) -> None:
         from marketplace.benchmarks import run_catalog_benchmark
 
-        results = run_catalog_benchmark()
+        results = run_catalog_benchmark(catalog_size=catalog_size)
         self.stdout.write(f"catalog: {results.pop('catalog rows')['count']} models")
         self.stdout.write(f"{'query':<32} {'matches':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for label, row in results.items():

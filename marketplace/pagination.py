@@ -116,9 +116,12 @@ class Keyset:
             payload = json.loads(base64.urlsafe_b64decode(cursor.encode()))
             if payload["o"] != self.ordering:
                 raise ValidationError({"cursor": [OTHER_SORT_CURSOR]})
-            values = [field.to_python(v) for field, v in zip(self.model_fields, payload["k"], strict=True)]
-            if None in values:
-                raise ValueError("a cursor position has no nulls")
+            if not isinstance(payload["k"], list):
+                raise TypeError("a cursor position is a list")
+            # clean() also range-checks numbers, so a forged cursor is a 400, never a database error.
+            values = [field.clean(v, None) for field, v in zip(self.model_fields, payload["k"], strict=True)]
+            if any(value is None or "\x00" in str(value) for value in values):
+                raise ValueError("a cursor position has neither nulls nor NUL characters")
             return values, bool(payload["b"])
         except (ValueError, TypeError, KeyError, binascii.Error, DjangoValidationError) as exc:
             raise ValidationError({"cursor": [INVALID_CURSOR]}) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -23,6 +25,12 @@ def catalog(alice):
 
 def names(body: dict) -> list[str]:
     return [model["name"] for model in body["results"]]
+
+
+def forged_cursor(ordering: list[str], position) -> str:
+    """A cursor in our format with a position no page of ours points at."""
+    payload = {"o": ordering, "k": position, "b": False}
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
 def follow(client, url: str) -> dict:
@@ -115,3 +123,17 @@ def test_the_browse_page_caps_page_numbers_and_says_so(client, settings):
 def test_the_browse_page_says_nothing_about_a_cap_it_does_not_reach(client, catalog):
     page = client.get("/models/").content.decode()
     assert "Pages stop" not in page
+
+
+@pytest.mark.parametrize(
+    "position", [["1" + "0" * 30, "1"], ["10", "-5x"], ["10"], "10", [None, "1"], ["10", "1", "2"]]
+)
+def test_it_rejects_a_forged_cursor_with_a_400(client, catalog, position):
+    response = client.get("/api/v1/models", {"cursor": forged_cursor(["-downloads", "-id"], position)})
+    assert response.status_code == 400
+    assert "cursor" in response.json()
+
+
+def test_it_rejects_a_forged_name_cursor_with_a_nul_character(client, catalog):
+    cursor = forged_cursor(["name", "id"], ["m\x0001", "1"])
+    assert client.get("/api/v1/models", {"cursor": cursor, "sort": "name"}).status_code == 400

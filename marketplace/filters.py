@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.contrib.auth import get_user_model
 from django.contrib.postgres.search import SearchQuery
 from django.db import connection
 from django.db.models import Q
@@ -27,7 +28,7 @@ class ModelFilterSet(django_filters.FilterSet):
     task = django_filters.ChoiceFilter(choices=Task.choices)
     format = django_filters.ChoiceFilter(field_name="latest_format", choices=Format.choices)
     tag = django_filters.CharFilter(method="filter_tag")
-    owner = django_filters.CharFilter(field_name="owner__username")
+    owner = django_filters.CharFilter(method="filter_owner")
     sort = django_filters.ChoiceFilter(
         choices=[(key, key) for key in SORTS], method="filter_sort", empty_label=""
     )
@@ -47,6 +48,15 @@ class ModelFilterSet(django_filters.FilterSet):
         return queryset.filter(
             Q(name__icontains=value) | Q(description__icontains=value) | Q(tags__icontains=value)
         )
+
+    def filter_owner(self, queryset, name, value):
+        # The owner is looked up first and the models filtered on owner_id, never joined on username: with a
+        # join, PostgreSQL walked a whole sort index of the catalog and checked each row's owner (issue 18),
+        # while `owner_id = n` is answered from the (owner_id, sort key) indexes at once.
+        owner_id = get_user_model().objects.filter(username=value).values_list("pk", flat=True).first()
+        if owner_id is None:
+            return queryset.none()
+        return queryset.filter(owner_id=owner_id)
 
     def filter_tag(self, queryset, name, value):
         if on_postgresql():

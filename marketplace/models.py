@@ -39,7 +39,11 @@ model_name_validator = RegexValidator(
 
 
 class Model(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models")
+    # No index of its own: `model_owner_downloads` and the unique (owner, lower(name)) both lead with
+    # owner_id, and one index less keeps bulk inserts (seed_catalog) fast.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="models", db_index=False
+    )
     name = models.CharField(max_length=100, validators=[model_name_validator])
     task = models.CharField(max_length=32, choices=Task.choices, default=Task.OTHER)
     description = models.TextField(blank=True, help_text="Model card, in Markdown.")
@@ -75,6 +79,10 @@ class Model(models.Model):
             models.Index(fields=["name", "id"], name="model_sort_name"),
             models.Index(fields=["task", "-downloads"], name="model_task_downloads"),
             models.Index(fields=["latest_format", "-downloads"], name="model_format_downloads"),
+            # An owner's models in the default order, read straight from the index; an owner's list in another
+            # order reads that owner's rows from here and sorts them (issue 18: a join on username walked the
+            # whole catalog instead).
+            models.Index(fields=["owner", "-downloads", "-id"], name="model_owner_downloads"),
         ]
 
     def __str__(self) -> str:

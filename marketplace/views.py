@@ -6,6 +6,7 @@ import json
 from urllib.parse import urlencode
 
 import numpy as np
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
@@ -47,7 +48,10 @@ def home(request):
 
 def browse(request):
     filterset = ModelFilterSet(request.GET, queryset=listed_models(request.user), request=request)
-    page = CatalogPaginator(filterset.qs, BROWSE_PAGE_SIZE).get_page(request.GET.get("page"))
+    # Page numbers stop at MODEL_BROWSE_MAX_ROWS (a deeper OFFSET gets slow); the page says so, and a number
+    # past the last page shows the last one.
+    paginator = CatalogPaginator(filterset.qs, BROWSE_PAGE_SIZE, max_rows=settings.MODEL_BROWSE_MAX_ROWS)
+    page = paginator.get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

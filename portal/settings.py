@@ -382,8 +382,14 @@ REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
 # NaN and ±Infinity travel as JSON literals in and out (API.md), as Python's json and tritonclient write them.
 REST_FRAMEWORK["STRICT_JSON"] = False
 # Catalog lists with at least this many matches cache their count for this long (counting 100k rows is slow).
-MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 10_000)
+# Counting N matches reads N scattered rows (10,000 took ~60 ms at a million models), so counts from this many
+# matches up are cached; the listed models themselves are never cached.
+MODEL_LIST_COUNT_CACHE_MIN = env_int("MODEL_LIST_COUNT_CACHE_MIN", 1_000)
 MODEL_LIST_COUNT_CACHE_SECONDS = env_int("MODEL_LIST_COUNT_CACHE_SECONDS", 60)
+# Page numbers reach this many catalog rows (a deeper OFFSET gets slow): on the API the last numbered page's
+# `next` goes on with a cursor; the browse page stops and says so.
+MODEL_LIST_MAX_PAGED_ROWS = env_int("MODEL_LIST_MAX_PAGED_ROWS", 10_000)
+MODEL_BROWSE_MAX_ROWS = env_int("MODEL_BROWSE_MAX_ROWS", 1_000)
 
 # --- inference ---
 # A prediction's own time limit (seconds), for interactive calls and jobs alike: past it the runner is killed.

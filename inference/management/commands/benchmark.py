@@ -106,10 +106,13 @@ class Command(BaseCommand):
             action="store_true",
             help="also time catalog list and search (seed first: seed_catalog --count 100000)",
         )
+        parser.add_argument(
+            "--catalog-size", type=int, help="with --catalog: first add synthetic models up to this many"
+        )
 
     def handle(self, *args, url: str, catalog: bool, **options):
         if catalog:
-            self.print_catalog()
+            self.print_catalog(options["catalog_size"])
         url = url.rstrip("/")
         self.url, self.options = url, options
         self.requests, self.max_seconds = options["requests"], options["seconds"]
@@ -414,10 +417,10 @@ class Command(BaseCommand):
         if BENTOML in results.missing:
             write(f"BentoML was not measured: {results.missing[BENTOML]}")
 
-    def print_catalog(self) -> None:
+    def print_catalog(self, catalog_size: int | None = None) -> None:
         from marketplace.benchmarks import run_catalog_benchmark
 
-        results = run_catalog_benchmark()
+        results = run_catalog_benchmark(catalog_size=catalog_size)
         self.stdout.write(f"catalog: {results.pop('catalog rows')['count']} models")
         self.stdout.write(f"{'query':<32} {'matches':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for label, row in results.items():

@@ -322,3 +322,52 @@ def test_every_admitted_request_ends_in_exactly_one_record_counted_once(
         requests=Sum("requests"), succeeded=Sum("succeeded")
     )
     assert usage == {"requests": admitted, "succeeded": 3}
+
+
+def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
+    client, alice, bob, alice_key, bob_key, own_worker, settings
+):
+    own_worker(PREDICTION_TIME_LIMIT="6")
+    settings.INFERENCE_MODEL_QUEUE_MAX = 2
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    builders.publish(owner=bob, name="digits", data=builders.digits_onnx())
+    answers = []
+
+    def stuck_call():
+        from django.test import Client
+
+        answers.append(post_json(Client(), "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key))
+
+    # One call holds the slow model's runner; two more wait in its queue, which is then full.
+    threads = [threading.Thread(target=stuck_call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    wait_for(lambda: queue.depth(queue.client(), slow_model_sha(alice)) >= 2, 10, "the queue never filled")
+    refused = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
+    assert refused.status_code == 503 and refused["Retry-After"] == "1"
+    assert "requests waiting" in refused.json()["detail"]
+    assert post_json(client, "/api/v1/models/bob/digits/predict", DIGITS_BODY, bob_key).status_code == 200
+    refused_v2 = post_json(
+        client,
+        "/v2/models/alice/slow/infer",
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1], "data": [0.0]},
+                {"name": "n", "datatype": "INT64", "shape": [1], "data": [10**12]},
+            ]
+        },
+        alice_key,
+    )
+    assert refused_v2.status_code == 503 and refused_v2["Retry-After"] == "1"
+    for thread in threads:
+        thread.join(60)
+    # Refused requests were admitted (counted) and are recorded as failed, like every admitted request.
+    refused_records = Prediction.objects.filter(user=alice, error__contains="queue was full")
+    assert refused_records.count() == 2 and all(p.status == "failed" for p in refused_records)
+
+
+def slow_model_sha(user) -> str:
+    from marketplace.models import ModelVersion
+
+    return ModelVersion.objects.get(model__owner=user, model__name="slow").sha256

@@ -197,7 +197,7 @@ def record_push(pipe, record: dict, outputs: dict[str, np.ndarray] | None) -> No
 
 
 def heartbeat(name: str) -> None:
-    client().set(key("alive"), name, ex=3)
+    client().set(key("alive"), name, ex=5)
 
 
 def serving() -> bool:

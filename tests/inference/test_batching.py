@@ -152,19 +152,19 @@ def test_concurrent_callers_each_get_their_own_results(client, alice_key, mixed,
 
 
 @pytest.fixture
-def redis_out_of_reach(settings):
-    """The web's request queue pointed at a port nobody listens on (the quota counters keep their Redis)."""
-    from tests.conftest import free_port
+def no_worker_serves_the_queue(settings):
+    """The web's request queue under a key prefix no worker serves (no heartbeat there)."""
+    import uuid
 
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.INFERENCE_REDIS_PREFIX = f"mp:nobody-{uuid.uuid4().hex[:8]}:"
     queue.reset_client()
     yield
-    queue.reset_client()  # the next client is made from the restored REDIS_URL
+    queue.reset_client()  # forget what was seen of the workers
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_redis_out_of_reach_a_call_takes_the_job_path(
-    client, alice_key, mixed, celery_worker_process, redis_out_of_reach
+def test_with_no_worker_serving_the_queue_a_call_takes_the_job_path(
+    client, alice_key, mixed, celery_worker_process, no_worker_serves_the_queue
 ):
     from inference.models import Prediction
 
@@ -181,3 +181,4 @@ def test_with_redis_out_of_reach_a_call_takes_the_job_path(
     assert (
         job.inputs is not None and job.attempts == 1
     )  # it ran as a job: its inputs were kept for the worker
+    assert not queue.depth(queue.client(), mixed.sha256)  # and it was taken back off the queue

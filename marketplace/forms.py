@@ -50,9 +50,7 @@ class ExampleParsing:
 
         cleaned = super().clean()
         try:
-            cleaned["example"] = parse_example(
-                cleaned.get("example"), text=bool(cleaned.get("tokenizer"))
-            )
+            cleaned["example"] = parse_example(cleaned.get("example"), text=bool(cleaned.get("tokenizer")))
         except ValidationError as exc:
             self.add_error("example", [str(e) for e in exc.detail])
         return cleaned

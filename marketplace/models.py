@@ -119,8 +119,8 @@ class ModelVersion(models.Model):
     # The uploader's example, a predict body's `inputs`, as JSON text: text, because it may hold NaN or
     # Infinity, which PostgreSQL's json types refuse. Blank when none was given.
     example = models.TextField(blank=True)
-    # Text models: the Hugging Face tokenizer.json the server tokenizes with, stored by content beside the model
-    # file (blank when none was given).
+    # Text models: the Hugging Face tokenizer.json the server tokenizes with, stored by content beside the
+    # model file (blank when none was given).
     tokenizer = models.FileField(max_length=255, blank=True)
     tokenizer_size = models.PositiveBigIntegerField(null=True, blank=True)
     tokenizer_sha256 = models.CharField(max_length=64, blank=True)

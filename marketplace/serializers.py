@@ -161,8 +161,8 @@ def version_api_url(version: ModelVersion, *, route: str = "api-version") -> str
 
 
 TOKENIZER_HELP = (
-    "Text models (text-classification, feature-extraction): a Hugging Face tokenizer.json. Predict then takes "
-    '{"text": …}; the `example` may be the text to try.'
+    "Text models (text-classification, feature-extraction): a Hugging Face tokenizer.json. Predict then "
+    'takes {"text": …}; the `example` may be the text to try.'
 )
 
 

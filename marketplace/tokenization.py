@@ -1,7 +1,7 @@
 """Text into a model's token tensors with a Hugging Face `tokenizer.json`, through the `tokenizers` library.
 
-Django-free: the upload check (`validation`, in the web process), the sandbox child (`sandbox.py`, the trial run
-on the example) and inference's text path all tokenize the same way here. Parsing a tokenizer.json is not code
+Django-free: the upload check (in the web process), the sandbox child (`sandbox.py`, the trial run on the
+example) and inference's text path all tokenize the same way here. Parsing a tokenizer.json is not code
 execution (it is data for the Rust library), but its size is bounded by the caller.
 """
 
@@ -150,5 +150,7 @@ def encode_texts(tokenizer, plan: TextPlan, texts: list[str]) -> tuple[dict[str,
         "attention_mask": [e.attention_mask for e in encodings],
         "token_type_ids": [e.type_ids for e in encodings],
     }
-    inputs = {name: np.asarray(columns[name], dtype=INTEGER_DTYPES[datatype]) for name, datatype in plan.inputs}
+    inputs = {
+        name: np.asarray(columns[name], dtype=INTEGER_DTYPES[datatype]) for name, datatype in plan.inputs
+    }
     return inputs, np.asarray(columns["attention_mask"], dtype=np.int64)

@@ -87,6 +87,21 @@ def text_request(target, value) -> TextRequest:
     return TextRequest(texts=texts, tensors=tensors, attention_mask=mask, single=isinstance(value, str))
 
 
+def oip_text_request(described: list, binary, target) -> TextRequest | None:
+    """An Open Inference Protocol request with one BYTES input `text` to a model with a tokenizer, tokenized
+    (None for every other request, which is decoded against the signature as usual)."""
+    texts = texts_from_oip(described, binary, target)
+    return None if texts is None else text_request(target, texts)
+
+
+def with_text_outputs(target, request: TextRequest, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's outputs, and for feature-extraction the pooled `embeddings` as one more FP32 output."""
+    if target.task != Task.FEATURE_EXTRACTION:
+        return outputs
+    vectors = embeddings_of(outputs, request.attention_mask)
+    return outputs if vectors is None else {**outputs, OIP_EMBEDDINGS_OUTPUT: vectors}
+
+
 def texts_from_oip(described: list, binary, target) -> list[str] | None:
     """The texts of an Open Inference Protocol request whose one input is a BYTES tensor named `text`, for a
     model with a tokenizer (None for any other request: it is decoded against the signature as usual)."""

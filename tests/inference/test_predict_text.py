@@ -88,3 +88,14 @@ def test_v2_rejects_a_text_input_that_is_not_bytes(client, alice_key, encoder):
     response = post_json(client, "/v2/models/alice/encoder/infer", body, alice_key)
     assert response.status_code == 400
     assert "BYTES" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_tokenizers_are_loaded_once_per_process_and_content(alice):
+    from inference import services, text
+
+    first = publish_text_model(owner=alice, name="one", task="feature-extraction")
+    second = publish_text_model(owner=alice, name="two", task="feature-extraction")
+    assert first.tokenizer_sha256 == second.tokenizer_sha256
+    targets = [services.target_find(owner="alice", name=n, number=None, user=alice) for n in ("one", "two")]
+    assert text.tokenizer_for(targets[0])[0] is text.tokenizer_for(targets[1])[0]

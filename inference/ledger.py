@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -255,7 +256,8 @@ def _account(ids: list) -> list[tuple]:
             )
         )
     usage_record(usages)
-    return [(row[0], row[1]) for row in rows]
+    # As str(UUID): PostgreSQL returns UUIDs, SQLite (make run) the 32 hex digits it stores.
+    return [(str(uuid.UUID(str(row[0]))), row[1]) for row in rows]
 
 
 # --- tensors at rest ----------------------------------------------------------------------------------------

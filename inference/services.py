@@ -63,6 +63,13 @@ class Target:
     file_name: str
     size: int
     signature: dict
+    # Text models: the version's tokenizer.json (storage name and content hash), blank without one.
+    tokenizer_name: str = ""
+    tokenizer_sha256: str = ""
+
+    @property
+    def takes_text(self) -> bool:
+        return bool(self.tokenizer_sha256)
 
     def visible_to(self, user) -> bool:
         return selectors.is_visible_to(user, owner_id=self.owner_id, visibility=self.visibility)
@@ -137,6 +144,8 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         file_name=version.file.name,
         size=version.size,
         signature=version.signature or {},
+        tokenizer_name=version.tokenizer.name or "",
+        tokenizer_sha256=version.tokenizer_sha256,
     )
 
 

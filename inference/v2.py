@@ -21,6 +21,7 @@ from .models import Prediction
 from .runtimes import platform_of
 from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
 from .statistics import model_stats
+from .text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
 
 
 @require_GET
@@ -183,13 +184,21 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     requested = request_json.get("outputs")
     if requested is not None and not isinstance(requested, list):
         raise V2Error("'outputs' must be a list.", 400)
-    output_names = [spec["name"] for spec in target.signature.get("outputs", [])]
+    try:
+        text = oip_text_request(request_json["inputs"], binary, target)
+    except TextError as exc:
+        raise V2Error(str(exc), 400) from None
+    output_names = oip_output_names(target, text)
     for output in requested or []:
         if not isinstance(output, dict) or output.get("name") not in output_names:
             raise V2Error(f"Unknown output {output!r}: the model's outputs are {output_names}.", 400)
     binary_default = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
     try:
-        tensors = decode_oip_tensors(request_json["inputs"], target.signature, binary)
+        tensors = (
+            text.tensors
+            if text is not None
+            else decode_oip_tensors(request_json["inputs"], target.signature, binary)
+        )
     except TensorError as exc:
         raise V2Error(str(exc), 400) from None
     try:
@@ -218,6 +227,8 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     outputs = outcome.outputs
     if outputs is None:  # the job path stored JSON
         outputs = _arrays_from_json(outcome.outputs_json)
+    if text is not None:
+        outputs = with_text_outputs(target, text, outputs)
     try:
         described, chunks = encode_outputs_oip(outputs, requested, binary_default)
     except TensorError as exc:
@@ -245,6 +256,13 @@ def model_statistics(request, owner: str, name: str, number: int | None = None):
     versions = ModelVersion.objects.filter(model_id=target.model_id, number__in=numbers).order_by("number")
     pairs = list(versions.values_list("number", "id"))
     return JsonResponse(model_stats(name=target.slug, versions=pairs))
+
+
+def oip_output_names(target, text) -> list[str]:
+    names = [spec["name"] for spec in target.signature.get("outputs", [])]
+    return (
+        [*names, OIP_EMBEDDINGS_OUTPUT] if text is not None and target.task == "feature-extraction" else names
+    )
 
 
 def _arrays_from_json(outputs: list[dict]):

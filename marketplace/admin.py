@@ -120,6 +120,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "status",
         "reason",
         "signature",
+        "notes",
+        "example",
+        "tokenizer",
+        "tokenizer_size",
+        "tokenizer_sha256",
         "created_at",
     ]
 

@@ -74,6 +74,30 @@ def store_or_refuse(*, file, limit: int) -> services.StoredFile:
         raise UnsupportedModel(str(exc)) from exc
 
 
+def tokenizer_store_or_refuse(*, file, task: str) -> services.StoredFile | None:
+    """The upload's tokenizer.json checked and stored (None without one): 400 for a task that takes no text,
+    413 over the size limit, 415 when it does not load or encode."""
+    if file is None:
+        return None
+    try:
+        services.check_tokenizer_task(task=task)
+        return services.store_tokenizer(file=file)
+    except services.TokenizerNotForTask as exc:
+        raise ValidationError({"tokenizer": [str(exc)]}) from exc
+    except services.UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except services.UnsupportedTokenizer as exc:
+        raise UnsupportedModel(f"The tokenizer is not usable: {exc}") from exc
+
+
+def model_file_store_or_refuse(*, file, limit: int, tokenizer: services.StoredFile | None):
+    try:
+        return store_or_refuse(file=file, limit=limit)
+    except APIException:
+        services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
+        raise
+
+
 def pending_response(version: ModelVersion) -> Response:
     body = {
         "number": version.number,
@@ -114,7 +138,8 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
         data = payload.validated_data
         if Model.objects.filter(owner=request.user, name__iexact=data["name"]).exists():
             raise ValidationError({"name": [f"You already have a model named {data['name']!r}."]})
-        stored = store_or_refuse(file=data["file"], limit=limit)
+        tokenizer = tokenizer_store_or_refuse(file=data["tokenizer"], task=data["task"])
+        stored = model_file_store_or_refuse(file=data["file"], limit=limit, tokenizer=tokenizer)
         try:
             version = services.model_create(
                 owner=request.user,
@@ -130,6 +155,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
                 notes=data["notes"],
                 signature_hint=data["signature"] or None,
                 example=data["example"],
+                tokenizer=tokenizer,
             )
         except services.ModelNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from exc
@@ -210,13 +236,16 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
         limit = refuse_oversized_request(request)
         payload = VersionUploadSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        stored = store_or_refuse(file=payload.validated_data["file"], limit=limit)
+        data = payload.validated_data
+        tokenizer = tokenizer_store_or_refuse(file=data["tokenizer"], task=model.task)
+        stored = model_file_store_or_refuse(file=data["file"], limit=limit, tokenizer=tokenizer)
         version = services.version_create(
             model=model,
             stored=stored,
-            notes=payload.validated_data["notes"],
-            signature_hint=payload.validated_data["signature"] or None,
-            example=payload.validated_data["example"],
+            notes=data["notes"],
+            signature_hint=data["signature"] or None,
+            example=data["example"],
+            tokenizer=tokenizer,
         )
         version = services.version_publish(version=version)
         if version.status == ModelVersion.Status.REJECTED:

@@ -1,7 +1,9 @@
 """The demo catalog: real models trained at seed time on datasets bundled with scikit-learn.
 
 Digits (8x8 handwritten digits) as an ONNX MLP and the same network as TorchScript, and wine cultivars as a
-scikit-learn pipeline converted with skl2onnx. Each is validated through the same sandbox as any upload.
+scikit-learn pipeline converted with skl2onnx; and two text models (`demo_text`): the pretrained sentence
+encoder all-MiniLM-L6-v2 exported to ONNX, and a topic classifier on top of it. Each is validated through the
+same sandbox as any upload.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ class DemoModel:
     tags: list[str]
     labels: list[str]
     preprocessing: dict
-    accuracy: float
+    accuracy: float | None
+    license: str = "BSD-3-Clause"
+    notes: str = "Trained at seed time."
+    tokenizer: Path | None = None
+    example: str | list | None = None
 
 
 def demo_user():
@@ -257,16 +263,28 @@ def demo_is_ready(owner, name: str) -> bool:
     ).exists()
 
 
-def seed_demo_catalog(*, log=print) -> list[Model]:
-    """Train, export, upload and validate the demo models that are not there yet; idempotent."""
+TABULAR_AND_IMAGE_DEMOS = ["digits", "digits-torchscript", "wine"]
+TEXT_DEMOS = ["minilm-embeddings", "topics"]
+
+
+def seed_demo_catalog(*, log=print, text: bool = True) -> list[Model]:
+    """Train, export, upload and validate the demo models that are not there yet; idempotent.
+
+    `text=False` leaves out the text models (their export takes a while)."""
     owner = demo_user()
-    wanted = ["digits", "digits-torchscript", "wine"]
+    wanted = TABULAR_AND_IMAGE_DEMOS + (TEXT_DEMOS if text else [])
     if all(demo_is_ready(owner, name) for name in wanted):
         log("The demo catalog is already loaded.")
         return list(Model.objects.filter(owner=owner, name__in=wanted))
     with tempfile.TemporaryDirectory(prefix="modelport-demo-") as tmp:
         folder = Path(tmp)
-        demos = [*export_digits(folder), export_wine(folder)]
+        demos = []
+        if not all(demo_is_ready(owner, name) for name in TABULAR_AND_IMAGE_DEMOS):
+            demos += [*export_digits(folder), export_wine(folder)]
+        if text and not all(demo_is_ready(owner, name) for name in TEXT_DEMOS):
+            from .demo_text import export_text_demos
+
+            demos += export_text_demos(folder, log=log)
         for demo in demos:
             if demo_is_ready(owner, demo.name):
                 continue
@@ -274,6 +292,10 @@ def seed_demo_catalog(*, log=print) -> list[Model]:
                 Model.objects.filter(owner=owner, name=demo.name).delete()
             with open(demo.path, "rb") as handle:
                 stored = services.store_upload(file=File(handle, name=demo.path.name), limit=1 << 30)
+            tokenizer = None
+            if demo.tokenizer is not None:
+                with open(demo.tokenizer, "rb") as handle:
+                    tokenizer = services.store_tokenizer(file=File(handle, name="tokenizer.json"))
             version = services.model_create(
                 owner=owner,
                 name=demo.name,
@@ -281,16 +303,16 @@ def seed_demo_catalog(*, log=print) -> list[Model]:
                 task=demo.task,
                 description=demo.description,
                 tags=demo.tags,
-                license="BSD-3-Clause",
+                license=demo.license,
                 labels=demo.labels,
                 preprocessing=demo.preprocessing,
-                notes="Trained at seed time.",
+                notes=demo.notes,
+                example=demo.example,
+                tokenizer=tokenizer,
             )
             version = services.version_publish(version=version, inline=True)
             if version.status != ModelVersion.Status.READY:
                 raise DemoModelFailed(f"The demo model {demo.name} was rejected: {version.reason}")
-            log(
-                f"Loaded {owner.username}/{demo.name} ({version.format}, "
-                f"held-out accuracy {demo.accuracy:.3f})."
-            )
+            measured = f", held-out accuracy {demo.accuracy:.3f}" if demo.accuracy is not None else ""
+            log(f"Loaded {owner.username}/{demo.name} ({version.format}{measured}).")
     return list(Model.objects.filter(owner=owner, name__in=wanted))

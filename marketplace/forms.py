@@ -7,7 +7,7 @@ import json
 from django import forms
 
 from .models import Model, Task, Visibility, model_name_validator
-from .serializers import EXAMPLE_HELP, parse_comma_list, parse_example, validate_preprocessing
+from .serializers import EXAMPLE_HELP, TOKENIZER_HELP, parse_comma_list, parse_example, validate_preprocessing
 
 
 class CommaSeparatedField(forms.CharField):
@@ -38,15 +38,22 @@ class JSONObjectFormField(forms.CharField):
 
 
 class ExampleFormField(forms.CharField):
+    # Parsed by the form's clean(): how depends on whether a tokenizer comes with it (see parse_example).
     widget = forms.Textarea(attrs={"rows": 3})
 
-    def to_python(self, value):
+
+class ExampleParsing:
+    """Forms with `example` and `tokenizer`: the example is read as text when a tokenizer comes with it."""
+
+    def clean(self):
         from rest_framework.exceptions import ValidationError
 
+        cleaned = super().clean()
         try:
-            return parse_example(super().to_python(value))
+            cleaned["example"] = parse_example(cleaned.get("example"), text=bool(cleaned.get("tokenizer")))
         except ValidationError as exc:
-            raise forms.ValidationError([str(e) for e in exc.detail]) from exc
+            self.add_error("example", [str(e) for e in exc.detail])
+        return cleaned
 
 
 class PreprocessingField(JSONObjectFormField):
@@ -59,7 +66,7 @@ class PreprocessingField(JSONObjectFormField):
             raise forms.ValidationError([str(e) for e in exc.detail]) from exc
 
 
-class ModelUploadForm(forms.Form):
+class ModelUploadForm(ExampleParsing, forms.Form):
     name = forms.CharField(
         max_length=100,
         validators=[model_name_validator],
@@ -86,6 +93,7 @@ class ModelUploadForm(forms.Form):
     )
     notes = forms.CharField(required=False, max_length=10_000)
     example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
+    tokenizer = forms.FileField(required=False, label="Tokenizer (tokenizer.json)", help_text=TOKENIZER_HELP)
 
     def __init__(self, *args, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -98,11 +106,12 @@ class ModelUploadForm(forms.Form):
         return name
 
 
-class VersionUploadForm(forms.Form):
+class VersionUploadForm(ExampleParsing, forms.Form):
     file = forms.FileField(allow_empty_file=True)
     notes = forms.CharField(required=False, max_length=10_000)
     signature = JSONObjectFormField(required=False, help_text="Only for TorchScript without recorded shapes.")
     example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
+    tokenizer = forms.FileField(required=False, label="Tokenizer (tokenizer.json)", help_text=TOKENIZER_HELP)
 
 
 class ModelEditForm(forms.ModelForm):

@@ -127,6 +127,11 @@ class ModelVersion(models.Model):
     # The uploader's example, a predict body's `inputs`, as JSON text: text, because it may hold NaN or
     # Infinity, which PostgreSQL's json types refuse. Blank when none was given.
     example = models.TextField(blank=True)
+    # Text models: the Hugging Face tokenizer.json the server tokenizes with, stored by content beside the
+    # model file (blank when none was given).
+    tokenizer = models.FileField(max_length=255, blank=True)
+    tokenizer_size = models.PositiveBigIntegerField(null=True, blank=True)
+    tokenizer_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -136,7 +141,18 @@ class ModelVersion(models.Model):
         ]
 
     # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
-    IMMUTABLE_FIELDS = ("model_id", "number", "file", "size", "sha256", "notes", "example")
+    IMMUTABLE_FIELDS = (
+        "model_id",
+        "number",
+        "file",
+        "size",
+        "sha256",
+        "notes",
+        "example",
+        "tokenizer",
+        "tokenizer_size",
+        "tokenizer_sha256",
+    )
 
     def __str__(self) -> str:
         return f"{self.model.slug} v{self.number}"
@@ -150,8 +166,19 @@ class ModelVersion(models.Model):
         super().save(*args, **kwargs)
 
     @property
-    def example_inputs(self) -> dict | list | None:
+    def example_inputs(self) -> dict | list | str | None:
+        """A predict body's `inputs`, or for a text model its `text` (a string or a list of strings)."""
         return json.loads(self.example) if self.example else None
+
+    @property
+    def example_text(self) -> list[str] | None:
+        """The example's texts when it is text (text models), else None."""
+        example = self.example_inputs
+        if isinstance(example, str):
+            return [example]
+        if isinstance(example, list) and example and all(isinstance(item, str) for item in example):
+            return example
+        return None
 
     @classmethod
     def from_db(cls, db, field_names, values):

@@ -435,8 +435,50 @@ def trials_module():
 def checked_trial_run(run, inputs: list[dict], request: dict):
     """The trial run (see `trials.trial_run`), its failures as rejections: (result or None, note)."""
     trials = trials_module()
+    if request.get("tokenizer"):
+        return text_trial_run(run, inputs, request), ""
     try:
         return trials.trial_run(run, inputs, request.get("example"))
+    except trials.ExampleError as exc:
+        raise Rejected(f"The `example` does not fit the model: {exc}.") from exc
+    except RuntimeError as exc:
+        raise Rejected(str(exc)) from exc
+
+
+def text_trial_run(run, inputs: list[dict], request: dict):
+    """A text model's trial run: the example's texts (or a sample sentence) through its tokenizer."""
+    try:
+        from marketplace import tokenization
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import tokenization
+    example = request.get("example")
+    if isinstance(example, dict) or (isinstance(example, list) and example and isinstance(example[0], dict)):
+        return checked_example_run(run, inputs, example)
+    with open(request["tokenizer"], encoding="utf-8") as handle:
+        tokenizer = tokenization.tokenizer_load(handle.read())
+    try:
+        plan = tokenization.text_plan(tokenizer, inputs)
+        texts = tokenization.texts_of(example) if example is not None else [tokenization.SAMPLE_TEXT]
+        if plan.fixed_batch is not None:
+            texts = (texts * plan.fixed_batch)[: plan.fixed_batch]
+        arrays, _ = tokenization.encode_texts(tokenization.tokenizer_configure(tokenizer, plan), plan, texts)
+    except tokenization.TextError as exc:
+        raise Rejected(f"The model cannot take text from its tokenizer: {exc}.") from exc
+    try:
+        return run(arrays)
+    except Exception as exc:
+        raise Rejected(
+            "The model failed on the tokenized "
+            + ("example" if example is not None else "sample sentence")
+            + f": {trials_module().first_line(exc, 2000)}"
+        ) from exc
+
+
+def checked_example_run(run, inputs: list[dict], example):
+    trials = trials_module()
+    try:
+        return trials.trial_run(run, inputs, example)[0]
     except trials.ExampleError as exc:
         raise Rejected(f"The `example` does not fit the model: {exc}.") from exc
     except RuntimeError as exc:

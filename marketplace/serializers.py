@@ -66,8 +66,18 @@ EXAMPLE_HELP = (
 )
 
 
-def parse_example(value) -> dict | list | None:
-    """An upload's `example`: JSON text (multipart) or a JSON value; None when not given."""
+def is_text_example(value) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+    )
+
+
+def parse_example(value, *, text: bool = False) -> dict | list | str | None:
+    """An upload's `example`: JSON text (multipart) or a JSON value; None when not given.
+
+    With `text` (the upload carries a tokenizer) it may also be the text to try: a JSON string or list of
+    strings, or any other words, taken as they are.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -78,7 +88,13 @@ def parse_example(value) -> dict | list | None:
         try:
             value = json.loads(value)  # NaN and ±Infinity literals are welcome here, as in predict bodies
         except ValueError as exc:
+            if text:
+                return value
             raise serializers.ValidationError(f"Not valid JSON: {exc}.") from exc
+        if text and not isinstance(value, dict | list | str):
+            return json.dumps(value)  # a number typed as the text to try
+    if text and is_text_example(value):
+        return value
     if not isinstance(value, dict | list) or not value:
         raise serializers.ValidationError(
             "Expected a predict body's inputs: an object (input name -> nested list) or a list of tensors."
@@ -94,8 +110,9 @@ def parse_example(value) -> dict | list | None:
     }
 )
 class ExampleField(serializers.Field):
+    # Parsed in the serializer's validate(): how depends on whether a tokenizer comes with it.
     def to_internal_value(self, data):
-        return parse_example(data)
+        return data
 
     def to_representation(self, value):
         return value
@@ -143,10 +160,22 @@ def version_api_url(version: ModelVersion, *, route: str = "api-version") -> str
     )
 
 
+TOKENIZER_HELP = (
+    "Text models (text-classification, feature-extraction): a Hugging Face tokenizer.json. Predict then "
+    'takes {"text": …}; the `example` may be the text to try.'
+)
+
+
+class TokenizerSerializer(serializers.Serializer):
+    size = serializers.IntegerField(source="tokenizer_size")
+    sha256 = serializers.CharField(source="tokenizer_sha256")
+
+
 class VersionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     example = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
+    tokenizer = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
@@ -160,6 +189,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "signature",
             "notes",
             "example",
+            "tokenizer",
             "created_at",
             "url",
             "file_url",
@@ -168,12 +198,20 @@ class VersionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(
         {
-            "oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}],
+            "oneOf": [
+                {"type": "object", "additionalProperties": True},
+                {"type": "array", "items": {}},
+                {"type": "string"},
+            ],
             "nullable": True,
         },
     )
     def get_example(self, version):
         return version.example_inputs
+
+    @extend_schema_field(TokenizerSerializer(allow_null=True))
+    def get_tokenizer(self, version) -> dict | None:
+        return TokenizerSerializer(version).data if version.tokenizer else None
 
     def get_url(self, version) -> str:
         return version_api_url(version)
@@ -270,9 +308,21 @@ class ModelUploadSerializer(serializers.Serializer):
         ),
     )
     example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
+    tokenizer = serializers.FileField(required=False, default=None, allow_null=True, help_text=TOKENIZER_HELP)
 
     def validate_preprocessing(self, value):
         return validate_preprocessing(value)
+
+    def validate(self, attrs):
+        return with_parsed_example(attrs)
+
+
+def with_parsed_example(attrs: dict) -> dict:
+    try:
+        attrs["example"] = parse_example(attrs.get("example"), text=attrs.get("tokenizer") is not None)
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError({"example": exc.detail}) from exc
+    return attrs
 
 
 class VersionUploadSerializer(serializers.Serializer):
@@ -280,6 +330,10 @@ class VersionUploadSerializer(serializers.Serializer):
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     signature = JSONObjectField(required=False, default=dict)
     example = ExampleField(required=False, default=None, help_text=EXAMPLE_HELP)
+    tokenizer = serializers.FileField(required=False, default=None, allow_null=True, help_text=TOKENIZER_HELP)
+
+    def validate(self, attrs):
+        return with_parsed_example(attrs)
 
 
 def tiny_onnx_example() -> str:
@@ -306,6 +360,7 @@ UPLOAD_FIELDS = {
         '{"inputs": [{"name", "datatype", "shape"}]}, ' + JSON_TEXT,
     },
     "example": {"type": "string", "description": EXAMPLE_HELP + " " + JSON_TEXT},
+    "tokenizer": {"type": "string", "format": "binary", "description": TOKENIZER_HELP},
 }
 # Multipart bodies documented as what is sent: every field a string, lists comma-separated, objects JSON text.
 MODEL_UPLOAD_SCHEMA = {

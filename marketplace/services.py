@@ -22,6 +22,7 @@ from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_
 
 from .models import Model, ModelVersion, Task, Visibility
 from .selectors import latest_ready_version
+from .tokenization import tokenizer_check
 from .validation import inspect_model_file, sniff_upload
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,14 @@ class UploadTooLarge(Exception):
 
 class UnsupportedModelFile(Exception):
     """The file is not a supported, valid model; str(exc) is the reason shown to the uploader."""
+
+
+class UnsupportedTokenizer(UnsupportedModelFile):
+    """The tokenizer.json does not load or encode; str(exc) is the reason (a 415, like a bad model file)."""
+
+
+class TokenizerNotForTask(Exception):
+    """A tokenizer sent with a model whose task takes no text; str(exc) says which tasks do (a 400)."""
 
 
 class ModelNameTaken(Exception):
@@ -131,9 +140,52 @@ def store_upload(*, file, limit: int) -> StoredFile:
         raise
 
 
+def store_tokenizer(*, file) -> StoredFile:
+    """Check an uploaded tokenizer.json (it must load and encode a sample) and store it by content.
+
+    Read whole, but never more than TOKENIZER_MAX_BYTES (UploadTooLarge): the `tokenizers` library parses it
+    in this process, which is safe for data of a bounded size. UnsupportedTokenizer says why it is unusable.
+    """
+    limit = settings.TOKENIZER_MAX_BYTES
+    if file.size is not None and file.size > limit:
+        raise UploadTooLarge(f"The tokenizer is over its size limit: the limit is {limit} bytes.")
+    if hasattr(file, "seek"):
+        file.seek(0)
+    raw = file.read(limit + 1)
+    if len(raw) > limit:
+        raise UploadTooLarge(f"The tokenizer is over its size limit: the limit is {limit} bytes.")
+    reason = tokenizer_check(raw)
+    if reason:
+        raise UnsupportedTokenizer(reason)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    name = f"tokenizers/{sha256[:2]}/{sha256}.json"
+    if not default_storage.exists(name):
+        from django.core.files.base import ContentFile
+
+        saved = default_storage.save(name, ContentFile(raw))
+        if saved != name:  # stored concurrently by another upload of the same content
+            default_storage.delete(saved)
+    return StoredFile(name=name, size=len(raw), sha256=sha256)
+
+
+def check_tokenizer_task(*, task: str) -> None:
+    if task not in TEXT_TASKS:
+        raise TokenizerNotForTask(
+            f"A tokenizer is for text models: set the task to one of {', '.join(TEXT_TASKS)}."
+        )
+
+
+TEXT_TASKS = (Task.TEXT_CLASSIFICATION.value, Task.FEATURE_EXTRACTION.value)
+
+
 def discard_stored_file(name: str) -> None:
     """Delete a stored file unless another version still uses the same content."""
     if name and not ModelVersion.objects.filter(file=name).exists():
+        default_storage.delete(name)
+
+
+def discard_stored_tokenizer(name: str) -> None:
+    if name and not ModelVersion.objects.filter(tokenizer=name).exists():
         default_storage.delete(name)
 
 
@@ -151,7 +203,8 @@ def model_create(
     visibility: str = Visibility.PUBLIC,
     notes: str = "",
     signature_hint: dict | None = None,
-    example: dict | list | None = None,
+    example: dict | list | str | None = None,
+    tokenizer: StoredFile | None = None,
 ) -> ModelVersion:
     """Create a model and its version 1 (status `validating`); the caller then has it validated."""
     if visibility == Visibility.PRIVATE:
@@ -159,6 +212,7 @@ def model_create(
             check_private_model_allowance(owner=owner)
         except PrivateModelLimitReached:
             discard_stored_file(stored.name)
+            discard_stored_tokenizer(tokenizer.name if tokenizer else "")
             raise
     try:
         with transaction.atomic():
@@ -174,10 +228,16 @@ def model_create(
                 visibility=visibility,
             )
             return version_create(
-                model=model, stored=stored, notes=notes, signature_hint=signature_hint, example=example
+                model=model,
+                stored=stored,
+                notes=notes,
+                signature_hint=signature_hint,
+                example=example,
+                tokenizer=tokenizer,
             )
     except IntegrityError as exc:
         discard_stored_file(stored.name)
+        discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         raise ModelNameTaken(f"You already have a model named {name!r}.") from exc
 
 
@@ -187,7 +247,8 @@ def version_create(
     stored: StoredFile,
     notes: str = "",
     signature_hint: dict | None = None,
-    example: dict | list | None = None,
+    example: dict | list | str | None = None,
+    tokenizer: StoredFile | None = None,
 ) -> ModelVersion:
     with transaction.atomic():
         # The row lock serialises concurrent uploads to one model: numbers go 1, 2, 3… without clashes.
@@ -202,6 +263,9 @@ def version_create(
             notes=notes,
             signature={"hint": signature_hint} if signature_hint else {},
             example=json.dumps(example) if example is not None else "",
+            tokenizer=tokenizer.name if tokenizer else "",
+            tokenizer_size=tokenizer.size if tokenizer else None,
+            tokenizer_sha256=tokenizer.sha256 if tokenizer else "",
         )
 
 
@@ -241,7 +305,10 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
         return version
     hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
     inspection = inspect_model_file(
-        default_storage.path(version.file.name), signature_hint=hint, example=version.example_inputs
+        default_storage.path(version.file.name),
+        signature_hint=hint,
+        example=version.example_inputs,
+        tokenizer=default_storage.path(version.tokenizer.name) if version.tokenizer else None,
     )
     if inspection.ok:
         version.status = ModelVersion.Status.READY
@@ -274,6 +341,10 @@ def discard_file_of_rejected(version: ModelVersion) -> None:
     # A rejected file is never served: keep the record (number, reason, hash), drop the bytes.
     if not ModelVersion.objects.filter(file=version.file.name).exclude(pk=version.pk).exists():
         default_storage.delete(version.file.name)
+    if version.tokenizer and (
+        not ModelVersion.objects.filter(tokenizer=version.tokenizer.name).exclude(pk=version.pk).exists()
+    ):
+        default_storage.delete(version.tokenizer.name)
 
 
 def discard_unpublished_model(*, version: ModelVersion) -> None:
@@ -281,9 +352,10 @@ def discard_unpublished_model(*, version: ModelVersion) -> None:
     model = version.model
     if model.versions.exclude(pk=version.pk).exists():
         return
-    name = version.file.name
+    name, tokenizer = version.file.name, version.tokenizer.name
     model.delete()
     discard_stored_file(name)
+    discard_stored_tokenizer(tokenizer)
 
 
 def model_update(*, model: Model, **fields) -> Model:
@@ -305,12 +377,13 @@ def model_update(*, model: Model, **fields) -> Model:
 
 def model_delete(*, model: Model) -> None:
     """Delete a model, its versions and their files (unless another version shares the same content)."""
-    names = list(model.versions.values_list("file", flat=True))
+    names = list(model.versions.values_list("file", "tokenizer"))
     with transaction.atomic():
         usage_keep_without_versions(model.versions.values_list("id", flat=True))
         model.delete()
-    for name in names:
+    for name, tokenizer in names:
         discard_stored_file(name)
+        discard_stored_tokenizer(tokenizer)
 
 
 def version_record_download(*, version: ModelVersion) -> None:

@@ -93,11 +93,14 @@ def inspect_model_file(
     *,
     signature_hint: dict | None = None,
     scan_only: bool = False,
-    example: dict | list | None = None,
+    example: dict | list | str | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> Inspection:
     """Identify, check and trial-run a model file in a sandboxed child; never raises for a bad file.
 
-    With an `example` (a predict body's `inputs`) the trial run uses it and the model must run on it.
+    With an `example` (a predict body's `inputs`) the trial run uses it and the model must run on it. With a
+    `tokenizer` (a tokenizer.json's path) the model must take its tokens, and the trial run feeds it the
+    example's text (or a sample sentence) tokenized.
     """
     timeout = settings.MODEL_VALIDATION_TIMEOUT_SECONDS
     request = {
@@ -106,6 +109,7 @@ def inspect_model_file(
         "scan_only": scan_only,
         "max_expanded_bytes": settings.MODEL_VALIDATION_MAX_EXPANDED_BYTES,
         "example": example,
+        "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None,
     }
     with tempfile.TemporaryDirectory(prefix="modelport-sandbox-") as workdir:
         request_path = Path(workdir) / "request.json"

@@ -98,6 +98,9 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
         "labels": json.dumps(model.labels),
         "preprocessing": json.dumps(model.preprocessing),
         "example": json.dumps(named_example(latest)),
+        # Text models (a tokenizer with the version): the widget takes words, prefilled with the example's.
+        "text": "true" if latest and latest.tokenizer else "false",
+        "example_text": json.dumps((latest.example_text if latest else None) or []),
         "authenticated": "true" if request.user.is_authenticated else "false",
         "login_url": f"{reverse('login')}?{urlencode({'next': model.get_absolute_url()})}",
     }
@@ -120,6 +123,16 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
         },
         status=status,
     )
+
+
+def tokenizer_store(file, *, task: str) -> services.StoredFile | None:
+    if not file:
+        return None
+    services.check_tokenizer_task(task=task)
+    try:
+        return services.store_tokenizer(file=file)
+    except services.UnsupportedTokenizer as exc:
+        raise services.UnsupportedTokenizer(f"The tokenizer is not usable: {exc}") from exc
 
 
 def too_large(request, template: str, context: dict, error: services.UploadTooLarge):
@@ -146,7 +159,9 @@ def model_upload(request):
     if not form.is_valid():
         return render(request, "marketplace/upload.html", context, status=400)
     data = form.cleaned_data
+    tokenizer = None
     try:
+        tokenizer = tokenizer_store(data.get("tokenizer"), task=data["task"])
         stored = services.store_upload(file=data["file"], limit=limit)
         version = services.model_create(
             owner=request.user,
@@ -162,10 +177,16 @@ def model_upload(request):
             notes=data["notes"],
             signature_hint=data["signature"] or None,
             example=data["example"],
+            tokenizer=tokenizer,
         )
+    except services.TokenizerNotForTask as exc:
+        form.add_error("tokenizer", str(exc))
+        return render(request, "marketplace/upload.html", context, status=400)
     except services.UploadTooLarge as exc:
+        services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         return too_large(request, "marketplace/upload.html", context, exc)
     except services.UnsupportedModelFile as exc:
+        services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         context["error"] = str(exc)
         return render(request, "marketplace/upload.html", context, status=415)
     except services.ModelNameTaken as exc:
@@ -202,11 +223,24 @@ def version_upload(request, owner: str, name: str):
     if not form.is_valid():
         return render_model_page(request, model, version_form=form, status=400)
     try:
+        tokenizer = tokenizer_store(form.cleaned_data.get("tokenizer"), task=model.task)
+    except services.TokenizerNotForTask as exc:
+        form.add_error("tokenizer", str(exc))
+        return render_model_page(request, model, version_form=form, status=400)
+    except services.UploadTooLarge as exc:
+        form.add_error("tokenizer", str(exc))
+        return render_model_page(request, model, version_form=form, status=413)
+    except services.UnsupportedModelFile as exc:
+        form.add_error("tokenizer", str(exc))
+        return render_model_page(request, model, version_form=form, status=415)
+    try:
         stored = services.store_upload(file=form.cleaned_data["file"], limit=limit)
     except services.UploadTooLarge as exc:
+        services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         form.add_error("file", str(exc))
         return render_model_page(request, model, version_form=form, status=413)
     except services.UnsupportedModelFile as exc:
+        services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         form.add_error("file", str(exc))
         return render_model_page(request, model, version_form=form, status=415)
     version = services.version_create(
@@ -215,6 +249,7 @@ def version_upload(request, owner: str, name: str):
         notes=form.cleaned_data["notes"],
         signature_hint=form.cleaned_data["signature"] or None,
         example=form.cleaned_data["example"],
+        tokenizer=tokenizer,
     )
     version = services.version_publish(version=version)
     if version.status == ModelVersion.Status.REJECTED:

@@ -375,6 +375,9 @@ MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
 # Limits of the child process that inspects and trial-runs an uploaded model.
 MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
 MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
+# A version's tokenizer.json is parsed in the web process at upload (data for the Rust `tokenizers` library,
+# not code), so its size is bounded; the largest common ones (multilingual vocabularies) are about 17 MB.
+TOKENIZER_MAX_BYTES = env_int("TOKENIZER_MAX_BYTES", 32 * 1024 * 1024)
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
 # `?format=` filters the catalog by model file format (the public API): DRF must not read it as a renderer
 # override.

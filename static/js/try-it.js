@@ -8,6 +8,9 @@
  *   - image classification: file picker with drag and drop, preview, and a drawing canvas for small grayscale
  *     inputs; the image goes as {"image": "<base64>"} and the server applies the model's preprocessing;
  *   - tabular models: one field per feature and a "Fill with example" button;
+ *   - text models (data-text="true": the version has a tokenizer): a text box with label bars for
+ *     text-classification, the sentence-similarity widget for feature-extraction, prefilled from
+ *     data-example-text (a JSON list of strings);
  *   - anything else: a JSON editor per input, prefilled with an example that fits the signature.
  */
 (function () {
@@ -702,6 +705,91 @@
     };
   }
 
+  // Text classification: a text box; the server tokenizes it and answers with `top` (shown as label bars).
+  function textEditor(config) {
+    var id = uniqueId("text");
+    var textarea = el("textarea", { id: id, name: "text", rows: 4, className: "try-it-text" });
+    textarea.value = config.exampleText.length ? config.exampleText[0] : "";
+    var root = el("div", { className: "try-it-text-editor" }, [
+      el("div", { className: "field" }, [el("label", { for: id, text: "Text" }), textarea]),
+    ]);
+    return {
+      element: root,
+      body: function () {
+        if (!textarea.value.trim()) {
+          textarea.focus();
+          throw new Error("Type some text first.");
+        }
+        return { text: textarea.value };
+      },
+    };
+  }
+
+  // Feature extraction: the sentence-similarity widget. One source sentence and others to compare with it;
+  // the server answers with one normalized embedding per sentence, so a dot product is the cosine similarity.
+  function similarityEditor(config) {
+    var sourceId = uniqueId("source-sentence");
+    var othersId = uniqueId("sentences");
+    var source = el("input", { id: sourceId, name: "source_sentence", type: "text", className: "try-it-source" });
+    var others = el("textarea", { id: othersId, name: "sentences", rows: 4, className: "try-it-sentences",
+      "aria-describedby": othersId + "-help" });
+    source.value = config.exampleText.length ? config.exampleText[0] : "";
+    others.value = config.exampleText.slice(1).join("\n");
+    var root = el("div", { className: "try-it-similarity" }, [
+      el("div", { className: "field" }, [el("label", { for: sourceId, text: "Source sentence" }), source]),
+      el("div", { className: "field" }, [
+        el("label", { for: othersId, text: "Sentences to compare to" }),
+        el("p", { id: othersId + "-help", className: "help", text: "One sentence per line." }),
+        others,
+      ]),
+    ]);
+    var compared = [];
+    return {
+      element: root,
+      body: function () {
+        var first = source.value.trim();
+        compared = others.value.split("\n").map(function (line) { return line.trim(); })
+          .filter(function (line) { return line; });
+        if (!first) {
+          source.focus();
+          throw new Error("Type a source sentence first.");
+        }
+        if (!compared.length) {
+          others.focus();
+          throw new Error("Add at least one sentence to compare to.");
+        }
+        return { text: [first].concat(compared) };
+      },
+      render: function (container, result) {
+        var vectors = result.embeddings;
+        if (!Array.isArray(vectors) || vectors.length !== compared.length + 1) {
+          renderResult(container, result);
+          return;
+        }
+        clear(container);
+        container.appendChild(el("h3", { className: "try-it-result-heading", text: "Similarity to the source" }));
+        var list = el("ol", { className: "try-it-bars try-it-similarities", "aria-label": "Similarities" });
+        compared.forEach(function (sentence, index) {
+          var other = vectors[index + 1];
+          var score = vectors[0].reduce(function (sum, value, i) { return sum + value * other[i]; }, 0);
+          var width = Math.max(0, Math.min(1, score)) * 100;
+          list.appendChild(el("li", { className: "try-it-bar try-it-similarity-row" }, [
+            el("span", { className: "try-it-bar-label", text: sentence }),
+            el("span", { className: "try-it-bar-track", "aria-hidden": "true" }, [
+              el("span", { className: "try-it-bar-fill", style: "width: " + width.toFixed(1) + "%" }),
+            ]),
+            el("span", { className: "try-it-bar-score try-it-similarity-score", text: score.toFixed(3) }),
+          ]));
+        });
+        container.appendChild(list);
+        container.appendChild(el("details", { className: "try-it-raw" }, [
+          el("summary", { text: "Raw JSON" }),
+          el("pre", {}, [el("code", { text: readableJson(result, 2) })]),
+        ]));
+      },
+    };
+  }
+
   // ---- the widget ---------------------------------------------------------------------------------------------
 
   function predictUrl(model) {
@@ -736,6 +824,9 @@
     var labels = parseJsonAttribute(section, "data-labels", []);
     var preprocessing = parseJsonAttribute(section, "data-preprocessing", {});
     var example = parseJsonAttribute(section, "data-example", {});
+    var takesText = section.getAttribute("data-text") === "true";
+    var exampleText = parseJsonAttribute(section, "data-example-text", []);
+    if (!Array.isArray(exampleText)) exampleText = [];
     var authenticated = section.hasAttribute("data-authenticated")
       ? section.getAttribute("data-authenticated") === "true"
       : signedInByNavigation();
@@ -777,12 +868,15 @@
       labels: labels,
       preprocessing: preprocessing,
       example: example,
+      exampleText: exampleText.filter(function (item) { return typeof item === "string"; }),
       showMessage: function (text) { message.textContent = text; },
     };
 
     var editor;
     var features = /^tabular-/.test(task) ? tabularFeatures(config) : null;
-    if (task === "image-classification") editor = imageEditor(config);
+    if (takesText && task === "feature-extraction") editor = similarityEditor(config);
+    else if (takesText) editor = textEditor(config);
+    else if (task === "image-classification") editor = imageEditor(config);
     else if (features) editor = tabularEditor(config, features);
     else editor = jsonEditor(config);
 
@@ -900,7 +994,7 @@
           fail("The prediction failed: " + (errorWords(response.data.error) || "no reason given."));
         } else if (response.status === 200 && response.data) {
           setStatus("succeeded", STATUS_WORDS.succeeded);
-          renderResult(results, response.data);
+          (editor.render || renderResult)(results, response.data);
           finish();
         } else if (response.status === 202 && response.data && response.data.id) {
           follow(response.data);

@@ -27,7 +27,7 @@ RUN_TIMEOUT_MS = 60_000
 
 @pytest.fixture
 def demo_catalog():
-    call_command("seed_demo")
+    call_command("seed_demo", "--no-text")
 
 
 def linear_onnx() -> bytes:

@@ -267,3 +267,23 @@ def test_typed_contents_work_as_well_as_raw_bytes(grpc_server, celery_worker_pro
     assert list(response.outputs[0].shape) == [2, 3]
     values = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
     np.testing.assert_array_equal(values, [1, 2, 3, 4, 5, 6])
+
+
+def test_strings_in_a_bytes_input_named_text_reach_a_text_model(
+    client, celery_worker_process, alice, alice_key
+):
+    from .text_builders import (
+        local_embeddings,
+        publish_text_model,
+        tiny_encoder_onnx,
+        wordpiece_tokenizer_json,
+    )
+
+    name = unique("encoder")
+    publish_text_model(owner=alice, name=name, task="feature-extraction")
+    texts = ["the cat sat on the mat", "stock markets fell"]
+    expected, _ = local_embeddings(tiny_encoder_onnx(), wordpiece_tokenizer_json(), texts)
+    text = grpcclient.InferInput("text", [len(texts)], "BYTES")
+    text.set_data_from_numpy(np.array(texts, dtype=np.object_))
+    result = client.infer(f"alice/{name}", [text], headers=bearer(alice_key))
+    np.testing.assert_allclose(result.as_numpy("embeddings"), expected, atol=1e-4)

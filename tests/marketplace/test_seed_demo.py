@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
-    call_command("seed_demo")
+    call_command("seed_demo", "--no-text")
     demo = Model.objects.filter(owner__username="demo")
     assert sorted(demo.values_list("name", flat=True)) == ["digits", "digits-torchscript", "wine"]
     assert not demo.first().owner.has_usable_password()
@@ -35,6 +35,6 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     assert "Held-out accuracy" in page
     assert 'data-model="demo/digits"' in page
 
-    call_command("seed_demo")  # idempotent
+    call_command("seed_demo", "--no-text")  # idempotent
     assert Model.objects.filter(owner__username="demo").count() == 3
     assert ModelVersion.objects.filter(model__owner__username="demo").count() == 3

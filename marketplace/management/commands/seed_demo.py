@@ -5,12 +5,18 @@ from marketplace.demo import DemoModelFailed, seed_demo_catalog
 
 class Command(BaseCommand):
     help = (
-        "Load the demo catalog: models trained now on scikit-learn's bundled datasets, "
-        "owned by the demo user."
+        "Load the demo catalog: models trained now on scikit-learn's bundled datasets, the pretrained "
+        "sentence encoder all-MiniLM-L6-v2 exported to ONNX and a topic classifier on it, owned by the demo "
+        "user."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-text", action="store_true", help="leave out the text models (their export takes a while)"
+        )
+
+    def handle(self, *args, no_text: bool = False, **options):
         try:
-            seed_demo_catalog(log=lambda line: self.stdout.write(line))
+            seed_demo_catalog(log=lambda line: self.stdout.write(line), text=not no_text)
         except DemoModelFailed as exc:
             raise CommandError(str(exc)) from exc

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -439,7 +439,7 @@ class RunnerSlot(threading.Thread):
         finished_at = time.time()
         compute_ms = (time.monotonic() - started) * 1000 / len(requests)
         results = [
-            Result(r.outputs, r.error, r.server_fault, started_at, finished_at, compute_ms) for r in results
+            replace(r, started_at=started_at, finished_at=finished_at, compute_ms=compute_ms) for r in results
         ]
         open_after = set(self.runner.open_models) if self.runner is not None else set()
         self.pool.observer.batch_ran(

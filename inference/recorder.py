@@ -25,6 +25,10 @@ def record_finished() -> int:
         try:
             ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
             written += len(records)
+        except BaseException:
+            # PostgreSQL is down (or the write failed otherwise): the records go back, to be written later.
+            queue.records_put_back(records)
+            raise
         finally:
             queue.records_done()
     return written

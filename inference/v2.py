@@ -54,8 +54,20 @@ def _worker_serving() -> bool:
         return False
 
 
+def _cache_reachable() -> bool:
+    """Redis, which holds API keys' cached rows, rate-limit and quota counters: no API call is served without."""
+    try:
+        from django_redis import get_redis_connection
+
+        return bool(get_redis_connection("default").ping())
+    except Exception:
+        return False
+
+
 def readiness_checks() -> dict[str, bool]:
     checks = {"database": _database_reachable(), "broker": _broker_reachable()}
+    if settings.REDIS_URL:
+        checks["cache"] = _cache_reachable()
     if queue.enabled():
         checks["worker"] = _worker_serving()
     return checks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from contextlib import contextmanager
 
 import pytest
@@ -127,14 +128,16 @@ def assert_outage_answer(response, dependency: str, message_key: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_with_the_database_down_the_apis_answer_503_and_recover_without_a_restart(client):
+    # A fresh name: catalog look-ups, a miss included, are cached for a few seconds in each process.
+    v2_model_url = f"/v2/models/alice/nothing-{uuid.uuid4().hex[:8]}"
     with database_down():
         catalog = client.get("/api/v1/models")
-        v2_model = client.get("/v2/models/alice/digits")
+        v2_model = client.get(v2_model_url)
         assert_outage_answer(catalog, DATABASE, "detail")
         assert_outage_answer(v2_model, DATABASE, "error")
         assert set(v2_model.json()) == {"error", "unavailable"}  # the Open Inference Protocol's form
     assert client.get("/api/v1/models").status_code == 200
-    assert client.get("/v2/models/alice/digits").status_code == 404  # answered again: no such model
+    assert client.get(v2_model_url).status_code == 404  # answered again: no such model
 
 
 @pytest.mark.django_db(transaction=True)
@@ -164,7 +167,12 @@ def test_readiness_turns_503_while_the_database_is_down_and_200_after(client, ce
         down = client.get("/v2/health/ready")
     assert down.status_code == 503
     assert down.json()["checks"]["database"] is False
-    assert client.get("/v2/health/ready").status_code == 200
+    # Ready again once the worker's next heartbeat (every second) is seen; the database answers at once.
+    deadline = time.monotonic() + 30
+    while (after := client.get("/v2/health/ready")).status_code != 200 and time.monotonic() < deadline:
+        assert after.json()["checks"]["database"] is True
+        time.sleep(0.2)
+    assert after.status_code == 200, after.json()
 
 
 @pytest.mark.django_db
@@ -204,3 +212,36 @@ def test_readiness_names_the_cache_when_redis_is_down(client, settings, redis_do
     response = client.get("/v2/health/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["cache"] is False
+
+
+# --- gRPC ---
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_database_down_grpc_answers_unavailable_with_retry_after_and_recovers():
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from inference.grpc_server import server_create
+
+    # The server's threads close their connections after each call: none is left open at the teardown.
+    shared_settings = connections["default"].settings_dict
+    saved_max_age, shared_settings["CONN_MAX_AGE"] = shared_settings["CONN_MAX_AGE"], 0
+    server, port = server_create(address="127.0.0.1:0", threads=2)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            request = service_pb2.ModelMetadataRequest(name=f"alice/nothing-{uuid.uuid4().hex[:8]}")
+            with database_down(), pytest.raises(grpc.RpcError) as down:
+                stub.ModelMetadata(request, timeout=20)
+            with pytest.raises(grpc.RpcError) as after:
+                stub.ModelMetadata(request, timeout=20)
+    finally:
+        server.stop(grace=None)
+        shared_settings["CONN_MAX_AGE"] = saved_max_age
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "database" in down.value.details()
+    assert "127.0.0.1" not in down.value.details()
+    assert int(dict(down.value.trailing_metadata())["retry-after"]) > 0
+    assert after.value.code() == grpc.StatusCode.NOT_FOUND  # answered again: no such model

@@ -55,7 +55,7 @@ def _worker_serving() -> bool:
 
 
 def _cache_reachable() -> bool:
-    """Redis, which holds API keys' cached rows, rate-limit and quota counters: no API call is served without."""
+    """Redis, which holds cached API keys, rate-limit and quota counters: no API call is served without."""
     try:
         from django_redis import get_redis_connection
 

@@ -69,7 +69,9 @@ class Deployment:
     def wait_until(self, condition, message: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            assert time.monotonic() < deadline, f"{message}\n{self.web.log()}\n{self.worker.log()}"
+            assert time.monotonic() < deadline, (
+                f"{message}\nreadiness: {self.get('/v2/health/ready').text}\nworker:\n{self.worker.log()}"
+            )
             time.sleep(0.3)
 
 

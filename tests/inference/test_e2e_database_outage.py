@@ -57,6 +57,18 @@ def manage(database_url: str, redis_url: str, *args: str) -> str:
     return done.stdout
 
 
+def run_async_job(deployment: Deployment, key: str, when: str) -> None:
+    job = deployment.post(
+        "/api/v1/models/alice/digits/predict", key, json=DIGITS_BODY, headers={"Prefer": "respond-async"}
+    )
+    assert job.status_code == 202, job.text[:300]
+    job_url = f"/api/v1/predictions/{job.json()['id']}"
+    deployment.wait_until(
+        lambda: deployment.get(job_url, key).json()["status"] == "succeeded",
+        f"the async job sent {when} never ran",
+    )
+
+
 @pytest.fixture
 def own_servers():
     root = Path(tempfile.mkdtemp(prefix="modelport-outage-"))
@@ -84,6 +96,8 @@ def test_postgres_stopped_and_started_again_under_a_trickle(own_servers, monkeyp
     deployment = Deployment(root, redis_url).start()
     try:
         assert all(response.status_code == 200 for response in one_round(deployment, key).values())
+        # The worker's task process holds a database connection when PostgreSQL goes away.
+        run_async_job(deployment, key, "before the outage")
 
         postgres.stop()
         answered = []
@@ -133,14 +147,6 @@ def test_postgres_stopped_and_started_again_under_a_trickle(own_servers, monkeyp
             lambda: deployment.get(version_url, key).json().get("status") == "ready",
             "the upload made after PostgreSQL came back was never validated",
         )
-        job = deployment.post(
-            "/api/v1/models/alice/digits/predict", key, json=DIGITS_BODY, headers={"Prefer": "respond-async"}
-        )
-        assert job.status_code == 202, job.text[:300]
-        job_url = f"/api/v1/predictions/{job.json()['id']}"
-        deployment.wait_until(
-            lambda: deployment.get(job_url, key).json()["status"] == "succeeded",
-            "the async job sent after PostgreSQL came back never ran",
-        )
+        run_async_job(deployment, key, "after PostgreSQL came back")
     finally:
         deployment.stop()

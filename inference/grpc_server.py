@@ -27,6 +27,7 @@ from portal.logs import (
     request_id_from,
     request_note,
 )
+from portal.outages import log_outage, outage_of
 from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, current_request_state
 
 from . import queue
@@ -114,9 +115,16 @@ def rpc(method):
             code = grpc.StatusCode.UNAVAILABLE
             context.set_trailing_metadata((("retry-after", "1"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except Exception:
-            code = grpc.StatusCode.UNKNOWN
-            raise
+        except Exception as exc:
+            outage = outage_of(exc)
+            if outage is None:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            # PostgreSQL, Redis or the broker is down: retryable, as the HTTP APIs' 503 + Retry-After.
+            log_outage(outage, exc, method.__name__)
+            code = grpc.StatusCode.UNAVAILABLE
+            context.set_trailing_metadata((("retry-after", str(outage.retry_after)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, outage.message)
         finally:
             current_request_state.reset(token)
             current_request.reset(record_token)

@@ -219,6 +219,14 @@ def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
     return [unpack_tensors(item) for item in items or []]
 
 
+def records_put_back(records: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
+    """Return taken records to the head of the list, oldest first, when the database could not take them:
+    the next turn writes them again (the ledger's finish() is idempotent, so a half-done write is no harm)."""
+    if records:
+        packed = [pack_tensors(header, outputs) for header, outputs in reversed(records)]
+        client().lpush(key("records"), *packed)
+
+
 def records_done() -> None:
     client().delete(key("recording"))
 

@@ -17,6 +17,8 @@ logger = logging.getLogger("inference.recorder")
 
 def record_finished() -> int:
     """Write what the runners answered, in bulk: one INSERT for every call finished since last time."""
+    from portal.outages import outage_of
+
     from . import ledger, queue
     from .runners.supervisor import ended_from_record
 
@@ -25,6 +27,12 @@ def record_finished() -> int:
         try:
             ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
             written += len(records)
+        except BaseException as exc:
+            # PostgreSQL is down (or the process is stopping): the records go back, to be written later.
+            # Any other error is a batch that would fail again and block every later one: dropped, as before.
+            if outage_of(exc) is not None or not isinstance(exc, Exception):
+                queue.records_put_back(records)
+            raise
         finally:
             queue.records_done()
     return written

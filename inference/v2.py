@@ -14,6 +14,7 @@ from portal import fastjson
 from portal.authentication import authenticate_bearer
 from portal.celery import app as celery_app
 from portal.logs import request_note
+from portal.outages import RETRY_AFTER_SECONDS
 
 from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
@@ -55,8 +56,20 @@ def _worker_serving() -> bool:
         return False
 
 
+def _cache_reachable() -> bool:
+    """Redis, which holds cached API keys, rate-limit and quota counters: no API call is served without."""
+    try:
+        from django_redis import get_redis_connection
+
+        return bool(get_redis_connection("default").ping())
+    except Exception:
+        return False
+
+
 def readiness_checks() -> dict[str, bool]:
     checks = {"database": _database_reachable(), "broker": _broker_reachable()}
+    if settings.REDIS_URL:
+        checks["cache"] = _cache_reachable()
     if queue.enabled():
         checks["worker"] = _worker_serving()
     return checks
@@ -66,7 +79,9 @@ def readiness_checks() -> dict[str, bool]:
 def health_ready(request):
     checks = readiness_checks()
     ready = all(checks.values())
-    return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    # Not ready is a 503 like any other dependency outage: the caller may retry, and is told when.
+    headers = None if ready else {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503, headers=headers)
 
 
 # --- models and inference -----------------------------------------------------------------------------------

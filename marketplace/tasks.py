@@ -2,14 +2,23 @@
 
 from celery import shared_task
 from django.conf import settings
+from django.db.utils import InterfaceError, OperationalError
 
 from . import services
+
+# PostgreSQL out of reach (or a connection it dropped): the version would stay `validating` for good, so the
+# task is tried again with backoff (1 s, 2 s, 4 s … up to a minute apart, for about half an hour).
+RETRIED_ON = (OperationalError, InterfaceError)
 
 
 @shared_task(
     name="marketplace.validate_version",
     soft_time_limit=settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 20,
     time_limit=settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 30,
+    autoretry_for=RETRIED_ON,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=40,
 )
 def validate_version_task(*, version_id: int) -> None:
     services.validate_version(version_id=version_id)

@@ -1,5 +1,6 @@
-"""API middleware: `RateLimit-*` headers on every API response, and JSON 413s for request bodies over the
-limit on `/api/v1/`. An app serving another API (`/v2`) subclasses these with its own error format."""
+"""API middleware: `RateLimit-*` headers on every API response, JSON 413s for request bodies over the
+limit on `/api/v1/`, and 503s for a dependency that is down (JSON on `/api/`, a page elsewhere).
+An app serving another API (`/v2`) subclasses these with its own error format."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 
+from .outages import Outage, log_outage, outage_of
 from .quotas import RequestQuotaState, current_minute_headers, current_request_state
 
 logger = logging.getLogger(__name__)
@@ -95,3 +98,39 @@ class ApiBodyLimitMiddleware:
 
     def too_large(self, limit: int) -> JsonResponse:
         return self.error_response(f"The request body is over the limit of {limit} bytes.", 413)
+
+
+def outage_response(request, outage: Outage) -> HttpResponse:
+    """A 503 with `Retry-After`: `{"detail", "unavailable"}` on /api/, the "temporarily unavailable" page
+    elsewhere. /v2 turns the page into its own `{"error"}` form (inference.middleware reads `outage`)."""
+    if request.path.startswith("/api/"):
+        response = JsonResponse(outage.body("detail"), status=503, headers=outage.headers)
+    else:
+        # Rendered without the request: context processors would reach for the session and the user, which
+        # may live in the very store that is down.
+        page = render_to_string("503.html", {"outage": outage})
+        response = HttpResponse(page, status=503, headers=outage.headers)
+    response.outage = outage
+    return response
+
+
+class DependencyOutageMiddleware:
+    """A view that failed because PostgreSQL, Redis or the task queue is out of reach answers 503, not 500.
+
+    DRF views answer through `portal.outages.api_exception_handler` before this is reached; /v2 has its own
+    (`inference.middleware.V2ErrorMiddleware`). Errors raised inside other middleware are caught by the 500
+    handler (`portal.views.server_error`), which asks `outage_of` the same question.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        outage = outage_of(exception)
+        if outage is None or request.path.startswith(tuple(settings.OUTAGE_SELF_FORMATTED_PREFIXES)):
+            return None
+        log_outage(outage, exception, request.path)
+        return outage_response(request, outage)

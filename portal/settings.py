@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ApiBodyLimitMiddleware",
     "inference.middleware.V2ErrorMiddleware",
+    # A view that failed on PostgreSQL, Redis or the broker being down answers 503 (portal.outages).
+    "portal.middleware.DependencyOutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -141,7 +143,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            # A Redis host that stopped answering fails a request in 2 s (a 503), instead of holding it.
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 2},
         }
     }
 else:
@@ -240,6 +243,7 @@ MODEL_UPLOAD_MAX_BYTES = env_int("MODEL_UPLOAD_MAX_BYTES", 500 * 1024 * 1024)
 
 # --- REST API ---
 REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "portal.outages.api_exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -294,7 +298,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Celery's Django fixup closes the database connection around every task unless this is set.
+# Celery's Django fixup closes the database connection around every task unless this is set. A connection
+# broken by a PostgreSQL restart is dropped all the same, by portal.celery's close_old_connections per task.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 
 # --- Logging ---
@@ -438,6 +443,8 @@ QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
 ACCESS_CACHE_SECONDS = env_int("ACCESS_CACHE_SECONDS", 300 if REDIS_URL else 5)
 # RateLimit-* headers on every response under these paths (the REST API and the Open Inference Protocol).
 API_PATH_PREFIXES = ["/api/v1/", "/v2"]
+# Surfaces that format a dependency outage's 503 themselves (inference.middleware.V2ErrorMiddleware).
+OUTAGE_SELF_FORMATTED_PREFIXES = ["/v2"]
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]
 # SQLite cannot enforce UsageDay's one-row-per-day constraint over NULL keys; readers sum the rows, so a rare
 # duplicate row from two racing writers changes no total.

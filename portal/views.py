@@ -1,4 +1,5 @@
 import csv
+import sys
 from datetime import datetime
 
 from django.conf import settings
@@ -12,7 +13,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .charts import stacked_bars
 from .forms import KeyCreateForm, SignupForm
+from .middleware import outage_response
 from .models import ApiKey, UsageDay
+from .outages import log_outage, outage_of
 from .selectors import (
     CSV_HEADER,
     csv_row,
@@ -107,6 +110,13 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    # Django calls this inside its `except` block, so the exception is at hand: an error raised in middleware
+    # (sessions, authentication) because a dependency is down is a 503 here, as views' are in the middleware.
+    error = sys.exc_info()[1]
+    outage = outage_of(error)
+    if outage is not None:
+        log_outage(outage, error, request.path)
+        return outage_response(request, outage)
     return api_error(request, 500, "Server error.") or render(request, "500.html", status=500)
 
 

@@ -91,6 +91,11 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        self.start_again()
+        return f"postgres://postgres@127.0.0.1:{self.port}/modelport"
+
+    def start_again(self) -> None:
+        """Start the cluster (again, after `stop()`: tests of an outage), on the same port and data."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -110,7 +115,6 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        return f"postgres://postgres@127.0.0.1:{self.port}/modelport"
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

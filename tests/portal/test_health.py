@@ -20,14 +20,20 @@ def test_ready_checks_database_broker_and_a_serving_worker(client, celery_worker
         time.sleep(0.1)
     response = client.get("/v2/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"ready": True, "checks": {"database": True, "broker": True, "worker": True}}
+    assert response.json() == {
+        "ready": True,
+        "checks": {"database": True, "broker": True, "cache": True, "worker": True},
+    }
 
 
 def test_ready_says_503_without_a_worker_heartbeat(client, settings):
     settings.INFERENCE_REDIS_PREFIX = "mp:nobody-serves-this:"  # no supervisor heartbeats under this prefix
     response = client.get("/v2/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"ready": False, "checks": {"database": True, "broker": True, "worker": False}}
+    assert response.json() == {
+        "ready": False,
+        "checks": {"database": True, "broker": True, "cache": True, "worker": False},
+    }
 
 
 def test_ready_says_503_when_the_broker_is_down(client, settings):
@@ -35,4 +41,7 @@ def test_ready_says_503_when_the_broker_is_down(client, settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
     response = client.get("/v2/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"ready": False, "checks": {"database": True, "broker": False, "worker": False}}
+    assert response.json() == {
+        "ready": False,
+        "checks": {"database": True, "broker": False, "cache": True, "worker": False},
+    }

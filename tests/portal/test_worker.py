@@ -32,4 +32,7 @@ def test_a_live_web_server_runs_in_separate_processes(live_web, celery_worker_pr
     while (response := requests.get(f"{live_web.url}/v2/health/ready", timeout=10)).status_code != 200:
         assert time.monotonic() < deadline, response.text
         time.sleep(0.2)
-    assert response.json() == {"ready": True, "checks": {"database": True, "broker": True, "worker": True}}
+    assert response.json() == {
+        "ready": True,
+        "checks": {"database": True, "broker": True, "cache": True, "worker": True},
+    }

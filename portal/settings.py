@@ -413,7 +413,7 @@ INFERENCE_JOB_QUEUE = env_str("INFERENCE_JOB_QUEUE", "celery")
 # The Redis request queue runs when REDIS_URL is set; without it interactive calls become jobs.
 INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
 INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")
-# Runner processes per worker (0: one per core), and how many of them one model may hold at once
+# Runner processes per worker (0: one per core plus one), and how many of them one model may hold at once
 # (0: all but one, so another model always finds a runner).
 INFERENCE_RUNNERS = env_int("INFERENCE_RUNNERS", 0)
 INFERENCE_MODEL_CONCURRENCY = env_int("INFERENCE_MODEL_CONCURRENCY", 0)

@@ -254,7 +254,8 @@ class Scheduler:
         self.max_batch = max_batch
         self.cond = threading.Condition()
         self.local: dict[str, deque[Request]] = {}
-        self.remote: dict[str, tuple[Source, int]] = {}  # sha256 -> (source, generation of its wake-ups)
+        self.remote: dict[str, tuple[Source, int]] = {}  # sha256 -> (source, number of its last wake-up)
+        self.wakeups = 0
         self.order: OrderedDict[str, None] = OrderedDict()
         self.busy: dict[str, int] = {}
         self.stopped = False
@@ -268,8 +269,10 @@ class Scheduler:
     def wake(self, source: Source, shas) -> None:
         with self.cond:
             for sha in shas:
-                _, generation = self.remote.get(sha, (source, 0))
-                self.remote[sha] = (source, generation + 1)
+                # A counter that never goes back: a wake-up after the entry was dropped must not reuse the
+                # number a runner still fetching saw, or that runner would drop the new wake-up too.
+                self.wakeups += 1
+                self.remote[sha] = (source, self.wakeups)
                 self.order[sha] = None
             self.cond.notify_all()
 

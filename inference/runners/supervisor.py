@@ -53,7 +53,8 @@ def reply_header(result: Result) -> dict:
 
 
 def pool_from_settings(name: str, observer: PoolObserver | None = None) -> RunnerPool:
-    runners = settings.INFERENCE_RUNNERS or (os.cpu_count() or 1)
+    # One runner per core, plus one that a busy model may not take: the other models' calls always find one.
+    runners = settings.INFERENCE_RUNNERS or (os.cpu_count() or 1) + 1
     cap = settings.INFERENCE_MODEL_CONCURRENCY or max(1, runners - 1)
     return RunnerPool(
         name=name,

@@ -123,6 +123,7 @@ class Supervisor:
             self.queue_source = QueueSource()
             self._thread(self.listen_for_wakeups, "supervisor-wakeups")
         self._thread(self.maintain, "supervisor-maintenance")
+        self._thread(self.publish_status, "supervisor-telemetry")
 
     def _thread(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -207,17 +208,20 @@ class Supervisor:
                 if queue.enabled() and time.monotonic() >= next_heartbeat:
                     queue.heartbeat(self.name)
                     next_heartbeat = time.monotonic() + 1
-                    self.publish_status()
             except Exception:
                 logger.exception("supervisor upkeep")
                 self.stopping.wait(1)
 
     def publish_status(self) -> None:
-        # Apart from the heartbeat: a failure here must not stop the heartbeat or the recorder's watch.
-        try:
-            self.telemetry.publish(self.pool)
-        except Exception:
-            logger.exception("publishing the worker's status and statistics")
+        # A thread of its own: however long a publication takes, the heartbeat and the recorder's watch go on
+        # (a heartbeat that waited on it was seen to lapse, sending calls down the job path).
+        while not self.stopping.wait(1):
+            if not queue.enabled():
+                continue
+            try:
+                self.telemetry.publish(self.pool)
+            except Exception:
+                logger.exception("publishing the worker's status and statistics")
 
 
 def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):

@@ -51,13 +51,22 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
         worker = WorkerProcess(tmp_path / f"worker-{tag}.log", ["-Q", job_queue, "--hostname", f"{tag}@%h"])
         worker.start()
         workers.append(worker)
-        wait_for(queue.serving, 60, "the worker's supervisor never served")
+        wait_for(queue.serving, 120, f"the worker's supervisor never served: {alive_keys()}")
         wait_for(lambda: len(runner_pids(worker)) >= 2, 60, "the runners never started")
         return worker
 
     yield start
     for worker in workers:
         worker.stop()
+
+
+def alive_keys() -> str:
+    import redis
+
+    from django.conf import settings as current
+
+    connection = redis.Redis.from_url(current.REDIS_URL)
+    return f"{current.INFERENCE_REDIS_PREFIX!r} {connection.keys('*alive*')}"
 
 
 def runner_pids(worker: WorkerProcess) -> list[int]:

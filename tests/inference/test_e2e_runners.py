@@ -62,7 +62,6 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
 
 def alive_keys() -> str:
     import redis
-
     from django.conf import settings as current
 
     connection = redis.Redis.from_url(current.REDIS_URL)

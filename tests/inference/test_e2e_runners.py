@@ -27,7 +27,13 @@ from tests.conftest import WebServer, WorkerProcess
 from . import builders
 from .conftest import post_json
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# Known flake, not understood yet: now and then a test's own worker never heartbeats (seen after the stuck
+# model test, while the previous worker shuts down). Only that failure is retried, with a fresh worker.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.flaky(reruns=2, only_rerun=["supervisor never served"]),
+]
 
 SLOW_FOREVER = {"inputs": {"x": [0.0], "n": [10**12]}}
 DIGITS_BODY = {"inputs": {"pixels": [[0.5] * 64]}}

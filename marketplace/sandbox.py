@@ -1,8 +1,8 @@
 """Inspect an uploaded model file inside a throw-away child process.
 
 Run as a script (`python -I sandbox.py request.json`) by `marketplace.validation`, never
-imported by the web or worker process for real work: the parent sets memory, CPU-time and file-size
-limits and an environment without secrets before this starts. Nothing here imports Django.
+imported by the web or worker process for real work: it starts under `confine.py`'s memory, CPU-time and
+file-size limits, in an environment without secrets. Nothing here imports Django.
 
 Order of checks, cheapest and safest first: magic bytes; for zip archives the central directory
 (zip bomb) and a static scan of every pickle inside (no pickle is ever unpickled by Python); for

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 
-from . import sandbox
+from . import confine, sandbox
 
 SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
 SAFE_ENVIRONMENT = {
@@ -56,27 +54,21 @@ def sniff_upload(head: bytes) -> str | None:
     return None
 
 
-def child_limits(memory_bytes: int, cpu_seconds: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
-
-
 def run_sandboxed(arguments: list[str], *, workdir: str, timeout: float) -> subprocess.CompletedProcess:
     """Run `python -I <arguments>` with the validation limits and a secret-free environment."""
-    memory = settings.MODEL_VALIDATION_MEMORY_MB << 20
     process = subprocess.Popen(
-        [sys.executable, "-I", *arguments],
+        confine.command(
+            arguments,
+            address_space_mb=settings.MODEL_VALIDATION_MEMORY_MB,
+            cpu_seconds=int(timeout),
+            file_size_mb=1,
+            isolated=True,
+        ),
         cwd=workdir,
         env=dict(SAFE_ENVIRONMENT, HOME=workdir, TMPDIR=workdir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=child_limits(memory, int(timeout)),  # noqa: PLW1509 - the limits must be set in the child
         start_new_session=True,
     )
     try:

@@ -2,14 +2,13 @@
 
 A cgroup counts what the process really holds (resident memory and page cache), so a model that asks for more
 is killed by the kernel's OOM killer inside its cgroup alone, and the pool tells its callers why. Without a
-writable cgroup (not root, or no memory controller) RLIMIT_AS is the fallback: allocations past it fail in the
-runtime."""
+writable cgroup (not root, or no memory controller) RLIMIT_AS is the fallback, set by
+`marketplace/confine.py`: allocations past it fail in the runtime."""
 
 from __future__ import annotations
 
 import logging
 import os
-import resource
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -85,23 +84,3 @@ class MemoryCgroup:
             self.path.rmdir()
         except OSError:
             pass
-
-
-def preexec(address_space_bytes: int | None):
-    """What the child does between fork and exec: its own session, gone with its parent, optional rlimit."""
-
-    def setup() -> None:
-        os.setsid()
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: a runner never outlives its pool
-            libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-        except OSError:
-            pass
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if address_space_bytes:
-            resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
-
-    return setup

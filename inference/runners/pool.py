@@ -14,7 +14,6 @@ import pwd
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .limits import MemoryCgroup, preexec
+from marketplace import confine
+
+from .limits import MemoryCgroup
 from .protocol import ChannelClosed, read_frame, write_frame
 
 logger = logging.getLogger(__name__)
@@ -150,26 +151,31 @@ class RunnerProcess:
             os.chown(self.home, entry.pw_uid, entry.pw_gid)
             identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         try:
+            runner = [
+                "-m",
+                "inference.runners.runner",
+                "--in-fd",
+                str(request_read),
+                "--out-fd",
+                str(reply_write),
+                "--threads",
+                str(config.threads),
+                "--session-budget-mb",
+                str(config.session_budget_mb),
+            ]
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "inference.runners.runner",
-                    "--in-fd",
-                    str(request_read),
-                    "--out-fd",
-                    str(reply_write),
-                    "--threads",
-                    str(config.threads),
-                    "--session-budget-mb",
-                    str(config.session_budget_mb),
-                ],
+                confine.command(
+                    runner,
+                    # Without a cgroup, an address-space limit; killed with the slot thread that starts it.
+                    address_space_mb=0 if self.cgroup else config.memory_mb,
+                    parent=os.getpid(),
+                ),
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(request_read, reply_write),
                 close_fds=True,
-                preexec_fn=preexec(None if self.cgroup else limit),
+                start_new_session=True,
                 **identity,
             )
         finally:

@@ -114,6 +114,7 @@ class Supervisor:
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
         self.recorder: subprocess.Popen | None = None  # records and reaper: `inference.recorder`
+        self.maintenance: threading.Thread | None = None
 
     def start(self) -> None:
         metrics_dir_prune()  # a previous run's files; this worker's pool processes write their own
@@ -122,18 +123,21 @@ class Supervisor:
         if queue.enabled():
             self.queue_source = QueueSource()
             self._thread(self.listen_for_wakeups, "supervisor-wakeups")
-        self._thread(self.maintain, "supervisor-maintenance")
+        self.maintenance = self._thread(self.maintain, "supervisor-maintenance")
         self._thread(self.publish_status, "supervisor-telemetry")
 
-    def _thread(self, target, name: str) -> None:
+    def _thread(self, target, name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+        return thread
 
     def stop(self) -> None:
         self.stopping.set()
         if self.listener is not None:
             self.listener.close()
+        if self.maintenance is not None:
+            self.maintenance.join(10)  # it restarts a recorder that exits: not once this one is ended
         if self.recorder is not None and self.recorder.poll() is None:
             self.recorder.terminate()
             try:

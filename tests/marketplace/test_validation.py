@@ -20,12 +20,19 @@ def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypa
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import json, os, resource\n"
-        "print(json.dumps({'env': sorted(os.environ), 'as': resource.getrlimit(resource.RLIMIT_AS)[0]}))"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
+        "print(json.dumps({'env': sorted(os.environ), 'as': resource.getrlimit(resource.RLIMIT_AS)[0],\n"
+        "    'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0], 'core': resource.getrlimit(resource.RLIMIT_CORE)[0],\n"
+        "    'no_new_privs': status['NoNewPrivs'].strip(), 'session': os.getsid(0) == os.getpid()}))"
     )
     result = validation.run_sandboxed([str(probe)], workdir=str(tmp_path), timeout=30)
     answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
     assert not {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"} & set(answer["env"])
     assert answer["as"] == 1024 << 20
+    assert answer["cpu"] == 30
+    assert answer["core"] == 0
+    assert answer["no_new_privs"] == "1"
+    assert answer["session"]
 
 
 @pytest.mark.django_db

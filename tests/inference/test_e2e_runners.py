@@ -27,13 +27,7 @@ from tests.conftest import WebServer, WorkerProcess
 from . import builders
 from .conftest import post_json
 
-# Known flake, not understood yet: now and then a test's own worker never heartbeats (seen after the stuck
-# model test, while the previous worker shuts down). Only that failure is retried, with a fresh worker.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.flaky(reruns=2, only_rerun=["supervisor never served"]),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SLOW_FOREVER = {"inputs": {"x": [0.0], "n": [10**12]}}
 DIGITS_BODY = {"inputs": {"pixels": [[0.5] * 64]}}
@@ -57,7 +51,7 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
         worker = WorkerProcess(tmp_path / f"worker-{tag}.log", ["-Q", job_queue, "--hostname", f"{tag}@%h"])
         worker.start()
         workers.append(worker)
-        wait_for(queue.serving, 120, f"the worker's supervisor never served: {alive_keys()}")
+        wait_for(queue.serving, 120, lambda: f"the worker's supervisor never served: {alive_keys()}")
         wait_for(lambda: len(runner_pids(worker)) >= 2, 60, "the runners never started")
         return worker
 
@@ -107,13 +101,14 @@ def resident_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def wait_for(predicate, timeout: float, message: str):
+def wait_for(predicate, timeout: float, message):
+    """Wait until `predicate()` is true; `message` may be a callable that describes the state at the end."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert time.monotonic() < deadline, message
+        assert time.monotonic() < deadline, message() if callable(message) else message
         time.sleep(0.05)
 
 

@@ -22,7 +22,8 @@ def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypa
         "import json, os, resource\n"
         "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
         "print(json.dumps({'env': sorted(os.environ), 'as': resource.getrlimit(resource.RLIMIT_AS)[0],\n"
-        "    'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0], 'core': resource.getrlimit(resource.RLIMIT_CORE)[0],\n"
+        "    'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0],\n"
+        "    'core': resource.getrlimit(resource.RLIMIT_CORE)[0],\n"
         "    'no_new_privs': status['NoNewPrivs'].strip(), 'session': os.getsid(0) == os.getpid()}))"
     )
     result = validation.run_sandboxed([str(probe)], workdir=str(tmp_path), timeout=30)

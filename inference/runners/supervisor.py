@@ -155,10 +155,15 @@ class Supervisor:
     # --- interactive calls ---------------------------------------------------------------------------------
 
     def listen_for_wakeups(self) -> None:
+        # The heartbeat comes from this loop, the queue's consumer: while it beats, someone takes the calls.
         connection = queue.client()
+        next_heartbeat = 0.0
         while not self.stopping.is_set():
             try:
-                first = queue.wait_wakeup(connection, timeout=1)
+                if time.monotonic() >= next_heartbeat:
+                    queue.heartbeat(self.name)
+                    next_heartbeat = time.monotonic() + 1
+                first = queue.wait_wakeup(connection, timeout=0.5)
                 if first is None:
                     continue
                 # A runner starts on the first model at once; the rest of the wake-ups are read meanwhile.
@@ -200,7 +205,6 @@ class Supervisor:
     # --- upkeep --------------------------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        next_heartbeat = 0.0
         while not self.stopping.wait(0.1):
             try:
                 if self.recorder is None or self.recorder.poll() is not None:
@@ -209,16 +213,12 @@ class Supervisor:
                     self.recorder = subprocess.Popen(
                         [sys.executable, "-m", "inference.recorder"], cwd=settings.BASE_DIR
                     )
-                if queue.enabled() and time.monotonic() >= next_heartbeat:
-                    queue.heartbeat(self.name)
-                    next_heartbeat = time.monotonic() + 1
             except Exception:
                 logger.exception("supervisor upkeep")
                 self.stopping.wait(1)
 
     def publish_status(self) -> None:
-        # A thread of its own: however long a publication takes, the heartbeat and the recorder's watch go on
-        # (a heartbeat that waited on it was seen to lapse, sending calls down the job path).
+        # A thread of its own: however long a publication takes, serving and the recorder's watch go on.
         while not self.stopping.wait(1):
             if not queue.enabled():
                 continue

@@ -336,7 +336,8 @@ def test_every_admitted_request_ends_in_exactly_one_record_counted_once(
 def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     client, alice, bob, alice_key, bob_key, own_worker, settings
 ):
-    worker = own_worker(PREDICTION_TIME_LIMIT="6")
+    # The stuck calls must outlast the refusals below on a loaded machine, yet end within the test.
+    worker = own_worker(PREDICTION_TIME_LIMIT="12")
     settings.INFERENCE_MODEL_QUEUE_MAX = 2
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
     builders.publish(owner=bob, name="digits", data=builders.digits_onnx())
@@ -357,7 +358,6 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     refused = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
     assert refused.status_code == 503 and refused["Retry-After"] == "1"
     assert "requests waiting" in refused.json()["detail"]
-    assert post_json(client, "/api/v1/models/bob/digits/predict", DIGITS_BODY, bob_key).status_code == 200
     refused_v2 = post_json(
         client,
         "/v2/models/alice/slow/infer",
@@ -370,6 +370,9 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
         alice_key,
     )
     assert refused_v2.status_code == 503 and refused_v2["Retry-After"] == "1"
+    assert "requests waiting" in refused_v2.json()["error"]
+    # While the slow model's calls hold its runners and fill its queue, another model's calls are served.
+    assert post_json(client, "/api/v1/models/bob/digits/predict", DIGITS_BODY, bob_key).status_code == 200
     for thread in threads:
         thread.join(60)
     # Refused requests were admitted (counted) and are recorded as failed, like every admitted request.

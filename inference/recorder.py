@@ -1,9 +1,10 @@
 """The recorder: `python -m inference.recorder`, started and watched by a worker's supervisor.
 
-It writes finished interactive calls from the Redis `records` list to the ledger in bulk, and runs the reaper.
-Building a few hundred rows a second is real CPU: in the supervisor's process it contended for the GIL with
-threads that feed the runners (64 % of that process's CPU in a profile), so it has a trusted process of its
-own. It exits with its supervisor.
+It writes finished interactive calls from the Redis `records` list to the ledger in bulk, and runs the
+reapers: predictions left running, and uploads whose validation task was lost. Building a few hundred rows a
+second is real CPU: in the supervisor's process it contended for the GIL with threads that feed the runners
+(64 % of that process's CPU in a profile), so it has a trusted process of its own. It exits with its
+supervisor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 
 logger = logging.getLogger("inference.recorder")
 
@@ -42,6 +44,8 @@ def serve(parent: int) -> None:
     from django.conf import settings
     from django.db import close_old_connections
 
+    from marketplace.services import validations_resume
+
     from . import ledger, queue
 
     next_reap = 0.0
@@ -54,6 +58,7 @@ def serve(parent: int) -> None:
             if now >= next_reap:
                 next_reap = now + settings.PREDICTION_REAPER_INTERVAL
                 ledger.reap()
+                validations_resume(older_than=timedelta(seconds=settings.MODEL_VALIDATION_LOST_AFTER_SECONDS))
         except Exception:
             logger.exception("recorder")
             time.sleep(1)

@@ -9,15 +9,18 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
 from portal import metrics
+from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
 from .models import Model, ModelVersion, Task, Visibility
@@ -284,7 +287,14 @@ def version_publish(
         return version
     from .tasks import validate_version_task
 
-    transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
+    try:
+        transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # The broker took nothing: the upload is undone (the caller gets a 503) rather than left validating.
+        version_withdraw(version=version)
+        raise
     deadline = time.monotonic() + (settings.MODEL_UPLOAD_WAIT_SECONDS if wait is None else wait)
     delay = 0.05
     while time.monotonic() < deadline:
@@ -345,6 +355,37 @@ def discard_file_of_rejected(version: ModelVersion) -> None:
         not ModelVersion.objects.filter(tokenizer=version.tokenizer.name).exclude(pk=version.pk).exists()
     ):
         default_storage.delete(version.tokenizer.name)
+
+
+def version_withdraw(*, version: ModelVersion) -> None:
+    """Undo an upload whose validation could not be queued: its version, its file, and a model it would
+    have been the first version of."""
+    if not version.model.versions.exclude(pk=version.pk).exists():
+        discard_unpublished_model(version=version)
+        return
+    name, tokenizer = version.file.name, version.tokenizer.name
+    version.delete()
+    discard_stored_file(name)
+    discard_stored_tokenizer(tokenizer)
+
+
+def validations_resume(*, older_than: timedelta) -> list[int]:
+    """Queue again the validation of versions still `validating` long after their upload, whose task was lost
+    (a broker restarted without persistence); each at most once per `older_than`. A duplicate is harmless:
+    `validate_version` acts only on a version that is still validating. Returns the ids queued."""
+    from .tasks import validate_version_task
+
+    stale = ModelVersion.objects.filter(
+        status=ModelVersion.Status.VALIDATING, created_at__lt=timezone.now() - older_than
+    ).values_list("pk", flat=True)[:100]
+    queued = []
+    for version_id in stale:
+        if cache.add(f"validation-resumed:{version_id}", 1, timeout=older_than.total_seconds() or 1):
+            validate_version_task.delay(version_id=version_id)
+            queued.append(version_id)
+    if queued:
+        logger.warning("validations queued again (their task was lost): %s", queued)
+    return queued
 
 
 def discard_unpublished_model(*, version: ModelVersion) -> None:

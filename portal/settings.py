@@ -380,6 +380,8 @@ MODEL_UPLOAD_WAIT_SECONDS = env_float("MODEL_UPLOAD_WAIT_SECONDS", 60)
 # Limits of the child process that inspects and trial-runs an uploaded model.
 MODEL_VALIDATION_MEMORY_MB = env_int("MODEL_VALIDATION_MEMORY_MB", 3072)
 MODEL_VALIDATION_TIMEOUT_SECONDS = env_int("MODEL_VALIDATION_TIMEOUT_SECONDS", 60)
+# A version still validating this long after upload lost its task (a broker restart): it is queued again.
+MODEL_VALIDATION_LOST_AFTER_SECONDS = 10 * 60
 # A version's tokenizer.json is parsed in the web process at upload (data for the Rust `tokenizers` library,
 # not code), so its size is bounded; the largest common ones (multilingual vocabularies) are about 17 MB.
 TOKENIZER_MAX_BYTES = env_int("TOKENIZER_MAX_BYTES", 32 * 1024 * 1024)

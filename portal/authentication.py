@@ -16,6 +16,7 @@ from rest_framework import authentication, exceptions, permissions
 
 from . import metrics, process_cache
 from .models import ApiKey
+from .outages import outage_of
 from .quotas import QuotaExceeded
 from .throttles import client_address, count_event, current_request
 
@@ -71,8 +72,13 @@ def touch_last_used(key: ApiKey) -> None:
     if now_monotonic - _last_touched.get(key.pk, -resolution) < resolution:
         return
     _last_touched[key.pk] = now_monotonic
-    if not cache.add(f"portal:key-used:{key.pk}", 1, int(resolution)):
-        return
+    try:
+        if not cache.add(f"portal:key-used:{key.pk}", 1, int(resolution)):
+            return
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise  # Redis down: this process's clock alone spares the database
+
     now = timezone.now()
     ApiKey.objects.filter(pk=key.pk).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)

@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from .outages import outage_of
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "portal:forget"
@@ -94,17 +96,29 @@ def enabled() -> bool:
 
 
 def cached(key: str, load, seconds: float):
-    """The entry named `key`: this process's copy, else the shared cache's, else `load()` (None: not kept)."""
+    """The entry named `key`: this process's copy, else the shared cache's, else `load()` (None: not kept).
+    With the shared cache down, `load()` every time."""
     if enabled():
         value = _copies.get(key)
         if value is not None:
             return value
-    value = cache.get(key)
+    try:
+        value = cache.get(key)
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # Redis is down: the database answers (while it is up), and nothing is kept until Redis is back.
+        return load()
     if value is None:
         value = load()
         if value is None:
             return None
-        cache.set(key, value, seconds)
+        try:
+            cache.set(key, value, seconds)
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            return value
     if enabled():
         _copies.put(key, value, seconds)
     return value

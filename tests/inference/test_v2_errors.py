@@ -52,3 +52,20 @@ def test_a_private_model_stays_a_json_404_for_others(client, alice, bob_key):
     response = client.get("/v2/models/alice/secret", HTTP_AUTHORIZATION=f"Bearer {bob_key}")
     assert response.status_code == 404
     assert response.json() == {"error": "No model alice/secret to run."}
+
+
+def test_with_redis_down_a_keyed_read_is_answered_from_the_database_and_a_call_is_refused_503(
+    client, settings, alice_key, mixed
+):
+    from tests.portal.test_outages import point_cache_at_closed_port
+
+    point_cache_at_closed_port(settings)
+    # Degrade where it is safe: the key and the model are read from PostgreSQL.
+    metadata = client.get("/v2/models/alice/mixed", HTTP_AUTHORIZATION=f"Bearer {alice_key}")
+    assert metadata.status_code == 200, metadata.content[:300]
+    assert metadata.json()["name"] == "alice/mixed"
+    # Refuse where it is not: a call cannot be counted against its quota, so it is not let through.
+    body = {"inputs": oip_inputs(builders.mixed_inputs(batch=1))}
+    refused = post_json(client, "/v2/models/alice/mixed/infer", body, alice_key)
+    assert refused.status_code == 503 and int(refused["Retry-After"]) > 0
+    assert "cache" in refused.json()["error"]

@@ -1,5 +1,6 @@
 """API middleware: `RateLimit-*` headers on every API response, JSON 413s for request bodies over the
-limit on `/api/v1/`, and 503s for a dependency that is down (JSON on `/api/`, a page elsewhere).
+limit on `/api/v1/`, 503s for a dependency that is down (JSON on `/api/`, a page elsewhere), and the anonymous
+user of a program's API request (`portal.wsgi`).
 An app serving another API (`/v2`) subclasses these with its own error format."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -134,3 +136,15 @@ class DependencyOutageMiddleware:
             return None
         log_outage(outage, exception, request.path)
         return outage_response(request, outage)
+
+
+class AnonymousUserMiddleware:
+    """`request.user` for a program's API request (`settings.API_MIDDLEWARE`): anonymous, with no session to
+    read; the API's key authentication sets the key's user."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.user = AnonymousUser()
+        return self.get_response(request)

@@ -448,6 +448,20 @@ API_PATH_PREFIXES = ["/api/v1/", "/v2"]
 # Surfaces that format a dependency outage's 503 themselves (inference.middleware.V2ErrorMiddleware).
 OUTAGE_SELF_FORMATTED_PREFIXES = ["/v2"]
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]
+# A program's API requests (no cookie: `portal.wsgi`) skip what only a browser's need; the user is anonymous
+# until the API's key authentication says otherwise.
+API_MIDDLEWARE = [
+    "portal.middleware.AnonymousUserMiddleware" if name.endswith(".AuthenticationMiddleware") else name
+    for name in MIDDLEWARE
+    if name
+    not in {
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "axes.middleware.AxesMiddleware",
+    }
+]
 # SQLite cannot enforce UsageDay's one-row-per-day constraint over NULL keys; readers sum the rows, so a rare
 # duplicate row from two racing writers changes no total.
 SILENCED_SYSTEM_CHECKS = ["models.W047"]

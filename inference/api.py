@@ -18,7 +18,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -29,6 +29,7 @@ from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, dec
 from .models import Prediction
 from .queue import ModelBusy, Unavailable
 from .services import (
+    GateClosed,
     VersionNotFound,
     outcome_outputs_json,
     outcome_top,
@@ -323,7 +324,11 @@ class PredictView(APIView):
             202: PredictAcceptedSerializer,
             400: OpenApiResponse(ERROR_SCHEMA, description="Inputs that do not fit the model's signature."),
             401: OpenApiResponse(ERROR_SCHEMA, description="A missing, malformed or revoked key."),
-            403: OpenApiResponse(ERROR_SCHEMA, description="A key without the predict scope."),
+            403: OpenApiResponse(
+                ERROR_SCHEMA,
+                description="A key without the predict scope, or a gated model you were not granted "
+                "(the detail says how to ask).",
+            ),
             404: OpenApiResponse(ERROR_SCHEMA, description="No such model (or a private one)."),
             413: OpenApiResponse(ERROR_SCHEMA, description="A request body over the limit."),
             429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit or quota exhausted; see Retry-After."),
@@ -334,9 +339,13 @@ class PredictView(APIView):
         timeout = wait_seconds(request)
         data = predict_body(request.data)
         try:
-            target = target_find(owner=owner, name=name, number=data.get("version"), user=request.user)
+            target = target_find(
+                owner=owner, name=name, number=data.get("version"), user=request.user, to_run=True
+            )
         except VersionNotFound as exc:
             raise NotFound(str(exc)) from None
+        except GateClosed as exc:
+            raise PermissionDenied(str(exc)) from None
         text = None
         try:
             if "text" in data:

@@ -41,6 +41,10 @@ class VersionNotFound(LookupError):
     pass
 
 
+# A gated model the caller may see but was not granted: 403 on /api/v1 and /v2, PERMISSION_DENIED on gRPC.
+GateClosed = selectors.GateClosed
+
+
 # --- what to run (cached: the hot path must not query the catalog on every request) -------------------------
 
 
@@ -52,6 +56,9 @@ class Target:
     owner_id: int
     slug: str
     visibility: str
+    gated: bool
+    owner: str
+    name: str
     task: str
     labels: list
     preprocessing: dict
@@ -73,6 +80,9 @@ class Target:
 
     def visible_to(self, user) -> bool:
         return selectors.is_visible_to(user, owner_id=self.owner_id, visibility=self.visibility)
+
+    def runnable_by(self, user) -> bool:
+        return selectors.may_run(user, model_id=self.model_id, owner_id=self.owner_id, gated=self.gated)
 
     @property
     def model_ref(self) -> ModelRef:
@@ -98,8 +108,11 @@ def targets_forget() -> None:
         _targets.clear()
 
 
-def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
-    """The ready version `number` (or the latest ready one) of owner/name, if `user` may see the model."""
+def target_find(*, owner: str, name: str, number: int | None, user, to_run: bool = False) -> Target:
+    """The ready version `number` (or the latest ready one) of owner/name, if `user` may see the model.
+
+    `to_run`: the caller is about to run it (or asks whether it can): GateClosed unless `user` may run it.
+    The look-up is cached for a few seconds; the grant is not part of it, so a revoked one counts at once."""
     key = (owner, name.lower(), number)
     now = time.monotonic()
     cached = _targets.get(key)
@@ -113,6 +126,8 @@ def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
         raise VersionNotFound(
             f"No model {owner}/{name}" + (f" version {number}" if number else "") + " to run."
         )
+    if to_run and not target.runnable_by(user):
+        raise GateClosed(owner=target.owner, name=target.name)
     request_note(model=target.slug, version=target.number)
     return target
 
@@ -133,6 +148,9 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         owner_id=model.owner_id,
         slug=model.slug,
         visibility=model.visibility,
+        gated=model.gated,
+        owner=model.owner.username,
+        name=model.name,
         task=model.task,
         labels=list(model.labels or []),
         preprocessing=dict(model.preprocessing or {}),

@@ -181,6 +181,7 @@ class Submission:
     started: float
     prediction: Prediction | None = None
     call: queue.PendingCall | None = None
+    webhook: object | None = None  # webhooks.Webhook
 
 
 def prediction_submit(
@@ -192,8 +193,13 @@ def prediction_submit(
     source: str,
     bytes_in: int,
     asynchronous: bool = False,
+    webhook=None,
 ) -> Submission:
     """Admit one prediction (inputs already checked against the signature) and queue it.
+
+    A prediction with a `webhook` (`webhooks.Webhook`, checked) is always a job, even when its caller waits
+    for the result: its row exists from the start, so the ledger's transitions can tell the webhook, and
+    the interactive path carries nothing for webhooks.
 
     Raises QuotaExceeded (429) before anything is counted or queued, `queue.ModelBusy` (503, this model's
     queue is full) or `queue.Unavailable` (503, the task queue is down; the request is recorded as failed).
@@ -222,7 +228,8 @@ def prediction_submit(
     submission = Submission(
         id=submission_id, target=target, header=header, tensors=inputs, started=time.monotonic()
     )
-    if asynchronous or not queue.enabled():
+    submission.webhook = webhook
+    if asynchronous or webhook is not None or not queue.enabled():
         admit_prediction(user=user, api_key=api_key)
         submission.prediction = _job_create(submission)
         return submission
@@ -241,7 +248,9 @@ def prediction_submit(
 
 
 def _job_create(submission: Submission) -> Prediction:
-    prediction = ledger.job_create(header=submission.header, tensors=submission.tensors)
+    prediction = ledger.job_create(
+        header=submission.header, tensors=submission.tensors, webhook=submission.webhook
+    )
     transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id))
     return prediction
 

@@ -365,38 +365,46 @@ class AccessRequestListCreateView(APIView):
         )
 
 
+DECIDE_RESPONSES = {
+    200: AccessRequestSerializer,
+    403: OpenApiResponse(description="Not the model's owner."),
+    404: OpenApiResponse(description="No such request on this model."),
+}
+
+
 class AccessRequestDecideView(APIView):
     """The owner approves or denies a request; denying an approved one revokes the access."""
 
     required_scope = "upload"
-    approve = True
 
-    @extend_schema(
-        request=None,
-        responses={
-            200: AccessRequestSerializer,
-            404: OpenApiResponse(description="No such request on a model you own."),
-        },
-    )
-    def post(self, request, owner: str, name: str, id: int):
+    def decide(self, request, *, owner: str, name: str, id: int, approve: bool) -> Response:
         model = visible_model_or_404(request.user, owner=owner, name=name)
         if not model.is_editable_by(request.user):
             raise PermissionDenied("Only the model's owner can answer access requests.")
         access = model.access_requests.select_related("user", "model__owner").filter(id=id).first()
         if access is None:
             raise Http404("No such access request.")
-        access = services.access_request_decide(request=access, approve=self.approve)
+        access = services.access_request_decide(request=access, approve=approve)
         return Response(AccessRequestSerializer(access).data)
 
 
-@extend_schema(summary="Approve an access request (owner only)", operation_id="access_requests_approve")
 class AccessRequestApproveView(AccessRequestDecideView):
-    approve = True
+    @extend_schema(
+        operation_id="access_requests_approve",
+        summary="Approve an access request (owner only)",
+        request=None,
+        responses=DECIDE_RESPONSES,
+    )
+    def post(self, request, owner: str, name: str, id: int):
+        return self.decide(request, owner=owner, name=name, id=id, approve=True)
 
 
-@extend_schema(
-    summary="Deny an access request, or revoke an approved one (owner only)",
-    operation_id="access_requests_deny",
-)
 class AccessRequestDenyView(AccessRequestDecideView):
-    approve = False
+    @extend_schema(
+        operation_id="access_requests_deny",
+        summary="Deny an access request, or revoke an approved one (owner only)",
+        request=None,
+        responses=DECIDE_RESPONSES,
+    )
+    def post(self, request, owner: str, name: str, id: int):
+        return self.decide(request, owner=owner, name=name, id=id, approve=False)

@@ -156,7 +156,7 @@ def _resolve_checked(host: str, port: int) -> str:
     """The address to connect to: every address `host` resolves to must be public (unless allowed)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: names that are not names (too long, NUL, bad IDNA)
         raise WebhookRefused(f"The host {host!r} does not resolve ({exc}).") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:

@@ -326,11 +326,7 @@ class AccessRequestInput(serializers.Serializer):
 class AccessRequestListCreateView(APIView):
     """A gated model's access requests: the caller's own, or all of them for the owner; POST asks."""
 
-    pagination_class = None
-
-    @property
-    def required_scope(self) -> str:
-        return "read"
+    required_scope = "read"
 
     @extend_schema(summary="Access requests of a gated model", responses=AccessRequestSerializer(many=True))
     def get(self, request, owner: str, name: str):

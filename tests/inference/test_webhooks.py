@@ -251,3 +251,27 @@ def test_only_predictions_with_a_webhook_queue_a_delivery_as_they_end(
     with django_capture_on_commit_callbacks() as callbacks:
         ledger.cancel(prediction)
     assert sum("events_enqueue" in callback.__qualname__ for callback in callbacks) == queued
+
+
+def test_the_owner_sees_recent_deliveries_and_nobody_elses(client, alice, bob, mixed, settings, receiver):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    hook = receiver(statuses=(503,))
+    prediction = ended_prediction(alice, mixed, hook.url)
+    webhooks.delivery_attempt(
+        prediction_id=str(prediction.id), event="completed", message_id="msg_1", body=None, attempt=1
+    )
+    alice_key = ApiKey.issue(user=alice, name="k", scopes=["read"])[1]
+    bob_key = ApiKey.issue(user=bob, name="k", scopes=["read"])[1]
+    seen = client.get("/api/v1/webhooks/deliveries", HTTP_AUTHORIZATION=f"Bearer {alice_key}").json()
+    assert [(d["prediction"], d["event"], d["attempt"], d["status_code"]) for d in seen] == [
+        (str(prediction.id), "completed", 1, 503)
+    ]
+    assert client.get("/api/v1/webhooks/deliveries", HTTP_AUTHORIZATION=f"Bearer {bob_key}").json() == []
+    bad = client.get("/api/v1/webhooks/deliveries?prediction=nope", HTTP_AUTHORIZATION=f"Bearer {alice_key}")
+    assert bad.status_code == 400
+
+
+def test_a_host_name_that_is_not_a_name_is_a_400(client, alice_key, mixed, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    response = post_json(client, URL, body(webhook="https://" + "a" * 70 + ".example/x"), alice_key)
+    assert response.status_code == 400 and "does not resolve" in response.json()["webhook"][0]

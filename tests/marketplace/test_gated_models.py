@@ -180,3 +180,24 @@ def test_bob_cannot_answer_requests_from_the_page(client, gated, bob):
     access_id = gated.access_requests.get().id
     assert client.post(f"/models/alice/weights/access/{access_id}/approve/").status_code == 404
     assert gated.access_requests.get().status == "pending"
+
+
+# --- the admin ----------------------------------------------------------------------------------------------
+
+
+def test_staff_answer_requests_in_the_admin_through_the_same_service(admin_client, gated, bob, bob_api):
+    bob_api.post(REQUESTS, {}, format="json")
+    access = gated.access_requests.get()
+    changelist = admin_client.get("/admin/marketplace/accessrequest/")
+    assert changelist.status_code == 200 and "bob" in changelist.content.decode()
+    assert bob_api.get(FILE).status_code == 403  # the refusal is cached now
+    admin_client.post(
+        "/admin/marketplace/accessrequest/",
+        {"action": "approve_access", "_selected_action": [access.pk]},
+    )
+    assert bob_api.get(FILE).status_code == 200
+    admin_client.post(
+        "/admin/marketplace/accessrequest/",
+        {"action": "deny_access", "_selected_action": [access.pk]},
+    )
+    assert bob_api.get(FILE).status_code == 403

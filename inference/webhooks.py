@@ -152,8 +152,8 @@ def _parts(url: str) -> tuple[str, str, int, str]:
     return scheme, host, port, path
 
 
-def _resolve_checked(host: str, port: int) -> str:
-    """The address to connect to: every address `host` resolves to must be public (unless allowed)."""
+def _resolve_checked(host: str, port: int) -> list[str]:
+    """The addresses to connect to: every address `host` resolves to must be public (unless allowed)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:  # ValueError: names that are not names (too long, NUL, bad IDNA)
@@ -168,7 +168,7 @@ def _resolve_checked(host: str, port: int) -> str:
                 raise WebhookRefused(
                     f"{host} resolves to {address}, a {kind} address: webhooks must reach a public address."
                 )
-    return addresses[0]
+    return addresses
 
 
 def target_check(url) -> str:
@@ -291,11 +291,11 @@ def delivery_attempt(*, prediction_id: str, event: str, message_id: str, body: s
 
 
 def _post(*, url: str, message_id: str, body: bytes, secret: str) -> int:
-    """One POST to the checked address of `url`'s host; the answer's status code."""
+    """One POST to a checked address of `url`'s host (the next one if it cannot be reached): its status."""
     import urllib3
 
     scheme, host, port, path = _parts(url)
-    address = _resolve_checked(host, port)
+    addresses = _resolve_checked(host, port)
     timestamp = int(time.time())
     default_port = 443 if scheme == "https" else 80
     named = f"[{host}]" if ":" in host else host
@@ -308,37 +308,44 @@ def _post(*, url: str, message_id: str, body: bytes, secret: str) -> int:
         "webhook-signature": sign(secret=secret, message_id=message_id, timestamp=timestamp, body=body),
     }
     timeout = urllib3.Timeout(connect=settings.WEBHOOK_TIMEOUT_SECONDS, read=settings.WEBHOOK_TIMEOUT_SECONDS)
-    if scheme == "https":
-        # Connected to the checked address; the certificate is still verified for the host name (SNI too).
-        pool = urllib3.HTTPSConnectionPool(
-            address,
-            port,
-            timeout=timeout,
-            retries=False,
-            maxsize=1,
-            cert_reqs="CERT_REQUIRED",
-            server_hostname=host,
-            assert_hostname=host,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
-    try:
-        response = pool.urlopen(
-            "POST",
-            path,
-            body=body,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
-            preload_content=False,
-        )
+    for position, address in enumerate(addresses):
+        if scheme == "https":
+            # Connected to the checked address; the certificate is verified for the host name (sent as SNI).
+            pool = urllib3.HTTPSConnectionPool(
+                address,
+                port,
+                timeout=timeout,
+                retries=False,
+                maxsize=1,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=settings.WEBHOOK_CA_BUNDLE or None,
+                server_hostname=host,
+                assert_hostname=host,
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
+        try:
+            response = pool.urlopen(
+                "POST",
+                path,
+                body=body,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                assert_same_host=False,
+                preload_content=False,
+            )
+        except urllib3.exceptions.NewConnectionError:
+            if position == len(addresses) - 1:
+                raise
+            continue  # nothing was sent: the host's next address
+        finally:
+            pool.close()
         # The answer's body is not read: only its status counts, and a receiver may not make us read much.
         status = response.status
         response.close()
         return status
-    finally:
-        pool.close()
+    raise AssertionError("unreachable: the last address re-raises")
 
 
 def retry_delay(attempt: int) -> float:

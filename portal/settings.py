@@ -443,6 +443,8 @@ WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 5)
 WEBHOOK_QUEUE = env_str("WEBHOOK_QUEUE", INFERENCE_JOB_QUEUE)
+# A PEM file of the certificate authorities https webhooks are verified against ("": the system's).
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
 
 # --- portal: API keys, plans, quotas ---
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).

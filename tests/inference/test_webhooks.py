@@ -9,6 +9,8 @@ import hmac
 import http.server
 import json
 import math
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -275,3 +277,75 @@ def test_a_host_name_that_is_not_a_name_is_a_400(client, alice_key, mixed, setti
     settings.WEBHOOK_ALLOW_PRIVATE = False
     response = post_json(client, URL, body(webhook="https://" + "a" * 70 + ".example/x"), alice_key)
     assert response.status_code == 400 and "does not resolve" in response.json()["webhook"][0]
+
+
+# --- https: connected to the checked address, the certificate verified for the host name -------------------
+
+
+def openssl(*args, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An https receiver on loopback with a certificate for `localhost` from a certificate authority of its
+    own (made with the openssl command): (receiver, its URL, the authority's PEM file)."""
+    authority = "basicConstraints=critical,CA:TRUE"
+    openssl(
+        *(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+        ),
+        *("-subj", "/CN=Webhook test CA", "-addext", authority, "-addext", "keyUsage=critical,keyCertSign"),
+        cwd=tmp_path,
+    )
+    openssl(
+        *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr"),
+        *("-subj", "/CN=localhost"),
+        cwd=tmp_path,
+    )
+    (tmp_path / "leaf.ext").write_text(
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl(
+        *("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"),
+        *("-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext"),
+        cwd=tmp_path,
+    )
+    hook = Receiver()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    hook.server.socket = context.wrap_socket(hook.server.socket, server_side=True)
+    port = hook.server.server_address[1]
+    yield hook, f"https://localhost:{port}/hook", str(tmp_path / "ca.pem")
+    hook.close()
+
+
+def test_an_https_delivery_verifies_the_certificate_for_the_host_name(alice, mixed, settings, tls_receiver):
+    hook, url, authority = tls_receiver
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    prediction = ended_prediction(alice, mixed, url)
+
+    settings.WEBHOOK_CA_BUNDLE = ""  # the system's authorities do not know this certificate
+    refused, _ = webhooks.delivery_attempt(
+        prediction_id=str(prediction.id), event="completed", message_id="msg_t", body=None, attempt=1
+    )
+    assert refused.status_code is None and refused.retry and "CERTIFICATE_VERIFY_FAILED" in refused.error
+    assert hook.received == []
+
+    settings.WEBHOOK_CA_BUNDLE = authority
+    delivered, _ = webhooks.delivery_attempt(
+        prediction_id=str(prediction.id), event="completed", message_id="msg_t", body=None, attempt=2
+    )
+    assert delivered.delivered, delivered.error
+    headers, payload = hook.received[0]
+    assert headers["host"] == url.split("/")[2] and json.loads(payload)["id"] == str(prediction.id)

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 
 import pytest
 import requests
@@ -66,6 +67,13 @@ def wait_for(condition, seconds: float, message) -> None:
         time.sleep(0.1)
 
 
+def published(alice) -> str:
+    # A fresh name per test: the deployment caches catalog look-ups for a few seconds, across tests.
+    name = f"mixed-{uuid.uuid4().hex[:8]}"
+    builders.publish(owner=alice, name=name, data=builders.mixed_onnx())
+    return f"alice/{name}"
+
+
 def predict_body() -> dict:
     inputs = builders.mixed_inputs(batch=1)
     return {
@@ -77,12 +85,12 @@ def predict_body() -> dict:
 def test_a_receiver_gets_start_and_completed_of_an_async_job_signed_with_the_callers_secret(
     stack, alice, receiver
 ):
-    builders.publish(owner=alice, name="mixed", data=builders.mixed_onnx())
+    slug = published(alice)
     key = ApiKey.issue(user=alice, name="k", scopes=["read", "predict"])[1]
     auth = {"Authorization": f"Bearer {key}"}
     hook = receiver()
     response = requests.post(
-        f"{stack.web.url}/api/v1/models/alice/mixed/predict",
+        f"{stack.web.url}/api/v1/models/{slug}/predict",
         json={"inputs": predict_body(), "webhook": hook.url, "webhook_events_filter": ["start", "completed"]},
         headers={**auth, "Prefer": "respond-async"},
         timeout=30,
@@ -98,7 +106,7 @@ def test_a_receiver_gets_start_and_completed_of_an_async_job_signed_with_the_cal
         assert verify(secret, headers, payload), headers
         assert not verify("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, payload)
         record = json.loads(payload)
-        assert record["id"] == prediction_id and record["model"] == "alice/mixed"
+        assert record["id"] == prediction_id and record["model"] == slug
         records[record["status"]] = (headers["webhook-id"], record)
     assert set(records) == {"running", "succeeded"}, records.keys()  # start, then completed
     assert records["running"][0] != records["succeeded"][0]  # one message id per event
@@ -120,13 +128,13 @@ def test_a_receiver_gets_start_and_completed_of_an_async_job_signed_with_the_cal
 def test_a_failing_receiver_is_tried_again_with_the_same_message_and_each_attempt_is_recorded(
     stack, alice, receiver
 ):
-    builders.publish(owner=alice, name="mixed", data=builders.mixed_onnx())
+    slug = published(alice)
     key = ApiKey.issue(user=alice, name="k", scopes=["read", "predict"])[1]
     auth = {"Authorization": f"Bearer {key}"}
     hook = receiver(statuses=(500, 204))
     # Synchronous: the caller waits for the result, and the webhook is told all the same.
     response = requests.post(
-        f"{stack.web.url}/api/v1/models/alice/mixed/predict",
+        f"{stack.web.url}/api/v1/models/{slug}/predict",
         json={"inputs": predict_body(), "webhook": hook.url, "webhook_events_filter": ["completed"]},
         headers=auth,
         timeout=60,

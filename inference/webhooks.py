@@ -131,6 +131,8 @@ def _parts(url: str) -> tuple[str, str, int, str]:
         raise WebhookRefused("Must be an https URL.")
     if len(url) > URL_MAX_LENGTH:
         raise WebhookRefused(f"Must be at most {URL_MAX_LENGTH} characters.")
+    if any(character.isspace() or ord(character) < 32 or ord(character) == 127 for character in url):
+        raise WebhookRefused("Must not hold spaces or control characters (percent-encode them).")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -349,3 +349,17 @@ def test_an_https_delivery_verifies_the_certificate_for_the_host_name(alice, mix
     assert delivered.delivered, delivered.error
     headers, payload = hook.received[0]
     assert headers["host"] == url.split("/")[2] and json.loads(payload)["id"] == str(prediction.id)
+
+
+@pytest.mark.parametrize(
+    "status, wanted",
+    [("succeeded", ["output", "completed"]), ("failed", ["completed"]), ("canceled", ["completed"])],
+)
+def test_an_ending_sends_output_only_when_there_are_outputs(status, wanted):
+    assert webhooks.events_of_ending(status=status, events=list(webhooks.EVENTS)) == wanted
+    assert webhooks.events_of_ending(status=status, events=["start"]) == []
+
+
+def test_a_url_with_spaces_is_a_400(client, alice_key, mixed):
+    response = post_json(client, URL, body(webhook="https://example.com/a b"), alice_key)
+    assert response.status_code == 400 and "spaces" in response.json()["webhook"][0]

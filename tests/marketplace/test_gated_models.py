@@ -47,6 +47,7 @@ def test_anonymous_visitors_see_the_page_and_card_but_not_the_file(client, gated
     html = page.content.decode()
     assert "A <strong>gated</strong> card." in html
     assert "gated" in html and "Log in</a> to request access" in html
+    assert ">gated</span>" in client.get("/models/").content.decode()  # the browse tile says so
     detail = client.get(MODEL).json()
     assert detail["gated"] is True and detail["visibility"] == "public"
     response = client.get(FILE)

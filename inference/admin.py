@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Prediction
+from .models import Prediction, WebhookDelivery
 
 
 @admin.register(Prediction)
@@ -27,6 +27,24 @@ class PredictionAdmin(admin.ModelAdmin):
     raw_id_fields = ["user", "api_key", "version"]
     date_hierarchy = "created_at"
     exclude = ["inputs"]  # may be large, and they are the user's data
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Every attempt to deliver a webhook, as the Celery task recorded it: read-only."""
+
+    list_display = ["created_at", "user", "prediction", "event", "attempt", "status_code", "url"]
+    list_filter = ["event", "status_code", "created_at"]
+    search_fields = ["prediction__id", "user__username", "url", "message_id"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user", "prediction"]
+    date_hierarchy = "created_at"
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -18,17 +18,18 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.logs import request_note
 
-from . import ledger
+from . import ledger, webhooks
 from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from .models import Prediction
 from .queue import ModelBusy, Unavailable
 from .services import (
+    GateClosed,
     VersionNotFound,
     outcome_outputs_json,
     outcome_top,
@@ -60,6 +61,22 @@ NESTED_LIST = {
     "items": {},
 }
 VERSION_FIELD = {"type": "integer", "minimum": 1, "description": "Default: the latest ready version."}
+# Every body form may name a webhook (inference.webhooks).
+WEBHOOK_FIELDS = {
+    "webhook": {
+        "type": "string",
+        "format": "uri",
+        "pattern": "^https://",
+        "description": "POST the prediction's record here as it starts and ends, signed per Standard "
+        "Webhooks with your secret (/api/v1/webhooks/secret). Must reach a public address.",
+    },
+    "webhook_events_filter": {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "enum": ["start", "output", "completed"]},
+        "description": "Which events to send (default: all).",
+    },
+}
 # The body is a union: a schema generated from one serializer could not say that exactly one form is sent.
 PREDICT_BODY_SCHEMA = {
     "oneOf": [
@@ -76,6 +93,7 @@ PREDICT_BODY_SCHEMA = {
                     "additionalProperties": NESTED_LIST,
                 },
                 "version": VERSION_FIELD,
+                **WEBHOOK_FIELDS,
             },
         },
         {
@@ -99,6 +117,7 @@ PREDICT_BODY_SCHEMA = {
                     },
                 },
                 "version": VERSION_FIELD,
+                **WEBHOOK_FIELDS,
             },
         },
         {
@@ -115,6 +134,7 @@ PREDICT_BODY_SCHEMA = {
                     "description": "Text models with a tokenizer: one text or a list; the server tokenizes.",
                 },
                 "version": VERSION_FIELD,
+                **WEBHOOK_FIELDS,
             },
         },
         {
@@ -129,6 +149,7 @@ PREDICT_BODY_SCHEMA = {
                     "preprocessing turns it into its input.",
                 },
                 "version": VERSION_FIELD,
+                **WEBHOOK_FIELDS,
             },
         },
     ],
@@ -224,12 +245,15 @@ class PredictionSerializer(serializers.ModelSerializer):
             "compute_ms",
             "bytes_in",
             "bytes_out",
+            "webhook",
+            "webhook_events_filter",
         ]
 
     def get_url(self, prediction) -> str:
-        return self.context["request"].build_absolute_uri(
-            reverse("prediction-detail", kwargs={"id": prediction.id})
-        )
+        path = reverse("prediction-detail", kwargs={"id": prediction.id})
+        request = self.context.get("request")
+        # Webhook bodies are built in the worker, which knows no host name: the path then.
+        return request.build_absolute_uri(path) if request is not None else path
 
     @extend_schema_field(TensorSerializer(many=True, allow_null=True))
     def get_outputs(self, prediction):
@@ -285,7 +309,17 @@ def predict_body(data) -> dict:
     version = data.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
         raise ValidationError({"version": ["Must be a version number (1, 2, …)."]})
+    if "webhook" in data and not isinstance(data["webhook"], str):
+        raise ValidationError({"webhook": ["Must be an https URL."]})
     return data
+
+
+def webhook_of(data: dict) -> webhooks.Webhook | None:
+    """The body's webhook, checked (resolved: it must reach a public address); a 400 naming the problem."""
+    try:
+        return webhooks.webhook_from_body(data)
+    except webhooks.WebhookRefused as exc:
+        raise ValidationError({exc.field: [str(exc)]}) from None
 
 
 class PredictView(APIView):
@@ -323,7 +357,11 @@ class PredictView(APIView):
             202: PredictAcceptedSerializer,
             400: OpenApiResponse(ERROR_SCHEMA, description="Inputs that do not fit the model's signature."),
             401: OpenApiResponse(ERROR_SCHEMA, description="A missing, malformed or revoked key."),
-            403: OpenApiResponse(ERROR_SCHEMA, description="A key without the predict scope."),
+            403: OpenApiResponse(
+                ERROR_SCHEMA,
+                description="A key without the predict scope, or a gated model you were not granted "
+                "(the detail says how to ask).",
+            ),
             404: OpenApiResponse(ERROR_SCHEMA, description="No such model (or a private one)."),
             413: OpenApiResponse(ERROR_SCHEMA, description="A request body over the limit."),
             429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit or quota exhausted; see Retry-After."),
@@ -334,9 +372,13 @@ class PredictView(APIView):
         timeout = wait_seconds(request)
         data = predict_body(request.data)
         try:
-            target = target_find(owner=owner, name=name, number=data.get("version"), user=request.user)
+            target = target_find(
+                owner=owner, name=name, number=data.get("version"), user=request.user, to_run=True
+            )
         except VersionNotFound as exc:
             raise NotFound(str(exc)) from None
+        except GateClosed as exc:
+            raise PermissionDenied(str(exc)) from None
         text = None
         try:
             if "text" in data:
@@ -354,6 +396,7 @@ class PredictView(APIView):
             raise ValidationError({"inputs": [str(exc)]}) from None
         except TextError as exc:
             raise ValidationError({"text": [str(exc)]}) from None
+        webhook = webhook_of(data)
         api_key = request.auth if request.auth is not None and hasattr(request.auth, "prefix") else None
         asynchronous = wants_async(request)
         try:
@@ -365,6 +408,7 @@ class PredictView(APIView):
                 source=Prediction.Source.API if api_key else Prediction.Source.WEB,
                 bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
                 asynchronous=asynchronous,
+                webhook=webhook,
             )
         except (Unavailable, ModelBusy) as exc:
             return unavailable(str(exc))

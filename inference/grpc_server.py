@@ -34,7 +34,7 @@ from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
-from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
+from .services import GateClosed, VersionNotFound, prediction_submit, prediction_wait, target_find
 from .text import TextError, oip_text_request, with_text_outputs
 from .v2 import (
     SERVER_NAME,
@@ -179,16 +179,21 @@ def version_number(version: str) -> int | None:
     return number
 
 
-def find(context, name: str, version: str, *, scope: str | None = None):
-    """The caller, and the ready version of `owner/name` if they may see it (else NOT_FOUND)."""
+def find(context, name: str, version: str, *, scope: str | None = None, to_run: bool = False):
+    """The caller, and the ready version of `owner/name` if they may see it (else NOT_FOUND) and, `to_run`,
+    run it (else PERMISSION_DENIED, as the 403 of /v2)."""
     user, key = caller(context, scope=scope)
     owner, _, model = name.partition("/")
     if not owner or not model or "/" in model:
         raise RpcError(grpc.StatusCode.NOT_FOUND, f"No model {name!r}: model names are <owner>/<name>.")
     try:
-        target = target_find(owner=owner, name=model, number=version_number(version), user=user)
+        target = target_find(
+            owner=owner, name=model, number=version_number(version), user=user, to_run=to_run
+        )
     except VersionNotFound as exc:
         raise RpcError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+    except GateClosed as exc:
+        raise RpcError(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
     return user, key, target
 
 
@@ -248,7 +253,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelReady(self, request, context):
-        find(context, request.name, request.version)
+        find(context, request.name, request.version, to_run=True)
         if queue.enabled() and not queue.serving():
             return service_pb2.ModelReadyResponse(ready=False)
         return service_pb2.ModelReadyResponse(ready=True)
@@ -267,7 +272,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelInfer(self, request, context):
-        user, key, target = find(context, request.model_name, request.model_version, scope="predict")
+        user, key, target = find(
+            context, request.model_name, request.model_version, scope="predict", to_run=True
+        )
         try:
             described, binary = request_inputs(request)
             text = oip_text_request(described, binary, target)

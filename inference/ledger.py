@@ -7,7 +7,8 @@ Every status write goes through a function here. Each ends in a conditional UPDA
 running)`) or an insert that yields to an existing row, so a prediction ends once, whoever races to end it
 (worker, reaper, a cancel). Whatever ended, `_account` then claims the ended rows not yet counted
 (`charged`) and hands them to portal's usage ledger: every admitted request is one record, counted once;
-only a succeeded one costs compute.
+only a succeeded one costs compute. The same claim tells a prediction's webhook, if it has one, that it
+ended (once); `job_start` tells it that it started (`webhooks.events_enqueue`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from django.utils import timezone
 from marketplace.services import models_record_runs
 from portal.quotas import Usage, usage_record
 
+from . import webhooks
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes
 from .models import Prediction
 from .queue import RequestHeader
@@ -77,9 +79,10 @@ def _row(header: RequestHeader, **fields) -> Prediction:
     )
 
 
-def job_create(*, header: RequestHeader, tensors: dict[str, np.ndarray]) -> Prediction:
-    """A queued job: its inputs are kept until a worker runs it."""
-    prediction = _row(header, status=Status.QUEUED, inputs=inputs_to_json(tensors))
+def job_create(*, header: RequestHeader, tensors: dict[str, np.ndarray], webhook=None) -> Prediction:
+    """A queued job: its inputs are kept until a worker runs it. `webhook`: a checked `webhooks.Webhook`."""
+    extra = {"webhook": webhook.url, "webhook_events_filter": webhook.events} if webhook else {}
+    prediction = _row(header, status=Status.QUEUED, inputs=inputs_to_json(tensors), **extra)
     prediction.save(force_insert=True)
     return prediction
 
@@ -108,7 +111,11 @@ def job_start(prediction_id) -> Prediction | None:
     )
     if not claimed:
         return None
-    return Prediction.objects.select_related("version__model").get(id=prediction_id)
+    prediction = Prediction.objects.select_related("version__model").get(id=prediction_id)
+    if prediction.webhook and "start" in prediction.webhook_events_filter and prediction.attempts == 1:
+        # The record as it starts (status running), whenever the delivery happens.
+        webhooks.events_enqueue(prediction.id, ["start"], body=webhooks.prediction_record(prediction))
+    return prediction
 
 
 # --- endings ------------------------------------------------------------------------------------------------
@@ -226,7 +233,7 @@ def _account(ids: list) -> list[tuple]:
     id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
     table = quote(Prediction._meta.db_table)
     columns = ["id", "status", "user_id", "api_key_id", "version_id", "created_at", "compute_ms"]
-    columns += ["bytes_in", "bytes_out"]
+    columns += ["bytes_in", "bytes_out", "webhook", "webhook_events_filter"]
     returning = ", ".join(quote(column) for column in columns)
     id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(ENDED))
     # Table and column names come from the model; every value is a parameter.
@@ -238,7 +245,10 @@ def _account(ids: list) -> list[tuple]:
         cursor.execute(sql, [True, *id_values, False, *ENDED])
         rows = cursor.fetchall()
     usages = []
-    for _id, status, user_id, api_key_id, version_id, created_at, compute_ms, bytes_in, bytes_out in rows:
+    for row in rows:
+        _id, status, user_id, api_key_id, version_id, created_at, compute_ms, bytes_in, bytes_out = row[:9]
+        if row[9]:  # a webhook: nearly never, and then it is told how the prediction ended
+            _webhook_ended(_id, status, row[10])
         if isinstance(created_at, str):  # SQLite returns text from RETURNING
             created_at = datetime.fromisoformat(created_at)
         if timezone.is_naive(created_at):
@@ -258,6 +268,14 @@ def _account(ids: list) -> list[tuple]:
     usage_record(usages)
     # As str(UUID): PostgreSQL returns UUIDs, SQLite (make run) the 32 hex digits it stores.
     return [(str(uuid.UUID(str(row[0]))), row[1]) for row in rows]
+
+
+def _webhook_ended(prediction_id, status: str, events) -> None:
+    if isinstance(events, str):  # SQLite returns JSON as text from RETURNING
+        events = json.loads(events)
+    wanted = webhooks.events_of_ending(status=status, events=events or [])
+    if wanted:
+        webhooks.events_enqueue(uuid.UUID(str(prediction_id)), wanted)
 
 
 # --- tensors at rest ----------------------------------------------------------------------------------------

@@ -89,6 +89,10 @@ class Prediction(models.Model):
     bytes_in = models.PositiveBigIntegerField(default=0)
     bytes_out = models.PositiveBigIntegerField(default=0)
     charged = models.BooleanField(default=False, help_text="Compute time was charged to the user's quota.")
+    # Where to POST the record as it starts and ends (`inference.webhooks`), and for which events; blank
+    # for nearly every prediction, which then costs the ledger nothing more.
+    webhook = models.URLField(max_length=2000, blank=True)
+    webhook_events_filter = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -99,3 +103,38 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+
+class WebhookSecret(models.Model):
+    """A user's webhook signing secret (`whsec_` and base64 bytes): shared with the user's receivers, so it is
+    kept as it is, not hashed, and shown to its owner (`GET /api/v1/webhooks/secret`)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    key = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.user}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event of a prediction: what its owner sees of their webhooks."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=16)
+    # The `webhook-id` header: the same for every attempt at one event, so receivers can drop repeats.
+    message_id = models.CharField(max_length=64)
+    url = models.URLField(max_length=2000)
+    attempt = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} of {self.prediction_id} #{self.attempt}: {self.status_code or self.error[:40]}"

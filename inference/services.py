@@ -41,6 +41,10 @@ class VersionNotFound(LookupError):
     pass
 
 
+# A gated model the caller may see but was not granted: 403 on /api/v1 and /v2, PERMISSION_DENIED on gRPC.
+GateClosed = selectors.GateClosed
+
+
 # --- what to run (cached: the hot path must not query the catalog on every request) -------------------------
 
 
@@ -52,6 +56,9 @@ class Target:
     owner_id: int
     slug: str
     visibility: str
+    gated: bool
+    owner: str
+    name: str
     task: str
     labels: list
     preprocessing: dict
@@ -73,6 +80,9 @@ class Target:
 
     def visible_to(self, user) -> bool:
         return selectors.is_visible_to(user, owner_id=self.owner_id, visibility=self.visibility)
+
+    def runnable_by(self, user) -> bool:
+        return selectors.may_run(user, model_id=self.model_id, owner_id=self.owner_id, gated=self.gated)
 
     @property
     def model_ref(self) -> ModelRef:
@@ -98,8 +108,11 @@ def targets_forget() -> None:
         _targets.clear()
 
 
-def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
-    """The ready version `number` (or the latest ready one) of owner/name, if `user` may see the model."""
+def target_find(*, owner: str, name: str, number: int | None, user, to_run: bool = False) -> Target:
+    """The ready version `number` (or the latest ready one) of owner/name, if `user` may see the model.
+
+    `to_run`: the caller is about to run it (or asks whether it can): GateClosed unless `user` may run it.
+    The look-up is cached for a few seconds; the grant is not part of it, so a revoked one counts at once."""
     key = (owner, name.lower(), number)
     now = time.monotonic()
     cached = _targets.get(key)
@@ -113,6 +126,8 @@ def target_find(*, owner: str, name: str, number: int | None, user) -> Target:
         raise VersionNotFound(
             f"No model {owner}/{name}" + (f" version {number}" if number else "") + " to run."
         )
+    if to_run and not target.runnable_by(user):
+        raise GateClosed(owner=target.owner, name=target.name)
     request_note(model=target.slug, version=target.number)
     return target
 
@@ -133,6 +148,9 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         owner_id=model.owner_id,
         slug=model.slug,
         visibility=model.visibility,
+        gated=model.gated,
+        owner=model.owner.username,
+        name=model.name,
         task=model.task,
         labels=list(model.labels or []),
         preprocessing=dict(model.preprocessing or {}),
@@ -163,6 +181,7 @@ class Submission:
     started: float
     prediction: Prediction | None = None
     call: queue.PendingCall | None = None
+    webhook: object | None = None  # webhooks.Webhook
 
 
 def prediction_submit(
@@ -174,8 +193,13 @@ def prediction_submit(
     source: str,
     bytes_in: int,
     asynchronous: bool = False,
+    webhook=None,
 ) -> Submission:
     """Admit one prediction (inputs already checked against the signature) and queue it.
+
+    A prediction with a `webhook` (`webhooks.Webhook`, checked) is always a job, even when its caller waits
+    for the result: its row exists from the start, so the ledger's transitions can tell the webhook, and
+    the interactive path carries nothing for webhooks.
 
     Raises QuotaExceeded (429) before anything is counted or queued, `queue.ModelBusy` (503, this model's
     queue is full) or `queue.Unavailable` (503, the task queue is down; the request is recorded as failed).
@@ -204,7 +228,8 @@ def prediction_submit(
     submission = Submission(
         id=submission_id, target=target, header=header, tensors=inputs, started=time.monotonic()
     )
-    if asynchronous or not queue.enabled():
+    submission.webhook = webhook
+    if asynchronous or webhook is not None or not queue.enabled():
         admit_prediction(user=user, api_key=api_key)
         submission.prediction = _job_create(submission)
         return submission
@@ -223,7 +248,9 @@ def prediction_submit(
 
 
 def _job_create(submission: Submission) -> Prediction:
-    prediction = ledger.job_create(header=submission.header, tensors=submission.tensors)
+    prediction = ledger.job_create(
+        header=submission.header, tensors=submission.tensors, webhook=submission.webhook
+    )
     transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id))
     return prediction
 

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from portal.celery import app
 
-from . import ledger
+from . import ledger, webhooks
 from .services import prediction_execute
 from .worker import InferenceWorkerStep
 
@@ -45,3 +45,33 @@ def run_prediction(*, prediction_id: str) -> None:
     except Exception as exc:
         logger.exception("prediction %s failed", prediction_id)
         ledger.fail(prediction_id, f"The worker could not run this prediction: {exc}")
+
+
+@shared_task(
+    bind=True,
+    name="inference.deliver_webhook",
+    acks_late=True,
+    soft_time_limit=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30,
+    time_limit=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 40,
+)
+def deliver_webhook(
+    self, *, prediction_id: str, event: str, message_id: str, body: str | None = None
+) -> None:
+    """One attempt at one event; a failed one is tried again by Celery with exponential backoff, the same
+    `webhook-id` and body, until WEBHOOK_MAX_ATTEMPTS."""
+    attempt = self.request.retries + 1
+    result, body = webhooks.delivery_attempt(
+        prediction_id=prediction_id, event=event, message_id=message_id, body=body, attempt=attempt
+    )
+    if result.delivered or not result.retry:
+        return
+    if attempt >= settings.WEBHOOK_MAX_ATTEMPTS:
+        logger.warning(
+            "webhook %s of prediction %s: gave up after %d attempts", event, prediction_id, attempt
+        )
+        return
+    raise self.retry(
+        kwargs={"prediction_id": prediction_id, "event": event, "message_id": message_id, "body": body},
+        countdown=webhooks.retry_delay(attempt),
+        max_retries=settings.WEBHOOK_MAX_ATTEMPTS,
+    )

@@ -20,7 +20,7 @@ from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
-from .services import VersionNotFound, prediction_submit, prediction_wait, target_find
+from .services import GateClosed, VersionNotFound, prediction_submit, prediction_wait, target_find
 from .statistics import model_stats
 from .text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
 
@@ -129,12 +129,14 @@ def _caller(request, *, scope: str | None):
     return key.user, key
 
 
-def _target(request, owner, name, number, *, scope=None):
+def _target(request, owner, name, number, *, scope=None, to_run=False):
     user, key = _caller(request, scope=scope)
     try:
-        return user, key, target_find(owner=owner, name=name, number=number, user=user)
+        return user, key, target_find(owner=owner, name=name, number=number, user=user, to_run=to_run)
     except VersionNotFound as exc:
         raise V2Error(str(exc), 404) from None
+    except GateClosed as exc:
+        raise V2Error(str(exc), 403) from None
 
 
 def v2_view(view):
@@ -168,7 +170,8 @@ def model_metadata(request, owner: str, name: str, number: int | None = None):
 @v2_view
 @require_GET
 def model_ready(request, owner: str, name: str, number: int | None = None):
-    _, _, target = _target(request, owner, name, number)
+    # "Can it serve this caller": a gated model the caller was not granted is not ready for them (403).
+    _, _, target = _target(request, owner, name, number, to_run=True)
     if queue.enabled() and not queue.serving():
         return JsonResponse({"name": target.slug, "ready": False}, status=503)
     return JsonResponse({"name": target.slug, "ready": True})
@@ -178,7 +181,7 @@ def model_ready(request, owner: str, name: str, number: int | None = None):
 def model_infer(request, owner: str, name: str, number: int | None = None):
     if request.method != "POST":
         return error("Use POST.", 405)
-    user, key, target = _target(request, owner, name, number, scope="predict")
+    user, key, target = _target(request, owner, name, number, scope="predict", to_run=True)
     body = request.body
     header_length = request.headers.get("Inference-Header-Content-Length")
     binary = None

@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from . import services
-from .models import Model, ModelVersion, Visibility
+from .models import AccessRequest, Model, ModelVersion, Visibility
 
 
 class ModelVersionInline(admin.TabularInline):
@@ -58,6 +58,7 @@ class ModelAdminForm(forms.ModelForm):
             "labels",
             "preprocessing",
             "visibility",
+            "gated",
         ]
 
     def clean(self):
@@ -79,8 +80,18 @@ class ModelAdminForm(forms.ModelForm):
 class ModelAdmin(admin.ModelAdmin):
     actions = [unlist_models, list_models]
     form = ModelAdminForm
-    list_display = ["name", "owner", "task", "latest_format", "visibility", "downloads", "runs", "updated_at"]
-    list_filter = ["visibility", "task", "latest_format"]
+    list_display = [
+        "name",
+        "owner",
+        "task",
+        "latest_format",
+        "visibility",
+        "gated",
+        "downloads",
+        "runs",
+        "updated_at",
+    ]
+    list_filter = ["visibility", "gated", "task", "latest_format"]
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
@@ -127,6 +138,33 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "tokenizer_sha256",
         "created_at",
     ]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.action(description="Approve (the user may run and download the model)")
+def approve_access(modeladmin, request, queryset):
+    for access in queryset:
+        services.access_request_decide(request=access, approve=True)
+
+
+@admin.action(description="Deny (revokes an approved access)")
+def deny_access(modeladmin, request, queryset):
+    for access in queryset:
+        services.access_request_decide(request=access, approve=False)
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(admin.ModelAdmin):
+    """Read-only rows: answers go through the service (the actions), which forgets the cached grant."""
+
+    actions = [approve_access, deny_access]
+    list_display = ["model", "user", "status", "created_at", "decided_at"]
+    list_filter = ["status"]
+    search_fields = ["model__name", "model__owner__username", "user__username"]
+    list_select_related = ["model__owner", "user"]
+    readonly_fields = ["model", "user", "reason", "status", "created_at", "decided_at"]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, permissions, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -15,9 +15,17 @@ from portal.middleware import declared_body_length
 
 from . import services
 from .filters import ModelFilterSet
-from .models import Model, ModelVersion
+from .models import AccessRequest, Model, ModelVersion
 from .pagination import CatalogPagination
-from .selectors import listed_models, versions_visible_to, visible_model_or_404, visible_version_or_404
+from .selectors import (
+    GateClosed,
+    access_requests_visible_to,
+    check_may_run,
+    listed_models,
+    versions_visible_to,
+    visible_model_or_404,
+    visible_version_or_404,
+)
 from .serializers import (
     FORMAT_EXTENSIONS,
     MODEL_UPLOAD_SCHEMA,
@@ -152,6 +160,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
                 labels=data["labels"],
                 preprocessing=data["preprocessing"],
                 visibility=data["visibility"],
+                gated=data["gated"],
                 notes=data["notes"],
                 signature_hint=data["signature"] or None,
                 example=data["example"],
@@ -279,6 +288,10 @@ class VersionFileView(APIView):
     )
     def get(self, request, owner: str, name: str, number: int):
         version = visible_version_or_404(request.user, owner=owner, name=name, number=number)
+        try:
+            check_may_run(request.user, version.model)
+        except GateClosed as exc:
+            raise PermissionDenied(str(exc)) from None
         if version.status != ModelVersion.Status.READY or not default_storage.exists(version.file.name):
             raise Http404("This version has no downloadable file.")
         services.version_record_download(version=version)
@@ -291,3 +304,103 @@ class VersionFileView(APIView):
         )
         response["X-Content-SHA256"] = version.sha256
         return response
+
+
+# --- gated models: access requests --------------------------------------------------------------------------
+
+
+class AccessRequestSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    model = serializers.CharField(source="model.slug", read_only=True)
+
+    class Meta:
+        model = AccessRequest
+        fields = ["id", "model", "user", "reason", "status", "created_at", "decided_at"]
+        read_only_fields = fields
+
+
+class AccessRequestInput(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class AccessRequestListCreateView(APIView):
+    """A gated model's access requests: the caller's own, or all of them for the owner; POST asks."""
+
+    required_scope = "read"
+
+    @extend_schema(summary="Access requests of a gated model", responses=AccessRequestSerializer(many=True))
+    def get(self, request, owner: str, name: str):
+        if not request.user.is_authenticated:
+            self.permission_denied(request)
+        model = visible_model_or_404(request.user, owner=owner, name=name)
+        requests = access_requests_visible_to(request.user, model)
+        return Response(AccessRequestSerializer(requests, many=True).data)
+
+    @extend_schema(
+        summary="Ask for access to a gated model",
+        request=AccessRequestInput,
+        responses={
+            201: AccessRequestSerializer,
+            200: OpenApiResponse(AccessRequestSerializer, description="Already asked (pending or approved)."),
+            400: OpenApiResponse(description="The model is not gated, or it is yours."),
+        },
+    )
+    def post(self, request, owner: str, name: str):
+        model = visible_model_or_404(request.user, owner=owner, name=name)
+        payload = AccessRequestInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            access, created = services.access_request_create(
+                model=model, user=request.user, reason=payload.validated_data["reason"]
+            )
+        except services.AccessRequestRefused as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(
+            AccessRequestSerializer(access).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+DECIDE_RESPONSES = {
+    200: AccessRequestSerializer,
+    403: OpenApiResponse(description="Not the model's owner."),
+    404: OpenApiResponse(description="No such request on this model."),
+}
+
+
+class AccessRequestDecideView(APIView):
+    """The owner approves or denies a request; denying an approved one revokes the access."""
+
+    required_scope = "upload"
+
+    def decide(self, request, *, owner: str, name: str, id: int, approve: bool) -> Response:
+        model = visible_model_or_404(request.user, owner=owner, name=name)
+        if not model.is_editable_by(request.user):
+            raise PermissionDenied("Only the model's owner can answer access requests.")
+        access = model.access_requests.select_related("user", "model__owner").filter(id=id).first()
+        if access is None:
+            raise Http404("No such access request.")
+        access = services.access_request_decide(request=access, approve=approve)
+        return Response(AccessRequestSerializer(access).data)
+
+
+class AccessRequestApproveView(AccessRequestDecideView):
+    @extend_schema(
+        operation_id="access_requests_approve",
+        summary="Approve an access request (owner only)",
+        request=None,
+        responses=DECIDE_RESPONSES,
+    )
+    def post(self, request, owner: str, name: str, id: int):
+        return self.decide(request, owner=owner, name=name, id=id, approve=True)
+
+
+class AccessRequestDenyView(AccessRequestDecideView):
+    @extend_schema(
+        operation_id="access_requests_deny",
+        summary="Deny an access request, or revoke an approved one (owner only)",
+        request=None,
+        responses=DECIDE_RESPONSES,
+    )
+    def post(self, request, owner: str, name: str, id: int):
+        return self.decide(request, owner=owner, name=name, id=id, approve=False)

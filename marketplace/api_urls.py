@@ -12,4 +12,15 @@ urlpatterns = [
     path(f"{MODEL}/versions", api.VersionListCreateView.as_view(), name="api-versions"),
     path(f"{MODEL}/versions/<int:number>", api.VersionDetailView.as_view(), name="api-version"),
     path(f"{MODEL}/versions/<int:number>/file", api.VersionFileView.as_view(), name="api-version-file"),
+    path(f"{MODEL}/access-requests", api.AccessRequestListCreateView.as_view(), name="api-access-requests"),
+    path(
+        f"{MODEL}/access-requests/<int:id>/approve",
+        api.AccessRequestApproveView.as_view(),
+        name="api-access-request-approve",
+    ),
+    path(
+        f"{MODEL}/access-requests/<int:id>/deny",
+        api.AccessRequestDenyView.as_view(),
+        name="api-access-request-deny",
+    ),
 ]

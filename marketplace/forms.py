@@ -7,7 +7,14 @@ import json
 from django import forms
 
 from .models import Model, Task, Visibility, model_name_validator
-from .serializers import EXAMPLE_HELP, TOKENIZER_HELP, parse_comma_list, parse_example, validate_preprocessing
+from .serializers import (
+    EXAMPLE_HELP,
+    GATED_HELP,
+    TOKENIZER_HELP,
+    parse_comma_list,
+    parse_example,
+    validate_preprocessing,
+)
 
 
 class CommaSeparatedField(forms.CharField):
@@ -83,6 +90,7 @@ class ModelUploadForm(ExampleParsing, forms.Form):
     labels = CommaSeparatedField(required=False, help_text="Class labels in output order, comma-separated.")
     license = forms.CharField(max_length=100, required=False)
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+    gated = forms.BooleanField(required=False, help_text=GATED_HELP)
     preprocessing = PreprocessingField(required=False, help_text="Image models, optional JSON.")
     signature = JSONObjectFormField(
         required=False,
@@ -121,5 +129,6 @@ class ModelEditForm(forms.ModelForm):
 
     class Meta:
         model = Model
-        fields = ["task", "description", "tags", "labels", "license", "visibility", "preprocessing"]
+        fields = ["task", "description", "tags", "labels", "license", "visibility", "gated", "preprocessing"]
+        help_texts = {"gated": GATED_HELP}
         labels = {"description": "Model card (Markdown)"}

@@ -54,6 +54,9 @@ class Model(models.Model):
         default=dict, blank=True, help_text="Image models: size, color mode, mean, std, layout."
     )
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    # Gated: everyone sees the page and card, but only users the owner approved (AccessRequest) run or
+    # download it.
+    gated = models.BooleanField(default=False)
     # The format of the latest ready version, kept here so browsing filters on one
     # table; blank until one is ready.
     latest_format = models.CharField(max_length=16, choices=Format.choices, blank=True, default="")
@@ -189,3 +192,32 @@ class ModelVersion(models.Model):
             if name in field_names or f"{name}_id" in field_names or name.removesuffix("_id") in field_names
         }
         return instance
+
+
+class AccessRequest(models.Model):
+    """A user's request to run and download a gated model, and the owner's answer.
+
+    One row per (model, user): asking again after a denial reopens it. Denying an approved request revokes
+    the access. Whether a user may run a gated model is `selectors.may_run`'s rule alone."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="access_requests")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_requests"
+    )
+    reason = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["model", "user"], name="access_request_once_per_user")]
+        indexes = [models.Index(fields=["model", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.model} ({self.status})"

@@ -4,15 +4,21 @@ Every rule has one definition:
 - a model is visible to everyone when public, else to its owner and staff (`is_visible_to`, `visible_models`);
 - a model without a ready version is unpublished: only its owner and staff see it (`Model.is_published_for`);
 - the owner (and staff) see every version; everyone else only the ready ones (`versions_visible_to`);
-- "the latest version" is the highest-numbered ready one (`latest_ready_version`).
+- "the latest version" is the highest-numbered ready one (`latest_ready_version`);
+- a visible model may be run and downloaded by everyone, unless it is gated: then by its owner, staff and the
+  users whose access request the owner approved (`may_run`; `GateClosed` says how to ask).
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.urls import reverse
 
-from .models import Model, ModelVersion, Visibility
+from portal import process_cache
+
+from .models import AccessRequest, Model, ModelVersion, Visibility
 
 
 def is_visible_to(user, *, owner_id: int, visibility: str) -> bool:
@@ -78,3 +84,71 @@ def editable_model_or_404(user, *, owner: str, name: str) -> Model:
     if not model.is_editable_by(user):
         raise Http404("No such model.")
     return model
+
+
+# --- gated models -------------------------------------------------------------------------------------------
+
+
+class GateClosed(PermissionError):
+    """The caller may see a gated model but not run or download it; the message says how to ask."""
+
+    def __init__(self, *, owner: str, name: str):
+        slug = f"{owner}/{name}"
+        api = reverse("api-access-requests", kwargs={"owner": owner, "name": name})
+        page = reverse("model-detail", kwargs={"owner": owner, "name": name})
+        super().__init__(
+            f"{slug} is gated: only users its owner approved may run or download it. Ask for access with "
+            f'POST {api} (optional "reason"), or with "Request access" on its page {page}.'
+        )
+
+
+def access_cache_key(*, model_id: int, user_id: int) -> str:
+    return f"marketplace:access:{model_id}:{user_id}"
+
+
+def may_run(user, *, model_id: int, owner_id: int, gated: bool) -> bool:
+    """Whether `user` may run and download a model they can see: the one rule, for every protocol and page.
+
+    The grant is cached (the hot path asks on every call); every change of a request goes through
+    `services.access_request_decide` and friends, which forget the entry in every process."""
+    if not gated:
+        return True
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_staff or user.pk == owner_id:
+        return True
+    granted = process_cache.cached(
+        access_cache_key(model_id=model_id, user_id=user.pk),
+        lambda: AccessRequest.objects.filter(
+            model_id=model_id, user_id=user.pk, status=AccessRequest.Status.APPROVED
+        ).exists(),
+        settings.ACCESS_CACHE_SECONDS,
+    )
+    return bool(granted)
+
+
+def check_may_run(user, model: Model) -> None:
+    """Raises GateClosed unless `user` may run and download `model`."""
+    if not may_run(user, model_id=model.pk, owner_id=model.owner_id, gated=model.gated):
+        raise GateClosed(owner=model.owner.username, name=model.name)
+
+
+def access_requests_visible_to(user, model: Model) -> QuerySet[AccessRequest]:
+    """All of a model's requests for its owner (and staff); the caller's own for everyone else."""
+    requests = model.access_requests.select_related("user", "model__owner")
+    if model.is_editable_by(user):
+        return requests
+    if user is None or not user.is_authenticated:
+        return requests.none()
+    return requests.filter(user=user)
+
+
+def access_requests_of(user) -> QuerySet[AccessRequest]:
+    """The requests `user` made, newest first (their settings page shows the outcomes)."""
+    return AccessRequest.objects.filter(user=user).select_related("model__owner")
+
+
+def access_requests_pending_for_owner(user) -> QuerySet[AccessRequest]:
+    return AccessRequest.objects.filter(
+        model__owner=user, status=AccessRequest.Status.PENDING
+    ).select_related("user", "model__owner")

@@ -222,6 +222,11 @@ class VersionSerializer(serializers.ModelSerializer):
         return version_api_url(version, route="api-version-file")
 
 
+GATED_HELP = (
+    "Public, but run and downloaded only by users the owner approved (they ask with an access request)."
+)
+
+
 class ModelSummarySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
     slug = serializers.CharField(read_only=True)
@@ -240,6 +245,7 @@ class ModelSummarySerializer(serializers.ModelSerializer):
             "license",
             "labels",
             "visibility",
+            "gated",
             "downloads",
             "runs",
             "created_at",
@@ -283,7 +289,7 @@ class ModelUpdateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Model
-        fields = ["task", "description", "tags", "license", "labels", "visibility", "preprocessing"]
+        fields = ["task", "description", "tags", "license", "labels", "visibility", "gated", "preprocessing"]
 
     def validate_preprocessing(self, value):
         return validate_preprocessing(value)
@@ -297,6 +303,7 @@ class ModelUploadSerializer(serializers.Serializer):
     tags = CommaSeparatedListField(required=False, default=list)
     license = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
+    gated = serializers.BooleanField(required=False, default=False, help_text=GATED_HELP)
     labels = CommaSeparatedListField(required=False, default=list)
     preprocessing = JSONObjectField(required=False, default=dict)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
@@ -373,6 +380,7 @@ MODEL_UPLOAD_SCHEMA = {
         "tags": {"type": "string", "description": "Comma-separated."},
         "license": {"type": "string", "maxLength": 100},
         "visibility": {"type": "string", "enum": [choice.value for choice in Visibility]},
+        "gated": {"type": "boolean", "description": GATED_HELP},
         "labels": {"type": "string", "description": "Class labels in output order, comma-separated."},
         "preprocessing": {
             "type": "string",

@@ -19,12 +19,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from portal import metrics
+from portal import metrics, process_cache
 from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
-from .models import Model, ModelVersion, Task, Visibility
-from .selectors import latest_ready_version
+from .models import AccessRequest, Model, ModelVersion, Task, Visibility
+from .selectors import access_cache_key, latest_ready_version
 from .tokenization import tokenizer_check
 from .validation import inspect_model_file, sniff_upload
 
@@ -204,6 +204,7 @@ def model_create(
     labels: list[str] | None = None,
     preprocessing: dict | None = None,
     visibility: str = Visibility.PUBLIC,
+    gated: bool = False,
     notes: str = "",
     signature_hint: dict | None = None,
     example: dict | list | str | None = None,
@@ -229,6 +230,7 @@ def model_create(
                 labels=labels or [],
                 preprocessing=preprocessing or {},
                 visibility=visibility,
+                gated=gated,
             )
             return version_create(
                 model=model,
@@ -435,3 +437,38 @@ def models_record_runs(*, runs: dict[int, int]) -> None:
     """Add finished runs to models' counters: {model id: runs}. Called by inference's record step."""
     for model_id, count in sorted(runs.items()):
         Model.objects.filter(pk=model_id).update(runs=F("runs") + count)
+
+
+# --- gated models: access requests --------------------------------------------------------------------------
+
+
+class AccessRequestRefused(Exception):
+    """Asking is not possible (the model is not gated, or the caller owns it); str(exc) says why (a 400)."""
+
+
+def access_request_create(*, model: Model, user, reason: str = "") -> tuple[AccessRequest, bool]:
+    """Ask for access to a gated model: (request, created). Asking again after a denial reopens the request
+    (pending, with the new reason); a pending or approved request is returned as it is."""
+    if not model.gated:
+        raise AccessRequestRefused(f"{model.slug} is not gated: anyone who can see it may run it.")
+    if model.is_editable_by(user):
+        raise AccessRequestRefused(f"You own {model.slug}: you need no access request.")
+    with transaction.atomic():
+        request, created = AccessRequest.objects.select_for_update().get_or_create(
+            model=model, user=user, defaults={"reason": reason}
+        )
+        if not created and request.status == AccessRequest.Status.DENIED:
+            request.status, request.reason, request.decided_at = AccessRequest.Status.PENDING, reason, None
+            request.save(update_fields=["status", "reason", "decided_at"])
+            created = True
+    return request, created
+
+
+def access_request_decide(*, request: AccessRequest, approve: bool) -> AccessRequest:
+    """The owner's answer. Denying an approved request revokes the access, from the next call on: the cached
+    grant is forgotten in every process (`process_cache.forget`)."""
+    request.status = AccessRequest.Status.APPROVED if approve else AccessRequest.Status.DENIED
+    request.decided_at = timezone.now()
+    request.save(update_fields=["status", "decided_at"])
+    process_cache.forget([access_cache_key(model_id=request.model_id, user_id=request.user_id)])
+    return request

@@ -13,4 +13,11 @@ urlpatterns = [
     path(f"{MODEL}edit/", views.model_edit, name="model-edit"),
     path(f"{MODEL}visibility/", views.model_toggle_visibility, name="model-visibility"),
     path(f"{MODEL}delete/", views.model_delete, name="model-delete"),
+    path(f"{MODEL}access/", views.access_request_submit, name="model-access-request"),
+    path(
+        f"{MODEL}access/<int:id>/<str:decision>/",
+        views.access_request_decide,
+        name="model-access-decide",
+    ),
+    path("settings/access/", views.access_requests_page, name="access-requests"),
 ]

@@ -9,8 +9,8 @@ import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseRedirect
-from django.shortcuts import render
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -20,12 +20,16 @@ from . import services
 from .cards import render_card
 from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
-from .models import Model, ModelVersion, Visibility
+from .models import AccessRequest, Model, ModelVersion, Visibility
 from .pagination import CatalogPaginator
 from .selectors import (
+    access_requests_of,
+    access_requests_pending_for_owner,
+    access_requests_visible_to,
     editable_model_or_404,
     latest_ready_version,
     listed_models,
+    may_run,
     versions_visible_to,
     visible_model_or_404,
 )
@@ -120,9 +124,23 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
             "editable": editable,
             "version_form": version_form or (VersionUploadForm() if editable else None),
             "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
+            **gate_context(request.user, model, editable=editable),
         },
         status=status,
     )
+
+
+def gate_context(user, model: Model, *, editable: bool) -> dict:
+    """What the page shows of a gated model: the owner's requests to answer, or the visitor's own request."""
+    if not model.gated:
+        return {"gated": False}
+    requests = list(access_requests_visible_to(user, model))
+    return {
+        "gated": True,
+        "may_run": may_run(user, model_id=model.pk, owner_id=model.owner_id, gated=True),
+        "access_requests": requests if editable else [],
+        "my_access_request": None if editable else next(iter(requests), None),
+    }
 
 
 def tokenizer_store(file, *, task: str) -> services.StoredFile | None:
@@ -174,6 +192,7 @@ def model_upload(request):
             labels=data["labels"],
             preprocessing=data["preprocessing"],
             visibility=data["visibility"],
+            gated=data["gated"],
             notes=data["notes"],
             signature_hint=data["signature"] or None,
             example=data["example"],
@@ -300,3 +319,48 @@ def model_delete(request, owner: str, name: str):
     services.model_delete(model=model)
     messages.success(request, f"Deleted {slug}.")
     return HttpResponseRedirect(reverse("browse"))
+
+
+# --- gated models: access requests --------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def access_request_submit(request, owner: str, name: str):
+    model = visible_model_or_404(request.user, owner=owner, name=name)
+    try:
+        services.access_request_create(
+            model=model, user=request.user, reason=request.POST.get("reason", "").strip()[:2000]
+        )
+    except services.AccessRequestRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Access to {model.slug} requested; its owner will answer.")
+    return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def access_request_decide(request, owner: str, name: str, id: int, decision: str):
+    if decision not in ("approve", "deny"):
+        raise Http404("No such decision.")
+    model = editable_model_or_404(request.user, owner=owner, name=name)
+    access = get_object_or_404(AccessRequest, model=model, id=id)
+    approve = decision == "approve"
+    services.access_request_decide(request=access, approve=approve)
+    was = "Approved" if approve else "Denied"
+    messages.success(request, f"{was} {access.user.username}'s access to {model.slug}.")
+    return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+def access_requests_page(request):
+    """The caller's access requests and their outcomes, and the requests waiting on their own models."""
+    return render(
+        request,
+        "marketplace/access.html",
+        {
+            "mine": access_requests_of(request.user)[:200],
+            "waiting": access_requests_pending_for_owner(request.user)[:200],
+        },
+    )

@@ -437,6 +437,17 @@ INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched
 # Records of interactive calls are written in bulk at most this often (seconds) by the worker.
 INFERENCE_RECORD_INTERVAL = env_float("INFERENCE_RECORD_INTERVAL", 0.25)
 
+# --- webhooks (inference.webhooks) ---
+# 1: webhooks may reach loopback, private and link-local addresses, over plain http too (development, tests).
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5)
+# Attempts per event; retry n waits WEBHOOK_RETRY_BASE_SECONDS * 2**(n-1) (5 s, 10 s, 20 s… by default).
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 5)
+WEBHOOK_QUEUE = env_str("WEBHOOK_QUEUE", INFERENCE_JOB_QUEUE)
+# A PEM file of the certificate authorities https webhooks are verified against ("": the system's).
+WEBHOOK_CA_BUNDLE = env_str("WEBHOOK_CA_BUNDLE", "")
+
 # --- portal: API keys, plans, quotas ---
 # "redis" (atomic Lua counters, shared by every process) or "sql" (conditional UPDATEs on counter rows).
 QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")

@@ -20,7 +20,12 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 # binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py.
-APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "prometheus": "prometheus"}
+APT_PACKAGES = {
+    "redis-server": "redis-server",
+    "chromium": "chromium",
+    "prometheus": "prometheus",
+    "openssl": "openssl",  # the webhook tests' certificate authority
+}
 
 
 def log(message: str) -> None:

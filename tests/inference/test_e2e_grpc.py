@@ -287,3 +287,27 @@ def test_strings_in_a_bytes_input_named_text_reach_a_text_model(
     text.set_data_from_numpy(np.array(texts, dtype=np.object_))
     result = client.infer(f"alice/{name}", [text], headers=bearer(alice_key))
     np.testing.assert_allclose(result.as_numpy("embeddings"), expected, atol=1e-4)
+
+
+def test_a_gated_model_is_permission_denied_until_approved_and_again_after_revocation(
+    client, celery_worker_process, alice, bob, bob_key
+):
+    from marketplace import services as catalog
+    from marketplace.models import AccessRequest, Model
+
+    version = builders.publish(owner=alice, name=unique("gated"), data=plus_one_onnx())
+    Model.objects.filter(pk=version.model_id).update(gated=True)
+    name = version.model.slug
+    code, message = status_of(lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "gated" in message and "access-requests" in message
+    assert client.get_model_metadata(name, headers=bearer(bob_key)).name == name  # the card stays public
+
+    access, _ = catalog.access_request_create(model=Model.objects.get(pk=version.model_id), user=bob)
+    catalog.access_request_decide(request=access, approve=True)
+    result = client.infer(name, plus_one_input(), headers=bearer(bob_key))
+    np.testing.assert_array_equal(result.as_numpy("y"), [[1.0, 2.0, 3.0]])
+
+    catalog.access_request_decide(request=AccessRequest.objects.get(pk=access.pk), approve=False)
+    code, _ = status_of(lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED

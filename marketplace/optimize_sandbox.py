@@ -1,0 +1,381 @@
+"""Quantize an ONNX model and measure what it gains and costs, inside a throw-away child process.
+
+Run as a script (`python -I optimize_sandbox.py request.json`) by `marketplace.optimization`, under the same
+`confine.py` limits and secret-free environment as the upload check (`sandbox.py`): the input is an uploaded
+file. Nothing here imports Django. The quantized model is written into the working folder (the child's cwd)
+as OUTPUT_NAME; the answer is one JSON line on stdout prefixed with RESULT_MARKER.
+
+The measurement is one run on this machine: the original and the quantized model each in a fresh session,
+fed the same inputs (the version's example and inputs generated from it, a fixed seed), timed over several
+repetitions; the speed-up is the ratio of the median times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+RESULT_MARKER = "MODELPORT-OPTIMIZE-RESULT:"
+OUTPUT_NAME = "optimized.onnx"
+METHODS = ("dynamic-int8", "static-int8")
+# Rows per generated batch (models with a dynamic batch dimension), and feeds for models without one.
+BATCH_ROWS = 64
+UNBATCHED_FEEDS = 64
+SEED = 0
+MIN_REPETITIONS, MAX_REPETITIONS = 3, 7
+MIN_TIMING_SECONDS = 0.05
+MAX_ROUNDS = 1000
+
+
+class Failed(Exception):
+    """The model cannot be optimized or measured; the message says why (shown on the version)."""
+
+
+def sibling(name: str):
+    # Run as a script under `python -I`: its folder is not on sys.path, so import the siblings by path.
+    try:
+        return __import__(f"marketplace.{name}", fromlist=[name])
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        return __import__(name)
+
+
+# --- inputs -------------------------------------------------------------------------------------------------
+
+
+def is_batched(inputs: list[dict]) -> bool:
+    return all(spec["shape"] and spec["shape"][0] == -1 for spec in inputs)
+
+
+def generated_array(spec: dict, rows: int | None, example, rng):
+    """Values for one input: around the example's (noise of a tenth of its range, within it, or uniform over
+    it; integers drawn from its values), or without an example uniform in [-1, 1] (integers in 0..5)."""
+    import numpy as np
+
+    trials = sibling("trials")
+    dtype = np.dtype(trials.OIP_TO_NUMPY[spec["datatype"]])
+    if example is not None:
+        tail = list(example.shape[1:]) if rows is not None else list(example.shape)
+    else:
+        dims = spec["shape"][1:] if rows is not None else spec["shape"]
+        tail = [1 if d == -1 else d for d in dims]
+    shape = [rows, *tail] if rows is not None else tail
+    if dtype.kind == "O":
+        values = example.ravel() if example is not None and example.size else np.array([b"a"], dtype=object)
+        return rng.choice(values, size=shape)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    if dtype.kind in "iu":
+        if example is not None and example.size:
+            return rng.choice(example.ravel(), size=shape).astype(dtype)
+        return rng.integers(0, 6, size=shape).astype(dtype)
+    if example is None or not example.size:
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    finite = example[np.isfinite(example)].astype(np.float64)
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    if high <= low:
+        low, high = low - 1.0, high + 1.0
+    if rng.random() < 0.5:
+        base = example if rows is None else example[rng.integers(0, example.shape[0], size=rows)]
+        noisy = base + rng.normal(0.0, (high - low) / 10, size=shape)
+        return np.clip(noisy, low, high).astype(dtype)
+    return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+def text_feeds(inputs: list[dict], request: dict, rng, count: int) -> list[dict]:
+    """Text models: the example's texts and sentences made of their words, through the version's tokenizer."""
+    tokenization = sibling("tokenization")
+    with open(request["tokenizer"], encoding="utf-8") as handle:
+        tokenizer = tokenization.tokenizer_load(handle.read())
+    example = request.get("example")
+    seeds = tokenization.texts_of(example) if isinstance(example, (str, list)) else []
+    seeds = [*seeds, tokenization.SAMPLE_TEXT]
+    words = " ".join(seeds).split()
+    texts = list(seeds)
+    while len(texts) < count:
+        texts.append(" ".join(rng.choice(words, size=int(rng.integers(3, 16)))))
+    try:
+        plan = tokenization.text_plan(tokenizer, inputs)
+        tokenizer = tokenization.tokenizer_configure(tokenizer, plan)
+        step = plan.fixed_batch or min(BATCH_ROWS, 16)
+        return [
+            tokenization.encode_texts(tokenizer, plan, texts[start : start + step])[0]
+            for start in range(0, len(texts) - step + 1, step)
+        ]
+    except tokenization.TextError as exc:
+        raise Failed(f"The model cannot take text from its tokenizer: {exc}.") from exc
+
+
+def measurement_feeds(inputs: list[dict], request: dict, count: int) -> list[dict]:
+    """The example (when there is one) first, then generated feeds: about `count` inputs in all."""
+    import numpy as np
+
+    trials = sibling("trials")
+    rng = np.random.default_rng(SEED)
+    example = request.get("example")
+    if request.get("tokenizer") and not isinstance(example, dict):
+        if not (isinstance(example, list) and example and isinstance(example[0], dict)):
+            return text_feeds(inputs, request, rng, count)
+    feeds = []
+    arrays = None
+    if example is not None:
+        try:
+            arrays = trials.example_arrays(example, inputs)
+        except trials.ExampleError as exc:
+            raise Failed(f"The version's example does not fit the model: {exc}.") from exc
+        feeds.append(arrays)
+    if is_batched(inputs):
+        for _ in range(max(1, count // BATCH_ROWS)):
+            feeds.append(
+                {
+                    spec["name"]: generated_array(
+                        spec, BATCH_ROWS, arrays[spec["name"]] if arrays else None, rng
+                    )
+                    for spec in inputs
+                }
+            )
+    else:
+        for _ in range(min(count, UNBATCHED_FEEDS)):
+            feeds.append(
+                {
+                    spec["name"]: generated_array(spec, None, arrays[spec["name"]] if arrays else None, rng)
+                    for spec in inputs
+                }
+            )
+    return feeds
+
+
+# --- quantization -------------------------------------------------------------------------------------------
+
+
+def load_checked(path: str):
+    """The model, re-checked as the upload check does: no external data (which would be read from paths the
+    file names), known operator domains, tensors that hold what they claim."""
+    import onnx
+
+    sandbox = sibling("sandbox")
+    try:
+        model = onnx.load(path, load_external_data=False)
+        sandbox.check_onnx_structure(model)
+    except sandbox.Rejected as exc:
+        raise Failed(str(exc)) from exc
+    except Exception as exc:
+        raise Failed(f"The file does not load as ONNX: {exc}") from exc
+    return model
+
+
+def calibration_reader(feeds: list[dict]):
+    """onnxruntime's CalibrationDataReader over the measurement feeds (static quantization)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self):
+            self.remaining = iter(feeds)
+
+        def get_next(self):
+            return next(self.remaining, None)
+
+    return FeedReader()
+
+
+def quantize(model, method: str, output: str, feeds: list[dict]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
+
+    if method == "dynamic-int8":
+        quantize_dynamic(model, output, weight_type=QuantType.QInt8)
+    elif method == "static-int8":
+        quantize_static(
+            model,
+            output,
+            calibration_reader(feeds),
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+    else:
+        raise Failed(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
+
+
+# --- measurement --------------------------------------------------------------------------------------------
+
+
+def new_session(path: str):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def resource_failure(exc: Exception) -> bool:
+    return isinstance(exc, MemoryError) or sibling("trials").is_resource_failure(str(exc))
+
+
+def reference_outputs(session, feeds: list[dict]) -> tuple[list[dict], list[list]]:
+    """The feeds the original runs on (others are dropped: generated values may not suit every model) and its
+    outputs on them."""
+    trials = sibling("trials")
+    kept, outputs, errors = [], [], []
+    for feed in feeds:
+        try:
+            outputs.append(session.run(None, feed))
+        except Exception as exc:
+            if resource_failure(exc):
+                raise Failed(f"The model needs more memory than optimization allows: {exc}") from exc
+            errors.append(trials.first_line(exc))
+            continue
+        kept.append(feed)
+    if not kept:
+        raise Failed(
+            f"The original model ran on none of the measurement inputs ({errors[0]}): give the version an "
+            "`example` to measure it on."
+        )
+    return kept, outputs
+
+
+def timed(session, feeds: list[dict], rounds: int) -> float:
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for feed in feeds:
+            session.run(None, feed)
+    return time.perf_counter() - start
+
+
+def compare(expected: list[list], actual: list[list], *, classification: bool) -> dict:
+    """max_abs_diff over every output; for classification, the share of inputs whose top label (argmax of the
+    first output, or the label itself when it is an integer) is unchanged."""
+    import numpy as np
+
+    max_diff, mismatched_non_finite = 0.0, 0
+    agreeing = compared = 0
+    for before, after in zip(expected, actual, strict=True):
+        for a, b in zip(before, after, strict=True):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape:
+                raise Failed(f"The quantized model answers with shape {list(b.shape)} for {list(a.shape)}.")
+            if a.dtype.kind not in "fiub" or a.size == 0:
+                continue
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+            finite = np.isfinite(a64) & np.isfinite(b64)
+            mismatched_non_finite += int(np.count_nonzero(~same & ~finite))
+            if np.any(finite):
+                max_diff = max(max_diff, float(np.max(np.abs(a64[finite] - b64[finite]))))
+        if classification:
+            first_before, first_after = np.asarray(before[0]), np.asarray(after[0])
+            if first_before.dtype.kind == "f" and first_before.ndim >= 1:
+                rows = first_before.reshape(-1, first_before.shape[-1]) if first_before.ndim > 1 else None
+                if rows is None:
+                    top_before, top_after = [np.argmax(first_before)], [np.argmax(first_after)]
+                else:
+                    top_before = np.argmax(rows, axis=1)
+                    top_after = np.argmax(first_after.reshape(-1, first_after.shape[-1]), axis=1)
+            else:
+                top_before, top_after = first_before.ravel(), first_after.ravel()
+            agreeing += int(np.count_nonzero(np.asarray(top_before) == np.asarray(top_after)))
+            compared += len(top_before)
+    return {
+        "max_abs_diff": max_diff,
+        "non_finite_mismatches": mismatched_non_finite,
+        "agreement": agreeing / compared if classification and compared else None,
+        "inputs": compared if classification else None,
+    }
+
+
+def measure(original: str, optimized: str, feeds: list[dict], *, classification: bool, budget: float) -> dict:
+    """Both models in fresh sessions on the same feeds: outputs compared, then timed in alternation."""
+    reference = new_session(original)
+    feeds, expected = reference_outputs(reference, feeds)
+    candidate = new_session(optimized)
+    trials = sibling("trials")
+    actual = []
+    for feed in feeds:
+        try:
+            actual.append(candidate.run(None, feed))
+        except Exception as exc:
+            if resource_failure(exc):
+                raise Failed(f"The quantized model needs more memory than allowed: {exc}") from exc
+            raise Failed(
+                f"The quantized model fails on an input the original runs: {trials.first_line(exc)}"
+            ) from exc
+    result = compare(expected, actual, classification=classification)
+    rows = sum(len(next(iter(feed.values()))) for feed in feeds) if feeds else 0
+    # A small model runs its feeds in microseconds: each timing repeats them for at least MIN_TIMING_SECONDS,
+    # so the clock's resolution and one scheduler hiccup do not decide the ratio.
+    once = max(timed(reference, feeds, 1), timed(candidate, feeds, 1), 1e-6)
+    rounds = max(1, min(MAX_ROUNDS, math.ceil(MIN_TIMING_SECONDS / once)))
+    # Alternating the order each repetition keeps a warm cache or a busy neighbour from favouring one model.
+    times = {"original": [], "optimized": []}
+    sessions = {"original": reference, "optimized": candidate}
+    started = time.monotonic()
+    repetitions = 0
+    while repetitions < MAX_REPETITIONS:
+        order = ("original", "optimized") if repetitions % 2 == 0 else ("optimized", "original")
+        for name in order:
+            times[name].append(timed(sessions[name], feeds, rounds))
+        repetitions += 1
+        if repetitions >= MIN_REPETITIONS and time.monotonic() - started > budget:
+            break
+    median_before = statistics.median(times["original"])
+    median_after = statistics.median(times["optimized"])
+    if median_after <= 0 or median_before <= 0:
+        raise Failed("The timings were too short to compare.")
+    return {
+        **result,
+        "speedup": median_before / median_after,
+        "median_seconds": {"original": median_before, "optimized": median_after},
+        "repetitions": repetitions,
+        "runs": {name: len(times[name]) * rounds * len(feeds) for name in times},
+        "feeds": len(feeds),
+        "rows": rows,
+    }
+
+
+def optimize(request: dict) -> dict:
+    method = request["method"]
+    if method not in METHODS:
+        raise Failed(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
+    model = load_checked(request["path"])
+    feeds = measurement_feeds(request["signature"]["inputs"], request, request["inputs"])
+    output = os.path.abspath(OUTPUT_NAME)
+    try:
+        quantize(model, method, output, feeds)
+    except Failed:
+        raise
+    except MemoryError as exc:
+        raise Failed("Quantizing the model needs more memory than optimization allows.") from exc
+    except Exception as exc:
+        raise Failed(f"ONNX Runtime's quantization failed: {sibling('trials').first_line(exc)}") from exc
+    del model
+    measured = measure(
+        request["path"],
+        output,
+        feeds,
+        classification=request["classification"],
+        budget=request["timing_budget_seconds"],
+    )
+    return {"method": method, "output": OUTPUT_NAME, **measured}
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        request = json.load(handle)
+    try:
+        answer = {"ok": True, **optimize(request)}
+    except Failed as exc:
+        answer = {"ok": False, "reason": str(exc)[:2000]}
+    except MemoryError:
+        answer = {"ok": False, "reason": "The model needs more memory than optimization allows."}
+    except RecursionError:
+        answer = {"ok": False, "reason": "The model is nested too deeply to optimize."}
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(answer) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
+
+
+if __name__ == "__main__":
+    sys.exit(main())

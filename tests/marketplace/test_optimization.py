@@ -255,3 +255,26 @@ def test_the_optimizer_reports_a_model_it_cannot_measure(tmp_path):
     )
     assert not outcome.ok
     assert outcome.reason.startswith("The version's example does not fit the model")
+
+
+def test_the_optimizer_measures_a_text_model_on_variations_of_its_example(tmp_path):
+    from tests.inference.text_builders import tiny_encoder_onnx, wordpiece_tokenizer_json
+
+    source = tmp_path / "classifier.onnx"
+    source.write_bytes(tiny_encoder_onnx(labels=3))
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text(wordpiece_tokenizer_json())
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    outcome = run_optimization(
+        source,
+        method="dynamic-int8",
+        signature={"inputs": [{"name": name, "datatype": "INT64", "shape": [-1, -1]} for name in names]},
+        task="text-classification",
+        example="the striker scored twice in the second half",
+        tokenizer=tokenizer,
+        workdir=str(tmp_path),
+    )
+    assert outcome.ok, outcome.reason
+    assert outcome.measured["inputs"] == 512  # one top label per text
+    assert 0 <= outcome.measured["agreement"] <= 1
+    assert outcome.measured["runs"]["original"] == outcome.measured["runs"]["optimized"] > 0

@@ -277,9 +277,23 @@ def timing_plan(feeds: list[dict], seconds: tuple[float, float], budget: float) 
     return feeds, max(1, min(MAX_ROUNDS, math.ceil(MIN_TIMING_SECONDS / max(min(seconds), 1e-6))))
 
 
+def top_labels(output):
+    """One top label per input from a classifier's first output: the argmax over its last axis for scores
+    ([batch, classes] or more), the value itself for labels (integers); None for anything else (one score per
+    input says nothing about labels without a threshold)."""
+    import numpy as np
+
+    output = np.asarray(output)
+    if output.dtype.kind == "f":
+        return np.argmax(output.reshape(-1, output.shape[-1]), axis=1) if output.ndim >= 2 else None
+    if output.dtype.kind in "iub":
+        return output.ravel()
+    return None
+
+
 def compare(expected: list[list], actual: list[list], *, classification: bool) -> dict:
-    """max_abs_diff over every output; for classification, the share of inputs whose top label (argmax of the
-    first output, or the label itself when it is an integer) is unchanged."""
+    """max_abs_diff over every output; for classification, the share of inputs whose top label (`top_labels`
+    of the first output) is unchanged."""
     import numpy as np
 
     max_diff, mismatched_non_finite = 0.0, 0
@@ -298,23 +312,15 @@ def compare(expected: list[list], actual: list[list], *, classification: bool) -
             if np.any(finite):
                 max_diff = max(max_diff, float(np.max(np.abs(a64[finite] - b64[finite]))))
         if classification:
-            first_before, first_after = np.asarray(before[0]), np.asarray(after[0])
-            if first_before.dtype.kind == "f" and first_before.ndim >= 1:
-                rows = first_before.reshape(-1, first_before.shape[-1]) if first_before.ndim > 1 else None
-                if rows is None:
-                    top_before, top_after = [np.argmax(first_before)], [np.argmax(first_after)]
-                else:
-                    top_before = np.argmax(rows, axis=1)
-                    top_after = np.argmax(first_after.reshape(-1, first_after.shape[-1]), axis=1)
-            else:
-                top_before, top_after = first_before.ravel(), first_after.ravel()
-            agreeing += int(np.count_nonzero(np.asarray(top_before) == np.asarray(top_after)))
-            compared += len(top_before)
+            top_before, top_after = top_labels(before[0]), top_labels(after[0])
+            if top_before is not None:
+                agreeing += int(np.count_nonzero(top_before == top_after))
+                compared += len(top_before)
     return {
         "max_abs_diff": max_diff,
         "non_finite_mismatches": mismatched_non_finite,
         "agreement": agreeing / compared if classification and compared else None,
-        "inputs": compared if classification else None,
+        "inputs": compared if classification and compared else None,
     }
 
 

@@ -278,3 +278,22 @@ def test_the_optimizer_measures_a_text_model_on_variations_of_its_example(tmp_pa
     assert outcome.measured["inputs"] == 512  # one top label per text
     assert 0 <= outcome.measured["agreement"] <= 1
     assert outcome.measured["runs"]["original"] == outcome.measured["runs"]["optimized"] > 0
+
+
+def test_agreement_compares_top_labels_of_scores_or_labels_and_nothing_else():
+    import numpy as np
+
+    from marketplace.optimize_sandbox import compare
+
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]], dtype=np.float32)
+    moved = np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6], [0.35, 0.65]], dtype=np.float32)
+    measured = compare([[scores]], [[moved]], classification=True)
+    assert measured["agreement"] == 0.75 and measured["inputs"] == 4
+    assert measured["max_abs_diff"] == pytest.approx(0.7)
+    labels = compare(
+        [[np.array([0, 1, 2]), scores[:3]]], [[np.array([0, 1, 1]), moved[:3]]], classification=True
+    )
+    assert labels["agreement"] == pytest.approx(2 / 3) and labels["inputs"] == 3
+    one_score_each = compare([[scores[:, 0]]], [[moved[:, 0]]], classification=True)
+    assert one_score_each["agreement"] is None and one_score_each["inputs"] is None
+    assert compare([[scores]], [[moved]], classification=False)["agreement"] is None

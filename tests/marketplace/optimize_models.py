@@ -1,5 +1,5 @@
 """Models built for the optimization tests (nothing downloaded): an MLP trained here, one whose classes differ
-by less than int8 can hold, and a hostile graph that passes the upload check but not an optimization."""
+by less than int8 can hold, and hostile graphs that pass the upload check but not an optimization."""
 
 from __future__ import annotations
 
@@ -110,6 +110,49 @@ def memory_bomb_on_nonzero_inputs() -> bytes:
             helper.make_tensor("w", F, weights.shape, weights.ravel()),
             helper.make_tensor("billion", F, [], [1e9]),
             helper.make_tensor("one_dim", L, [1], [1]),
+            helper.make_tensor("zero", F, [], [0.0]),
+        ],
+    )
+
+
+@cache
+def endless_loop_on_nonzero_inputs() -> bytes:
+    """A MatMul model that also counts to max|x| × 10^12 in a Loop and adds the count × 0: on an all-zero
+    example (as at upload) the loop never runs; on any other input it would run for days."""
+    B = TensorProto.BOOL
+    weights = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["count_in", "one"], ["count_out"]),
+        ],
+        "count",
+        [
+            helper.make_tensor_value_info("i", L, []),
+            helper.make_tensor_value_info("cond_in", B, []),
+            helper.make_tensor_value_info("count_in", F, []),
+        ],
+        [helper.make_tensor_value_info("cond_out", B, []), helper.make_tensor_value_info("count_out", F, [])],
+        [helper.make_tensor("one", F, [], [1.0])],
+    )
+    return onnx_model(
+        [
+            helper.make_node("MatMul", ["features", "w"], ["product"]),
+            helper.make_node("Abs", ["features"], ["magnitude"]),
+            helper.make_node("ReduceMax", ["magnitude"], ["peak"], keepdims=0),
+            helper.make_node("Mul", ["peak", "trillion"], ["wanted"]),
+            helper.make_node("Cast", ["wanted"], ["trips"], to=L),
+            helper.make_node("Loop", ["trips", "go", "start"], ["count"], body=body),
+            helper.make_node("Mul", ["count", "zero"], ["nothing"]),
+            helper.make_node("Add", ["product", "nothing"], ["scores"]),
+        ],
+        [("features", F, [-1, 4])],
+        [("scores", F, [-1, 3])],
+        [
+            helper.make_tensor("w", F, weights.shape, weights.ravel()),
+            helper.make_tensor("trillion", F, [], [1e12]),
+            helper.make_tensor("go", B, [], [True]),
+            helper.make_tensor("start", F, [], [0.0]),
             helper.make_tensor("zero", F, [], [0.0]),
         ],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -22,6 +23,7 @@ from .conftest import torchscript_bytes, upload_file
 from .optimize_models import (
     digits_example,
     digits_split,
+    endless_loop_on_nonzero_inputs,
     memory_bomb_on_nonzero_inputs,
     near_tie_classifier,
     onnx_ops,
@@ -226,6 +228,28 @@ def test_a_model_whose_measurement_needs_gigabytes_fails_cleanly_under_the_limit
     # The worker lived through it: the next job runs.
     upload(api, "after-bomb", near_tie_classifier(), task="tabular-classification")
     assert settled(api, optimize(api, "alice/after-bomb").json()["url"])["status"] == "ready"
+
+
+def test_a_model_whose_measurement_never_ends_is_stopped_at_the_time_limit(api, celery_worker_process):
+    # Passed upload on its all-zero example; on generated inputs its Loop would count to 10^12.
+    upload(
+        api,
+        "endless",
+        endless_loop_on_nonzero_inputs(),
+        task="tabular-classification",
+        example=json.dumps({"features": [[0, 0, 0, 0]]}),
+    )
+    response = optimize(api, "alice/endless")
+    assert response.status_code == 202
+    version = settled(api, response.json()["url"], timeout=settings.MODEL_VALIDATION_TIMEOUT_SECONDS * 3)
+    assert version["status"] == "rejected"
+    # The worker's limit (the suite starts it with MODEL_VALIDATION_TIMEOUT_SECONDS from tests' conftest).
+    assert re.fullmatch(
+        r"Optimization failed: Optimization (took longer than \d+ s and was stopped|ran out of its CPU-time "
+        r"limit)\.",
+        version["reason"],
+    ), version["reason"]
+    assert version["file_url"] is None
 
 
 @pytest.mark.parametrize(

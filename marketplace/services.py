@@ -19,6 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from portal import metrics
+from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
 from .models import Format, Model, ModelVersion, Task, Visibility
@@ -317,6 +318,9 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None or version.status != ModelVersion.Status.VALIDATING:
         return version
+    if version.is_being_optimized:
+        # Its file is still to be made (a validation queued again for it, after its job was lost).
+        return optimize_version(version_id=version.pk)
     hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
     inspection = inspect_model_file(
         default_storage.path(version.file.name),
@@ -394,7 +398,15 @@ def version_optimize(*, source: ModelVersion, method: str, inline: bool = False)
         return optimize_version(version_id=version.pk)
     from .tasks import optimize_version_task
 
-    transaction.on_commit(lambda: optimize_version_task.delay(version_id=version.pk))
+    try:
+        transaction.on_commit(lambda: optimize_version_task.delay(version_id=version.pk))
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # The broker took nothing: the new version goes (it has no file yet; the tokenizer is the source's)
+        # and the caller gets a 503, rather than a version left `validating` for good.
+        version.delete()
+        raise
     return version
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 
 import pytest
 from django.core.management import call_command
@@ -13,6 +14,7 @@ from inference import services as inference_services
 from marketplace import selectors, services
 from marketplace.models import ModelVersion
 from marketplace.optimization import optimization_summary, run_optimization
+from tests.portal.test_outages import closed_redis_url
 
 from .conftest import onnx_model_bytes, upload_file
 from .optimize_models import digits_example, trained_mlp
@@ -297,3 +299,54 @@ def test_agreement_compares_top_labels_of_scores_or_labels_and_nothing_else():
     one_score_each = compare([[scores[:, 0]]], [[moved[:, 0]]], classification=True)
     assert one_score_each["agreement"] is None and one_score_each["inputs"] is None
     assert compare([[scores]], [[moved]], classification=False)["agreement"] is None
+
+
+# --- the broker ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def broker_down():
+    """This process's Celery app publishing to a closed port (its cached pools dropped, so the URL in force is
+    used)."""
+    from portal.celery import app
+
+    def reset_pools():
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = app.conf.broker_write_url
+    reset_pools()
+    app.conf.broker_write_url = closed_redis_url()
+    try:
+        yield
+    finally:
+        reset_pools()
+        app.conf.broker_write_url = saved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_it_answers_503_and_leaves_no_version_behind(api, publish):
+    publish("tiny")
+    with broker_down():
+        response = optimize(api, "alice/tiny")
+    assert response.status_code == 503, response.content[:300]
+    assert int(response["Retry-After"]) > 0
+    assert list(ModelVersion.objects.values_list("number", flat=True)) == [1]
+
+
+def test_a_validation_queued_for_a_version_still_to_be_made_makes_it_first(api, publish, tmp_path):
+    # What happens when a lost optimization job is queued again as a validation (the reaper of lost tasks sees
+    # only a `validating` version): the version is made, measured, then validated, here in this process.
+    content, _ = trained_mlp()
+    publish("mlp", content=content, task="tabular-classification")
+    ModelVersion.objects.filter(number=1).update(
+        signature={
+            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+        },
+        example=json.dumps(digits_example()),
+    )
+    assert optimize(api, "alice/mlp").status_code == 202  # no worker here: nothing runs it
+    version = services.validate_version(version_id=ModelVersion.objects.get(number=2).pk)
+    assert version.status == ModelVersion.Status.READY, version.reason
+    assert version.optimization["size_after"] == version.size < len(content)

@@ -129,7 +129,10 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
             "try_it": try_it,
             "editable": editable,
             "optimization_methods": METHODS,
-            "pending_versions": any(v.status == ModelVersion.Status.VALIDATING for v in versions),
+            # Versions being optimized: the page follows them (version-progress.js) until they are done.
+            "pending_versions": any(
+                v.status == ModelVersion.Status.VALIDATING and v.derived_from_id for v in versions
+            ),
             "version_form": version_form or (VersionUploadForm() if editable else None),
             "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
         },

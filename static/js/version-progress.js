@@ -1,5 +1,5 @@
-// Model page: a version still being validated (or optimized) is polled until it is ready or rejected, then
-// the page reloads to show the result (no inline script: the CSP forbids it).
+// Model page: a version being optimized is polled until it is ready or rejected, then the page reloads to
+// show what was measured (no inline script: the CSP forbids it).
 (function () {
   "use strict";
   var rows = document.querySelectorAll("tr.version-row[data-pending-url]");

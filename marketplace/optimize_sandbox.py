@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 RESULT_MARKER = "MODELPORT-OPTIMIZE-RESULT:"
 OUTPUT_NAME = "optimized.onnx"
@@ -218,13 +219,16 @@ def resource_failure(exc: Exception) -> bool:
     return isinstance(exc, MemoryError) or sibling("trials").is_resource_failure(str(exc))
 
 
-def reference_outputs(session, feeds: list[dict]) -> tuple[list[dict], list[list], float]:
+def reference_outputs(session, feeds: list[dict], budget: float) -> tuple[list[dict], list[list], float]:
     """The feeds the original runs on (others are dropped: generated values may not suit every model), its
-    outputs on them, and the seconds that took."""
+    outputs on them, and the seconds that took. A large model stops taking feeds once `budget` seconds are
+    spent (with two at least), so that calibrating, comparing and timing fit into the time limit too."""
     trials = sibling("trials")
     kept, outputs, errors = [], [], []
     started = time.perf_counter()
     for feed in feeds:
+        if len(kept) >= 2 and time.perf_counter() - started > budget:
+            break
         try:
             outputs.append(session.run(None, feed))
         except Exception as exc:
@@ -324,21 +328,31 @@ def compare(expected: list[list], actual: list[list], *, classification: bool) -
     }
 
 
-def measure(original: str, optimized: str, feeds: list[dict], *, classification: bool, budget: float) -> dict:
-    """Both models in fresh sessions on the same feeds: outputs compared, then timed in alternation."""
-    reference = new_session(original)
-    feeds, expected, reference_seconds = reference_outputs(reference, feeds)
+@dataclass
+class Reference:
+    """The original in its session, the feeds it runs on, and its outputs on them."""
+
+    session: object
+    feeds: list[dict]
+    outputs: list[list]
+    seconds: float
+
+
+def measure(reference: Reference, optimized: str, *, classification: bool, budget: float) -> dict:
+    """The quantized model in a fresh session on the original's feeds: outputs compared, then both timed in
+    alternation."""
+    feeds = reference.feeds
     candidate = new_session(optimized)
     actual, candidate_seconds = candidate_outputs(candidate, feeds)
-    result = compare(expected, actual, classification=classification)
+    result = compare(reference.outputs, actual, classification=classification)
     rows = sum(len(next(iter(feed.values()))) for feed in feeds)
-    seconds = (reference_seconds, candidate_seconds)
+    seconds = (reference.seconds, candidate_seconds)
     if sum(seconds) < MIN_TIMING_SECONDS:  # those first passes include warm-up; timing again is cheap here
-        seconds = (timed(reference, feeds, 1), timed(candidate, feeds, 1))
+        seconds = (timed(reference.session, feeds, 1), timed(candidate, feeds, 1))
     timed_feeds, rounds = timing_plan(feeds, seconds, budget)
     # Alternating the order each repetition keeps a warm cache or a busy neighbour from favouring one model.
     times = {"original": [], "optimized": []}
-    sessions = {"original": reference, "optimized": candidate}
+    sessions = {"original": reference.session, "optimized": candidate}
     started = time.monotonic()
     repetitions = 0
     while repetitions < MAX_REPETITIONS:
@@ -365,28 +379,29 @@ def measure(original: str, optimized: str, feeds: list[dict], *, classification:
 
 
 def optimize(request: dict) -> dict:
+    """Check the file, run the original on the measurement feeds, quantize (static: calibrated on the feeds
+    the original runs on), then measure the result against it."""
     method = request["method"]
     if method not in METHODS:
         raise Failed(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
     model = load_checked(request["path"])
+    budget = request["timing_budget_seconds"]
     feeds = measurement_feeds(request["signature"]["inputs"], request, request["inputs"])
+    session = new_session(request["path"])
+    reference = Reference(session, *reference_outputs(session, feeds, budget))
     output = os.path.abspath(OUTPUT_NAME)
     try:
-        quantize(model, method, output, feeds)
+        quantize(model, method, output, reference.feeds)
     except Failed:
         raise
     except MemoryError as exc:
         raise Failed("Quantizing the model needs more memory than optimization allows.") from exc
     except Exception as exc:
+        if resource_failure(exc):
+            raise Failed(f"Quantizing the model needs more memory than optimization allows: {exc}") from exc
         raise Failed(f"ONNX Runtime's quantization failed: {sibling('trials').first_line(exc)}") from exc
     del model
-    measured = measure(
-        request["path"],
-        output,
-        feeds,
-        classification=request["classification"],
-        budget=request["timing_budget_seconds"],
-    )
+    measured = measure(reference, output, classification=request["classification"], budget=budget)
     return {"method": method, "output": OUTPUT_NAME, **measured}
 
 

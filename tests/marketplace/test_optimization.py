@@ -350,3 +350,17 @@ def test_a_validation_queued_for_a_version_still_to_be_made_makes_it_first(api, 
     version = services.validate_version(version_id=ModelVersion.objects.get(number=2).pk)
     assert version.status == ModelVersion.Status.READY, version.reason
     assert version.optimization["size_after"] == version.size < len(content)
+
+
+def test_a_slow_model_is_measured_on_as_many_inputs_as_the_time_allows(tmp_path):
+    from marketplace.optimize_sandbox import measurement_feeds, new_session, reference_outputs
+
+    source = tmp_path / "tiny.onnx"
+    source.write_bytes(onnx_model_bytes())
+    feeds = measurement_feeds(TINY_SIGNATURE["inputs"], {"example": None}, 512)
+    assert len(feeds) == 8  # batches of 64 rows
+    session = new_session(str(source))
+    kept, outputs, _ = reference_outputs(session, feeds, budget=60)
+    assert len(kept) == len(outputs) == 8
+    kept, outputs, _ = reference_outputs(session, feeds, budget=0)  # out of time at once: two feeds still
+    assert len(kept) == len(outputs) == 2

@@ -218,6 +218,7 @@ class VersionSerializer(serializers.ModelSerializer):
     derived_from = serializers.SlugRelatedField(
         slug_field="number",
         read_only=True,
+        allow_null=True,
         help_text="The number of the version this one was optimized from; null for uploads.",
     )
     optimization = OptimizationField()

@@ -214,6 +214,7 @@ def test_the_schema_documents_the_endpoint_and_the_version_fields(tmp_path):
     assert {"202", "400", "403", "409", "415"} <= set(operation["responses"])
     version = schema["components"]["schemas"]["Version"]["properties"]
     assert {"derived_from", "optimization"} <= set(version)
+    assert version["derived_from"]["nullable"] and version["optimization"]["nullable"]  # null for uploads
     assert version["optimization"]["properties"]["method"]["enum"] == ["dynamic-int8", "static-int8"]
 
 

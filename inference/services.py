@@ -140,7 +140,10 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
     ready = list(selectors.ready_versions(model))
     if not ready:
         return None
-    version = ready[0] if number is None else next((v for v in ready if v.number == number), None)
+    if number is None:
+        version = selectors.latest_ready_version(model, among=ready)
+    else:
+        version = next((v for v in ready if v.number == number), None)
     if version is None:
         return None
     return Target(

@@ -11,7 +11,17 @@ class ModelVersionInline(admin.TabularInline):
     model = ModelVersion
     extra = 0
     can_delete = False
-    fields = ["number", "format", "status", "size", "sha256", "reason", "created_at"]
+    fields = [
+        "number",
+        "format",
+        "status",
+        "size",
+        "sha256",
+        "reason",
+        "derived_from",
+        "low_agreement",
+        "created_at",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:

@@ -34,6 +34,7 @@ from .serializers import (
     ModelSummarySerializer,
     ModelUpdateSerializer,
     ModelUploadSerializer,
+    OptimizeSerializer,
     UploadPendingSerializer,
     VersionSerializer,
     VersionUploadSerializer,
@@ -276,6 +277,50 @@ class VersionDetailView(APIView):
                 visible_version_or_404(request.user, owner=owner, name=name, number=number)
             ).data
         )
+
+
+class NotReady(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The version is not ready."
+    default_code = "not_ready"
+
+
+class VersionOptimizeView(APIView):
+    """Make a quantized version from version n (owner only): 202 naming the new version the worker fills."""
+
+    required_scope = "upload"
+
+    @extend_schema(
+        summary="Optimize a version into a new, quantized one (owner only)",
+        request=OptimizeSerializer,
+        responses={
+            202: UploadPendingSerializer,
+            400: OpenApiResponse(description="unknown method"),
+            403: OpenApiResponse(description="not the model's owner"),
+            409: OpenApiResponse(description="the version is not ready"),
+            415: OpenApiResponse(description="not an ONNX version"),
+        },
+    )
+    def post(self, request, owner: str, name: str, number: int):
+        source = visible_version_or_404(request.user, owner=owner, name=name, number=number)
+        if not source.model.is_editable_by(request.user):
+            raise PermissionDenied("Only the model's owner can optimize its versions.")
+        payload = OptimizeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            version = services.version_optimize(source=source, method=payload.validated_data["method"])
+        except services.NotOptimizable as exc:
+            raise UnsupportedModel(str(exc)) from exc
+        except services.VersionNotReady as exc:
+            raise NotReady(str(exc)) from exc
+        body = {
+            "number": version.number,
+            "status": version.status,
+            "url": version_api_url(version),
+            "detail": f"Optimizing version {source.number} into version {version.number}; poll the url for "
+            "the result.",
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
 class VersionFileView(APIView):

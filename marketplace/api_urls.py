@@ -5,13 +5,15 @@ from django.urls import path
 from . import api
 
 MODEL = "models/<str:owner>/<str:name>"
+VERSION = f"{MODEL}/versions/<int:number>"
 
 urlpatterns = [
     path("models", api.ModelListCreateView.as_view(), name="api-models"),
     path(MODEL, api.ModelDetailView.as_view(), name="api-model"),
     path(f"{MODEL}/versions", api.VersionListCreateView.as_view(), name="api-versions"),
-    path(f"{MODEL}/versions/<int:number>", api.VersionDetailView.as_view(), name="api-version"),
-    path(f"{MODEL}/versions/<int:number>/file", api.VersionFileView.as_view(), name="api-version-file"),
+    path(VERSION, api.VersionDetailView.as_view(), name="api-version"),
+    path(f"{VERSION}/file", api.VersionFileView.as_view(), name="api-version-file"),
+    path(f"{VERSION}/optimize", api.VersionOptimizeView.as_view(), name="api-version-optimize"),
     path(f"{MODEL}/access-requests", api.AccessRequestListCreateView.as_view(), name="api-access-requests"),
     path(
         f"{MODEL}/access-requests/<int:id>/approve",

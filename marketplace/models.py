@@ -135,6 +135,16 @@ class ModelVersion(models.Model):
     tokenizer = models.FileField(max_length=255, blank=True)
     tokenizer_size = models.PositiveBigIntegerField(null=True, blank=True)
     tokenizer_sha256 = models.CharField(max_length=64, blank=True)
+    # An optimized version (issue 14): the version it was made from, and what the job measured (method,
+    # size_before, size_after, speedup, max_abs_diff, agreement, …). Its row exists from the request on, so
+    # the 202 can name it; the job fills in file, size, sha256 and `optimization` once, while `validating`.
+    derived_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derivatives"
+    )
+    optimization = models.JSONField(default=dict, blank=True)
+    # Its top label agrees with the original's too rarely (MODEL_OPTIMIZATION_MIN_AGREEMENT): published, but
+    # predict never picks it by default (`selectors.latest_ready_version`), only when asked for by number.
+    low_agreement = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -144,6 +154,7 @@ class ModelVersion(models.Model):
         ]
 
     # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
+    # (An optimized version's file, size and sha256 are written once by its job, before validation.)
     IMMUTABLE_FIELDS = (
         "model_id",
         "number",
@@ -155,6 +166,7 @@ class ModelVersion(models.Model):
         "tokenizer",
         "tokenizer_size",
         "tokenizer_sha256",
+        "derived_from_id",
     )
 
     def __str__(self) -> str:
@@ -167,6 +179,11 @@ class ModelVersion(models.Model):
             if changed:
                 raise ValueError(f"Model versions are immutable: cannot change {', '.join(changed)}.")
         super().save(*args, **kwargs)
+
+    @property
+    def is_being_optimized(self) -> bool:
+        """A derived version whose optimization job has not yet produced its file."""
+        return self.derived_from_id is not None and not self.sha256
 
     @property
     def example_inputs(self) -> dict | list | str | None:

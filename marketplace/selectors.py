@@ -4,7 +4,8 @@ Every rule has one definition:
 - a model is visible to everyone when public, else to its owner and staff (`is_visible_to`, `visible_models`);
 - a model without a ready version is unpublished: only its owner and staff see it (`Model.is_published_for`);
 - the owner (and staff) see every version; everyone else only the ready ones (`versions_visible_to`);
-- "the latest version" is the highest-numbered ready one (`latest_ready_version`);
+- "the latest version" is the highest-numbered ready one, leaving out optimized versions whose top label
+  agrees with the original's too rarely (`latest_ready_version`); those run only when asked for by number.
 - a visible model may be run and downloaded by everyone, unless it is gated: then by its owner, staff and the
   users whose access request the owner approved (`may_run`; `GateClosed` says how to ask).
 """
@@ -58,16 +59,19 @@ def ready_versions(model: Model) -> QuerySet[ModelVersion]:
     return model.versions.filter(status=ModelVersion.Status.READY).order_by("-number")
 
 
-def latest_ready_version(model: Model) -> ModelVersion | None:
-    """The highest-numbered ready version: what runs by default, and whose signature the model shows."""
-    return ready_versions(model).first()
+def latest_ready_version(model: Model, *, among: list[ModelVersion] | None = None) -> ModelVersion | None:
+    """The highest-numbered ready version that is not marked `low_agreement`: what runs by default, and whose
+    signature the model shows. `among`: the model's ready versions, newest first, when the caller has them."""
+    if among is None:
+        return ready_versions(model).filter(low_agreement=False).first()
+    return next((version for version in among if not version.low_agreement), None)
 
 
 def versions_visible_to(user, model: Model) -> QuerySet[ModelVersion]:
     """The versions `user` may see, newest first: all of them for the owner and staff, else the ready ones."""
     if model.is_editable_by(user):
-        return model.versions.select_related("model__owner").order_by("-number")
-    return ready_versions(model).select_related("model__owner")
+        return model.versions.select_related("model__owner", "derived_from").order_by("-number")
+    return ready_versions(model).select_related("model__owner", "derived_from")
 
 
 def visible_version_or_404(user, *, owner: str, name: str, number: int) -> ModelVersion:

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Format, Model, ModelVersion, Task, Visibility, model_name_validator
+from .optimization import METHODS, optimization_summary
 from .selectors import latest_ready_version, versions_visible_to
 
 PREPROCESSING_LAYOUTS = {"NCHW", "NHWC", "flat"}
@@ -171,11 +172,56 @@ class TokenizerSerializer(serializers.Serializer):
     sha256 = serializers.CharField(source="tokenizer_sha256")
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": "What optimizing measured (derived versions only): method, size_before, size_after, "
+        "speedup (original's median time / this version's, on this machine), max_abs_diff over the outputs, "
+        "agreement (classification: share of inputs whose top label is unchanged; null otherwise), inputs, "
+        "runs of each model, min_agreement, low_agreement (true: never the default for predict), summary.",
+        "properties": {
+            "method": {"type": "string", "enum": list(METHODS)},
+            "size_before": {"type": "integer", "nullable": True},
+            "size_after": {"type": "integer", "nullable": True},
+            "speedup": {"type": "number", "nullable": True},
+            "max_abs_diff": {"type": "number", "nullable": True},
+            "agreement": {"type": "number", "nullable": True},
+            "inputs": {"type": "integer", "nullable": True},
+            "low_agreement": {"type": "boolean"},
+            "summary": {"type": "string"},
+        },
+        "additionalProperties": True,
+    }
+)
+class OptimizationField(serializers.Field):
+    """A derived version's `optimization`, with the low-agreement mark and the page's sentence."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, version):
+        if version.derived_from_id is None and not version.optimization:
+            return None
+        return {
+            **version.optimization,
+            "low_agreement": version.low_agreement,
+            "summary": optimization_summary(version.optimization),
+        }
+
+
 class VersionSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     example = serializers.SerializerMethodField()
     file_url = serializers.SerializerMethodField()
     tokenizer = serializers.SerializerMethodField()
+    derived_from = serializers.SlugRelatedField(
+        slug_field="number",
+        read_only=True,
+        allow_null=True,
+        help_text="The number of the version this one was optimized from; null for uploads.",
+    )
+    optimization = OptimizationField()
 
     class Meta:
         model = ModelVersion
@@ -190,6 +236,8 @@ class VersionSerializer(serializers.ModelSerializer):
             "notes",
             "example",
             "tokenizer",
+            "derived_from",
+            "optimization",
             "created_at",
             "url",
             "file_url",
@@ -396,6 +444,20 @@ VERSION_UPLOAD_SCHEMA = {
     "properties": UPLOAD_FIELDS,
     "example": {"file": tiny_onnx_example(), "notes": "an identity"},
 }
+
+
+class OptimizeSerializer(serializers.Serializer):
+    method = serializers.CharField(
+        default=METHODS[0],
+        help_text="dynamic-int8 (ONNX Runtime dynamic quantization: INT8 weights, activations quantized as "
+        "they come) or static-int8 (INT8 weights and activations, calibrated on the version's example and "
+        "generated inputs).",
+    )
+
+    def validate_method(self, value: str) -> str:
+        if value not in METHODS:
+            raise serializers.ValidationError(f"Unknown method {value!r}: use one of {', '.join(METHODS)}.")
+        return value
 
 
 class UploadPendingSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
@@ -23,7 +24,8 @@ from portal import metrics, process_cache
 from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
-from .models import AccessRequest, Model, ModelVersion, Task, Visibility
+from .models import AccessRequest, Format, Model, ModelVersion, Task, Visibility
+from .optimization import is_low_agreement, optimization_record, run_optimization
 from .selectors import access_cache_key, latest_ready_version
 from .tokenization import tokenizer_check
 from .validation import inspect_model_file, sniff_upload
@@ -51,6 +53,14 @@ class TokenizerNotForTask(Exception):
 
 class ModelNameTaken(Exception):
     pass
+
+
+class NotOptimizable(UnsupportedModelFile):
+    """A version whose format the optimizer does not take (a 415); str(exc) says why and what to do."""
+
+
+class VersionNotReady(Exception):
+    """Only a ready version can be optimized (a 409); str(exc) says what state it is in."""
 
 
 class PrivateModelLimitReached(Exception):
@@ -254,6 +264,8 @@ def version_create(
     signature_hint: dict | None = None,
     example: dict | list | str | None = None,
     tokenizer: StoredFile | None = None,
+    derived_from: ModelVersion | None = None,
+    optimization: dict | None = None,
 ) -> ModelVersion:
     with transaction.atomic():
         # The row lock serialises concurrent uploads to one model: numbers go 1, 2, 3… without clashes.
@@ -271,6 +283,8 @@ def version_create(
             tokenizer=tokenizer.name if tokenizer else "",
             tokenizer_size=tokenizer.size if tokenizer else None,
             tokenizer_sha256=tokenizer.sha256 if tokenizer else "",
+            derived_from=derived_from,
+            optimization=optimization or {},
         )
 
 
@@ -349,6 +363,121 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     return version
 
 
+# --- optimization (issue 14) --------------------------------------------------------------------------------
+
+
+FORMAT_NAMES = {Format.TORCHSCRIPT: "TorchScript", Format.TORCH_EXPORT: "a torch.export archive"}
+
+
+def version_optimize(*, source: ModelVersion, method: str, inline: bool = False) -> ModelVersion:
+    """Start making a quantized version of `source` with `method`: the new version's row now (the next number,
+    `validating`, with the source's example and tokenizer), the work in the worker (here when `inline`).
+
+    Raises VersionNotReady for a version that is not ready, NotOptimizable for one that is not ONNX.
+    """
+    if source.status != ModelVersion.Status.READY:
+        raise VersionNotReady(
+            f"Version {source.number} is {source.status}: only a ready version can be optimized."
+        )
+    if source.format != Format.ONNX:
+        raise NotOptimizable(
+            f"Version {source.number} is {FORMAT_NAMES.get(source.format, source.format)}: only ONNX "
+            "versions can be optimized (ONNX Runtime quantizes ONNX graphs). Export the model to ONNX "
+            "(torch.onnx.export) and upload it as a new version, then optimize that one."
+        )
+    tokenizer = (
+        StoredFile(
+            name=source.tokenizer.name, size=source.tokenizer_size or 0, sha256=source.tokenizer_sha256
+        )
+        if source.tokenizer
+        else None
+    )
+    version = version_create(
+        model=source.model,
+        # No file yet: the job writes it once, while the version is `validating` (see ModelVersion).
+        stored=StoredFile(name="", size=0, sha256=""),
+        notes=f"{method} quantization of version {source.number}.",
+        example=source.example_inputs,
+        tokenizer=tokenizer,
+        derived_from=source,
+        optimization={"method": method},
+    )
+    if inline:
+        return optimize_version(version_id=version.pk)
+    from .tasks import optimize_version_task
+
+    try:
+        transaction.on_commit(lambda: optimize_version_task.delay(version_id=version.pk))
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # The broker took nothing: the new version goes (it has no file yet; the tokenizer is the source's)
+        # and the caller gets a 503, rather than a version left `validating` for good.
+        version.delete()
+        raise
+    return version
+
+
+def optimize_version(*, version_id: int) -> ModelVersion | None:
+    """Quantize a derived version's source in the sandbox, keep the result as this version's file and what
+    was measured, then validate it like any upload (run by the worker). A failure rejects the version with
+    the reason; it never raises for a bad model."""
+    version = ModelVersion.objects.select_related("model", "derived_from").filter(pk=version_id).first()
+    if version is None or version.status != ModelVersion.Status.VALIDATING:
+        return version
+    if version.sha256:  # the file is there already (a retried task): only validation is left
+        return validate_version(version_id=version.pk)
+    source = version.derived_from
+    if source is None or source.status != ModelVersion.Status.READY:
+        return optimization_reject(version, "The version it was to be made from is no longer ready.")
+    method = version.optimization.get("method", "")
+    with tempfile.TemporaryDirectory(prefix="modelport-optimize-") as workdir:
+        outcome = run_optimization(
+            default_storage.path(source.file.name),
+            method=method,
+            signature=source.signature,
+            task=version.model.task,
+            example=source.example_inputs,
+            tokenizer=default_storage.path(source.tokenizer.name) if source.tokenizer else None,
+            workdir=workdir,
+        )
+        if not outcome.ok:
+            return optimization_reject(version, f"Optimization failed: {outcome.reason}")
+        try:
+            with open(outcome.path, "rb") as handle:
+                stored = store_upload(
+                    file=File(handle, name=outcome.path.name), limit=settings.MODEL_UPLOAD_MAX_BYTES
+                )
+        except (UploadTooLarge, UnsupportedModelFile) as exc:
+            return optimization_reject(version, f"Optimization failed: {exc}")
+    optimization = optimization_record(
+        method=method, size_before=source.size, size_after=stored.size, measured=outcome.measured
+    )
+    updated = ModelVersion.objects.filter(
+        pk=version.pk, status=ModelVersion.Status.VALIDATING, sha256=""
+    ).update(
+        file=stored.name,
+        size=stored.size,
+        sha256=stored.sha256,
+        optimization=optimization,
+        low_agreement=is_low_agreement(optimization),
+    )
+    if not updated:  # another run of this job got there first
+        discard_stored_file(stored.name)
+    logger.info("optimized version id=%s (%s): %s", version.pk, version, optimization)
+    return validate_version(version_id=version.pk)
+
+
+def optimization_reject(version: ModelVersion, reason: str) -> ModelVersion:
+    ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.VALIDATING).update(
+        status=ModelVersion.Status.REJECTED, reason=reason[:2000]
+    )
+    logger.info("optimization of version id=%s (%s) failed: %s", version.pk, version, reason)
+    metrics.validations_total.labels(ModelVersion.Status.REJECTED).inc()
+    version.refresh_from_db()
+    return version
+
+
 def discard_file_of_rejected(version: ModelVersion) -> None:
     # A rejected file is never served: keep the record (number, reason, hash), drop the bytes.
     if not ModelVersion.objects.filter(file=version.file.name).exclude(pk=version.pk).exists():
@@ -375,16 +504,18 @@ def validations_resume(*, older_than: timedelta) -> list[int]:
     """Queue again the validation of versions still `validating` long after their upload, whose task was lost
     (a broker restarted without persistence); each at most once per `older_than`. A duplicate is harmless:
     `validate_version` acts only on a version that is still validating. Returns the ids queued."""
-    from .tasks import validate_version_task
+    from .tasks import optimize_version_task, validate_version_task
 
     stale = ModelVersion.objects.filter(
         status=ModelVersion.Status.VALIDATING, created_at__lt=timezone.now() - older_than
-    ).values_list("pk", flat=True)[:100]
+    )[:100]
     queued = []
-    for version_id in stale:
-        if cache.add(f"validation-resumed:{version_id}", 1, timeout=older_than.total_seconds() or 1):
-            validate_version_task.delay(version_id=version_id)
-            queued.append(version_id)
+    for version in stale:
+        if cache.add(f"validation-resumed:{version.pk}", 1, timeout=older_than.total_seconds() or 1):
+            # A version still to be made by the optimizer goes to it (its task has the longer time limit).
+            task = optimize_version_task if version.is_being_optimized else validate_version_task
+            task.delay(version_id=version.pk)
+            queued.append(version.pk)
     if queued:
         logger.warning("validations queued again (their task was lost): %s", queued)
     return queued

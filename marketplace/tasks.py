@@ -1,4 +1,5 @@
-"""Background work of the catalog: validating uploads, in the worker, never in the web process."""
+"""Background work of the catalog: validating uploads and optimizing versions, in the worker, never in the web
+process."""
 
 from celery import shared_task
 from django.conf import settings
@@ -22,3 +23,17 @@ RETRIED_ON = (OperationalError, InterfaceError)
 )
 def validate_version_task(*, version_id: int) -> None:
     services.validate_version(version_id=version_id)
+
+
+@shared_task(
+    name="marketplace.optimize_version",
+    # The optimizer's child and then the validation child, each under the validation time limit.
+    soft_time_limit=2 * settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 30,
+    time_limit=2 * settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 40,
+    autoretry_for=RETRIED_ON,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=40,
+)
+def optimize_version_task(*, version_id: int) -> None:
+    services.optimize_version(version_id=version_id)

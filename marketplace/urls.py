@@ -10,6 +10,7 @@ urlpatterns = [
     path("models/new/", views.model_upload, name="model-upload"),
     path(MODEL, views.model_detail, name="model-detail"),
     path(f"{MODEL}versions/new/", views.version_upload, name="version-upload"),
+    path(f"{MODEL}versions/<int:number>/optimize/", views.version_optimize, name="version-optimize"),
     path(f"{MODEL}edit/", views.model_edit, name="model-edit"),
     path(f"{MODEL}visibility/", views.model_toggle_visibility, name="model-visibility"),
     path(f"{MODEL}delete/", views.model_delete, name="model-delete"),

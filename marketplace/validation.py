@@ -54,14 +54,19 @@ def sniff_upload(head: bytes) -> str | None:
     return None
 
 
-def run_sandboxed(arguments: list[str], *, workdir: str, timeout: float) -> subprocess.CompletedProcess:
-    """Run `python -I <arguments>` with the validation limits and a secret-free environment."""
+def run_sandboxed(
+    arguments: list[str], *, workdir: str, timeout: float, file_size_mb: int = 1
+) -> subprocess.CompletedProcess:
+    """Run `python -I <arguments>` with the validation limits and a secret-free environment.
+
+    `file_size_mb` bounds every file the child writes: the upload check writes none; the optimizer writes the
+    quantized model."""
     process = subprocess.Popen(
         confine.command(
             arguments,
             address_space_mb=settings.MODEL_VALIDATION_MEMORY_MB,
             cpu_seconds=int(timeout),
-            file_size_mb=1,
+            file_size_mb=file_size_mb,
             isolated=True,
         ),
         cwd=workdir,

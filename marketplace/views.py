@@ -20,7 +20,8 @@ from . import services
 from .cards import render_card
 from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
-from .models import AccessRequest, Model, ModelVersion, Visibility
+from .models import AccessRequest, Format, Model, ModelVersion, Visibility
+from .optimization import METHODS, optimization_summary
 from .pagination import CatalogPaginator
 from .selectors import (
     access_requests_of,
@@ -91,6 +92,15 @@ def named_example(version: ModelVersion | None) -> dict:
 def render_model_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
     editable = model.is_editable_by(request.user)
     versions = list(versions_visible_to(request.user, model))
+    for version in versions:
+        # For the versions table: the optimization's sentence, and whether the owner may optimize this one.
+        version.optimization_summary = optimization_summary(version.optimization)
+        version.optimizable = (
+            editable
+            and version.status == ModelVersion.Status.READY
+            and version.format == Format.ONNX
+            and version.derived_from_id is None
+        )
     latest = latest_ready_version(model)
     signature = latest.signature if latest else {}
     base_url = request.build_absolute_uri(reverse("home")).rstrip("/")
@@ -122,6 +132,11 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
             else {},
             "try_it": try_it,
             "editable": editable,
+            "optimization_methods": METHODS,
+            # Versions being optimized: the page follows them (version-progress.js) until they are done.
+            "pending_versions": any(
+                v.status == ModelVersion.Status.VALIDATING and v.derived_from_id for v in versions
+            ),
             "version_form": version_form or (VersionUploadForm() if editable else None),
             "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
             **gate_context(request.user, model, editable=editable),
@@ -279,6 +294,34 @@ def version_upload(request, owner: str, name: str):
     else:
         messages.info(request, f"Version {version.number} is still being validated.")
     return HttpResponseRedirect(model.get_absolute_url())
+
+
+@login_required
+@require_POST
+def version_optimize(request, owner: str, name: str, number: int):
+    """The model page's Optimize button: start the job, then the page follows the new version's status."""
+    model = editable_model_or_404(request.user, owner=owner, name=name)
+    source = model.versions.filter(number=number).first()
+    if source is None:
+        raise Http404("No such version.")
+    method = request.POST.get("method") or METHODS[0]
+    if method not in METHODS:
+        messages.error(request, f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
+        return render_model_page(request, model, status=400)
+    try:
+        version = services.version_optimize(source=source, method=method)
+    except services.NotOptimizable as exc:
+        messages.error(request, str(exc))
+        return render_model_page(request, model, status=415)
+    except services.VersionNotReady as exc:
+        messages.error(request, str(exc))
+        return render_model_page(request, model, status=409)
+    messages.info(
+        request,
+        f"Version {version.number} is being made from version {source.number} ({method}); "
+        "its row shows the progress.",
+    )
+    return HttpResponseRedirect(f"{model.get_absolute_url()}#versions")
 
 
 @login_required

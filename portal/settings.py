@@ -386,6 +386,11 @@ MODEL_VALIDATION_LOST_AFTER_SECONDS = 10 * 60
 # not code), so its size is bounded; the largest common ones (multilingual vocabularies) are about 17 MB.
 TOKENIZER_MAX_BYTES = env_int("TOKENIZER_MAX_BYTES", 32 * 1024 * 1024)
 MODEL_VALIDATION_MAX_EXPANDED_BYTES = env_int("MODEL_VALIDATION_MAX_EXPANDED_BYTES", 4 * 1024 * 1024 * 1024)
+# Optimization (issue 14): a quantized version whose top label agrees with the original's on less than this
+# share of the measurement inputs is published, but marked and never the default for predict.
+MODEL_OPTIMIZATION_MIN_AGREEMENT = env_float("MODEL_OPTIMIZATION_MIN_AGREEMENT", 0.95)
+# How many inputs (the example plus generated ones) the original and the quantized model are compared on.
+MODEL_OPTIMIZATION_INPUTS = env_int("MODEL_OPTIMIZATION_INPUTS", 512)
 # `?format=` filters the catalog by model file format (the public API): DRF must not read it as a renderer
 # override.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None

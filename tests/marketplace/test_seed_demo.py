@@ -16,7 +16,7 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     assert sorted(demo.values_list("name", flat=True)) == ["digits", "digits-torchscript", "wine"]
     assert not demo.first().owner.has_usable_password()
     for model in demo:
-        version = model.versions.get()
+        version = model.versions.get(number=1)
         assert version.status == ModelVersion.Status.READY, version.reason
         assert model.latest_format == version.format
     digits = demo.get(name="digits")
@@ -24,9 +24,21 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     assert accuracy >= 95.0
     assert digits.labels == [str(d) for d in range(10)]
     assert digits.preprocessing["layout"] == "flat"
-    assert digits.versions.get().signature["inputs"] == [
+    assert digits.versions.get(number=1).signature["inputs"] == [
         {"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}
     ]
+
+    # demo/digits has its quantized version, measured, with the held-out accuracy of both on its card.
+    original, optimized = digits.versions.order_by("number")
+    assert optimized.status == ModelVersion.Status.READY, optimized.reason
+    assert optimized.derived_from_id == original.pk
+    assert optimized.optimization["method"] == "dynamic-int8"
+    assert optimized.size == optimized.optimization["size_after"] < original.size
+    assert optimized.optimization["agreement"] >= 0.95
+    table = dict(re.findall(r"\| v(\d) \| [^|]+ \| ([\d.]+)% \|", digits.description))
+    assert set(table) == {"1", "2"}
+    assert float(table["1"]) == accuracy  # the card's two figures are the same measurement
+    assert float(table["2"]) >= 95.0
     assert demo.get(name="digits-torchscript").versions.get().format == "torchscript"
     wine = demo.get(name="wine").versions.get().signature
     assert [o["datatype"] for o in wine["outputs"]] == ["INT64", "FP32"]
@@ -34,7 +46,8 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     page = client.get("/models/demo/digits/").content.decode()
     assert "Held-out accuracy" in page
     assert 'data-model="demo/digits"' in page
+    assert "Optimized from v1 (dynamic-int8)" in page and "smaller" in page
 
     call_command("seed_demo", "--no-text")  # idempotent
     assert Model.objects.filter(owner__username="demo").count() == 3
-    assert ModelVersion.objects.filter(model__owner__username="demo").count() == 3
+    assert ModelVersion.objects.filter(model__owner__username="demo").count() == 4

@@ -4,7 +4,6 @@ lost. The broker and the worker are real; the broker "down" is a closed port."""
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,29 +12,9 @@ from django.conf import settings
 
 from marketplace import services
 from marketplace.models import Model, ModelVersion
-from tests.portal.test_outages import closed_redis_url
+from tests.portal.test_outages import broker_down
 
 from .conftest import onnx_model_bytes, upload_file
-
-
-@contextmanager
-def broker_down():
-    """This process's Celery app publishing to a closed port (kombu keeps a pool per broker URL: the app's
-    cached references are dropped, so it picks the pool of the URL in force)."""
-    from portal.celery import app
-
-    def reset_pools():
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    saved = app.conf.broker_write_url  # publishing uses it, else broker_url
-    reset_pools()
-    app.conf.broker_write_url = closed_redis_url()
-    try:
-        yield
-    finally:
-        reset_pools()
-        app.conf.broker_write_url = saved
 
 
 def stored_model_files() -> list[Path]:
@@ -78,3 +57,28 @@ def test_a_version_whose_validation_task_was_lost_is_queued_again_once_and_valid
         time.sleep(0.2)
     assert ModelVersion.objects.get(pk=version.pk).status == ModelVersion.Status.READY
     assert ModelVersion.objects.get(pk=fresh.pk).status == ModelVersion.Status.VALIDATING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_optimization_job_is_queued_again_to_the_optimizer(publish, celery_worker_process):
+    from .optimize_models import trained_mlp
+
+    content, _ = trained_mlp()
+    publish("mlp", content=content, task="tabular-classification")
+    source = ModelVersion.objects.get(model__name="mlp", number=1)
+    # What `version_optimize` leaves for its job, as if the broker lost that job: no file yet, no task.
+    derived = services.version_create(
+        model=source.model,
+        stored=services.StoredFile(name="", size=0, sha256=""),
+        derived_from=source,
+        optimization={"method": "dynamic-int8"},
+    )
+    ModelVersion.objects.filter(pk=derived.pk).update(created_at=derived.created_at - timedelta(minutes=11))
+
+    assert services.validations_resume(older_than=timedelta(minutes=10)) == [derived.pk]
+    deadline = time.monotonic() + 120
+    while (current := ModelVersion.objects.get(pk=derived.pk)).status == ModelVersion.Status.VALIDATING:
+        assert time.monotonic() < deadline, "the optimization queued again never ran"
+        time.sleep(0.2)
+    assert current.status == ModelVersion.Status.READY, current.reason
+    assert current.sha256 and current.optimization["size_after"] == current.size < len(content)

@@ -54,6 +54,26 @@ def database_down():
         connection.settings_dict["HOST"], connection.settings_dict["PORT"] = saved
 
 
+@contextmanager
+def broker_down():
+    """This process's Celery app publishing to a closed port (kombu keeps a pool per broker URL: the app's
+    cached references are dropped, so it picks the pool of the URL in force)."""
+    from portal.celery import app
+
+    def reset_pools():
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    saved = app.conf.broker_write_url  # publishing uses it, else broker_url
+    reset_pools()
+    app.conf.broker_write_url = closed_redis_url()
+    try:
+        yield
+    finally:
+        reset_pools()
+        app.conf.broker_write_url = saved
+
+
 @pytest.fixture
 def redis_down(settings):
     point_cache_at_closed_port(settings)

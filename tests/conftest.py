@@ -270,12 +270,19 @@ def settle_worker_writes(request):
 
     connection = redis.Redis.from_url(settings.REDIS_URL)  # tests may point the app client elsewhere
     deadline = time.monotonic() + 10
-    # Every worker of the test, whatever its key prefix (tests start workers with their own).
-    while time.monotonic() < deadline and (
-        connection.keys("*recording") or any(connection.llen(key) for key in connection.keys("*records"))
-    ):
+    while time.monotonic() < deadline and records_pending_of_live_workers(connection):
         time.sleep(0.05)
     connection.close()
+
+
+def records_pending_of_live_workers(connection) -> bool:
+    """Records waiting to be written by a running worker, whatever its key prefix (tests start workers with
+    their own); a stopped worker's prefix has no heartbeat, and nothing will write what it left."""
+    prefixes = [key[: -len(b"alive")] for key in connection.keys("*alive")]
+    return any(
+        connection.exists(prefix + b"recording") or connection.llen(prefix + b"records")
+        for prefix in prefixes
+    )
 
 
 class ServingStack:

@@ -138,19 +138,30 @@ class Supervisor:
             self.listener.close()
         if self.maintenance is not None:
             self.maintenance.join(10)  # it restarts a recorder that exits: not once this one is ended
-        if self.recorder is not None and self.recorder.poll() is None:
-            self.recorder.terminate()
-            try:
-                self.recorder.wait(10)
-            except subprocess.TimeoutExpired:
-                self.recorder.kill()
         self.pool.stop()
         if queue.enabled():
-            self.publish_status()  # the statistics of the last second
+            self.telemetry.publish(self.pool)  # the statistics of the last second
+        self._recorder_stop()
         try:
             os.unlink(self.socket_path)
         except OSError:
             pass
+
+    def _recorder_stop(self) -> None:
+        """End the recorder once it has written what the pool answered (a few seconds at the most)."""
+        if self.recorder is None or self.recorder.poll() is not None:
+            return
+        deadline = time.monotonic() + 10
+        try:
+            while queue.enabled() and queue.records_pending() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except Exception:  # Redis is gone: what is left is written by the next recorder on this prefix
+            logger.warning("stopping with records not yet written")
+        self.recorder.terminate()
+        try:
+            self.recorder.wait(10)
+        except subprocess.TimeoutExpired:
+            self.recorder.kill()
 
     # --- interactive calls ---------------------------------------------------------------------------------
 
@@ -210,8 +221,12 @@ class Supervisor:
                 if self.recorder is None or self.recorder.poll() is not None:
                     if self.recorder is not None:
                         logger.warning("the recorder exited (%s): restarting it", self.recorder.returncode)
+                    # A session of its own: a signal to the worker's process group does not cut it off
+                    # mid-batch; the supervisor ends it after the pool's last records (`_recorder_stop`).
                     self.recorder = subprocess.Popen(
-                        [sys.executable, "-m", "inference.recorder"], cwd=settings.BASE_DIR
+                        [sys.executable, "-m", "inference.recorder"],
+                        cwd=settings.BASE_DIR,
+                        start_new_session=True,
                     )
             except Exception:
                 logger.exception("supervisor upkeep")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from .conftest import post_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+RUNNERS = 3
 SLOW_FOREVER = {"inputs": {"x": [0.0], "n": [10**12]}}
 DIGITS_BODY = {"inputs": {"pixels": [[0.5] * 64]}}
 
@@ -44,6 +46,7 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
         for name, value in {
             "INFERENCE_REDIS_PREFIX": prefix,
             "PREDICTION_REAPER_INTERVAL": "0.5",
+            "INFERENCE_RUNNERS": str(RUNNERS),  # the default (cores + 1), fixed so tests can count on it
             **env,
         }.items():
             monkeypatch.setenv(name, value)
@@ -52,7 +55,7 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
         worker.start()
         workers.append(worker)
         wait_for(queue.serving, 120, lambda: f"the worker's supervisor never served: {alive_keys()}")
-        wait_for(lambda: len(runner_pids(worker)) >= 2, 60, "the runners never started")
+        wait_for(lambda: len(runner_pids(worker)) == RUNNERS, 60, "the runners never started")
         return worker
 
     yield start
@@ -68,6 +71,9 @@ def alive_keys() -> str:
     return f"{current.INFERENCE_REDIS_PREFIX!r} {connection.keys('*alive*')}"
 
 
+RUNNER_COMMAND = sys.executable.encode() + b"\0-m\0inference.runners.runner\0"
+
+
 def runner_pids(worker: WorkerProcess) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -78,7 +84,8 @@ def runner_pids(worker: WorkerProcess) -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if parent == worker.process.pid and b"inference.runners.runner" in command:
+        # Started (`confine.py` has exec'd the runner itself), not being set up.
+        if parent == worker.process.pid and command.startswith(RUNNER_COMMAND):
             found.append(int(entry.name))
     return found
 
@@ -139,8 +146,17 @@ def test_a_runner_has_no_secrets_and_no_database_connection(own_worker):
         names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
         assert not names & {"DATABASE_URL", "SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "METRICS_TOKEN"}
         assert not any(secret and secret in environ for secret in secrets)
-        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        assert not [link for link in links if link.startswith("socket:")], links
+        assert not [link for link in open_files(pid) if link.startswith("socket:")]
+
+
+def open_files(pid: int) -> list[str]:
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # closed since it was listed (the runner reads /proc/self/statm)
+            pass
+    return links
 
 
 def test_a_model_over_the_memory_limit_fails_clearly_and_other_users_keep_their_answers(
@@ -337,7 +353,7 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     client, alice, bob, alice_key, bob_key, own_worker, settings
 ):
     # The stuck calls must outlast the refusals below on a loaded machine, yet end within the test.
-    worker = own_worker(PREDICTION_TIME_LIMIT="12")
+    own_worker(PREDICTION_TIME_LIMIT="12")
     settings.INFERENCE_MODEL_QUEUE_MAX = 2
     builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
     builders.publish(owner=bob, name="digits", data=builders.digits_onnx())
@@ -349,7 +365,7 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
         answers.append(post_json(Client(), "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key))
 
     # Calls hold every runner the slow model may take; two more wait in its queue, which is then full.
-    cap = len(runner_pids(worker)) - 1
+    cap = RUNNERS - 1
     threads = [threading.Thread(target=stuck_call) for _ in range(cap + 2)]
     for thread in threads:
         thread.start()

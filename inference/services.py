@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace import selectors
+from marketplace import files, selectors
 from marketplace.models import Model, ModelVersion
 from portal.logs import request_note
 from portal.quotas import admit_prediction
@@ -318,8 +317,7 @@ def _poll_job(*, prediction_id, timeout: float) -> Outcome:
         if row and row["status"] in ledger.ENDED:
             outputs = row["outputs"]
             if outputs is None and row["outputs_file"]:
-                with default_storage.open(row["outputs_file"]) as handle:
-                    outputs = json.load(handle)
+                outputs = json.loads(files.read_bytes(row["outputs_file"]))
             return Outcome(
                 status=row["status"], outputs_json=outputs, error=row["error"], compute_ms=row["compute_ms"]
             )

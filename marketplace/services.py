@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import contextmanager
+from dataclasses import replace
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -20,18 +17,16 @@ from django.utils import timezone
 from portal import metrics
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
+from . import files
+from .files import StoredFile, UploadTooLarge, check_upload_size
 from .models import Model, ModelVersion, Task, Visibility
 from .selectors import latest_ready_version
 from .tokenization import tokenizer_check
-from .validation import inspect_model_file, sniff_upload
+from .validation import Inspection, inspect_model_file, sniff_upload
 
 logger = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1 << 20
-
-
-class UploadTooLarge(Exception):
-    pass
+__all__ = ["StoredFile", "UploadTooLarge", "check_upload_size"]  # re-exported: the views catch them here
 
 
 class UnsupportedModelFile(Exception):
@@ -75,69 +70,69 @@ def effective_upload_limit_for(user) -> int:
 MULTIPART_ALLOWANCE = 1 << 20
 
 
-def check_upload_size(*, size: int | None, limit: int, framing: int = 0) -> None:
-    """The one upload size rule: raise UploadTooLarge when `size` (less `framing` bytes) is over `limit`.
-
-    Called with the request's declared length (and MULTIPART_ALLOWANCE) before the body is read, with the
-    file's size once it is known, and on the bytes counted while it is stored.
-    """
-    if size is not None and size > limit + framing:
-        raise UploadTooLarge(f"The file is over the upload limit: the limit is {limit} bytes.")
-
-
-@dataclass
-class StoredFile:
-    name: str
-    size: int
-    sha256: str
-
-
 def store_upload(*, file, limit: int) -> StoredFile:
-    """Copy an uploaded file into content-addressed storage chunk by chunk, hashing as it goes.
+    """Keep an uploaded model file: streamed into storage once, hashed as it went (`files`).
 
-    Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge)
-    files over `limit`, before anything is kept.
+    `file` is the request's `StreamedUpload` (stored by the upload handler already) or any file object,
+    copied in here. Refuses (UnsupportedModelFile) what the first bytes show is not a model, and
+    (UploadTooLarge) files over `limit`, leaving nothing behind. Content kept for another version is shared.
     """
     check_upload_size(size=file.size, limit=limit)
-    staging = Path(settings.MEDIA_ROOT) / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    descriptor, temp_path = tempfile.mkstemp(dir=staging)
+    if isinstance(file, files.StreamedUpload):
+        stored, head = file.stored, file.head
+    else:
+        stored, head = files.store_stream(file, limit=limit)
     try:
-        with os.fdopen(descriptor, "wb") as out:
-            if hasattr(file, "seek"):
-                file.seek(0)
-            for chunk in (
-                file.chunks(CHUNK_SIZE)
-                if hasattr(file, "chunks")
-                else iter(lambda: file.read(CHUNK_SIZE), b"")
-            ):
-                if len(head) < 512:
-                    head += chunk[: 512 - len(head)]
-                size += len(chunk)
-                check_upload_size(size=size, limit=limit)
-                digest.update(chunk)
-                out.write(chunk)
+        check_upload_size(size=stored.size, limit=limit)
         reason = sniff_upload(head)
         if reason:
             raise UnsupportedModelFile(reason)
-        sha256 = digest.hexdigest()
-        name = f"models/{sha256[:2]}/{sha256}"
-        final_path = Path(default_storage.path(name))
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        if final_path.exists():
-            os.unlink(temp_path)
-        else:
-            os.replace(temp_path, final_path)
-        metrics.uploads_total.inc()
-        metrics.upload_bytes_total.inc(size)
-        return StoredFile(name=name, size=size, sha256=sha256)
     except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
+        files.delete(stored.name)
         raise
+    stored = _share_stored_content(stored)
+    metrics.uploads_total.inc()
+    metrics.upload_bytes_total.inc(stored.size)
+    return stored
+
+
+def _share_stored_content(stored: StoredFile) -> StoredFile:
+    """The same content already kept for a live version: use that file and drop the new copy."""
+    existing = (
+        ModelVersion.objects.filter(sha256=stored.sha256)
+        .exclude(status=ModelVersion.Status.REJECTED)
+        .exclude(file=stored.name)
+        .values_list("file", flat=True)
+        .first()
+    )
+    if existing and files.exists(existing):
+        files.delete(stored.name)
+        return replace(stored, name=existing)
+    return stored
+
+
+@contextmanager
+def streamed_uploads(request):
+    """Around an upload view: the model file streams into storage as the request body is read, and whatever it
+    wrote that no version took when the view is done (an invalid form, a refusal, an error) is removed.
+
+    Entered before anything reads the body (the CSRF check does: see `views.streams_model_uploads`)."""
+    handler = files.ModelFileUploadHandler(request, limit=lambda: effective_upload_limit_for(request.user))
+    request.upload_handlers.insert(0, handler)
+    request.model_upload = handler
+    try:
+        yield handler
+    finally:
+        handler.abort()
+        for name in handler.written:
+            discard_stored_file(name)
+
+
+def refuse_stopped_upload(request) -> None:
+    """UploadTooLarge when the upload handler stopped the request's model file at the limit."""
+    handler = getattr(request, "model_upload", None)
+    if handler is not None and handler.refused is not None:
+        raise handler.refused
 
 
 def store_tokenizer(*, file) -> StoredFile:
@@ -159,12 +154,10 @@ def store_tokenizer(*, file) -> StoredFile:
         raise UnsupportedTokenizer(reason)
     sha256 = hashlib.sha256(raw).hexdigest()
     name = f"tokenizers/{sha256[:2]}/{sha256}.json"
-    if not default_storage.exists(name):
-        from django.core.files.base import ContentFile
-
-        saved = default_storage.save(name, ContentFile(raw))
+    if not files.exists(name):
+        saved = files.save_bytes(name, raw)
         if saved != name:  # stored concurrently by another upload of the same content
-            default_storage.delete(saved)
+            files.delete(saved)
     return StoredFile(name=name, size=len(raw), sha256=sha256)
 
 
@@ -181,12 +174,12 @@ TEXT_TASKS = (Task.TEXT_CLASSIFICATION.value, Task.FEATURE_EXTRACTION.value)
 def discard_stored_file(name: str) -> None:
     """Delete a stored file unless another version still uses the same content."""
     if name and not ModelVersion.objects.filter(file=name).exists():
-        default_storage.delete(name)
+        files.delete(name)
 
 
 def discard_stored_tokenizer(name: str) -> None:
     if name and not ModelVersion.objects.filter(tokenizer=name).exists():
-        default_storage.delete(name)
+        files.delete(name)
 
 
 def model_create(
@@ -304,12 +297,21 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     if version is None or version.status != ModelVersion.Status.VALIDATING:
         return version
     hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
-    inspection = inspect_model_file(
-        default_storage.path(version.file.name),
-        signature_hint=hint,
-        example=version.example_inputs,
-        tokenizer=default_storage.path(version.tokenizer.name) if version.tokenizer else None,
-    )
+    try:
+        # This worker's cached copies, fetched from storage by sha256 and checked: the web's disk is not here.
+        # Storage out of reach raises FileUnavailable, and the task is tried again.
+        path = files.local_copy(name=version.file.name, sha256=version.sha256)
+        tokenizer = (
+            files.local_copy(name=version.tokenizer.name, sha256=version.tokenizer_sha256)
+            if version.tokenizer
+            else None
+        )
+    except files.FileMismatch as exc:
+        inspection = Inspection(ok=False, reason=f"The stored file is not the one uploaded: {exc}.")
+    else:
+        inspection = inspect_model_file(
+            path, signature_hint=hint, example=version.example_inputs, tokenizer=tokenizer
+        )
     if inspection.ok:
         version.status = ModelVersion.Status.READY
         version.format = inspection.format
@@ -340,11 +342,12 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
 def discard_file_of_rejected(version: ModelVersion) -> None:
     # A rejected file is never served: keep the record (number, reason, hash), drop the bytes.
     if not ModelVersion.objects.filter(file=version.file.name).exclude(pk=version.pk).exists():
-        default_storage.delete(version.file.name)
+        files.delete(version.file.name)
+    files.evict_local_copy(version.sha256)
     if version.tokenizer and (
         not ModelVersion.objects.filter(tokenizer=version.tokenizer.name).exclude(pk=version.pk).exists()
     ):
-        default_storage.delete(version.tokenizer.name)
+        files.delete(version.tokenizer.name)
 
 
 def discard_unpublished_model(*, version: ModelVersion) -> None:

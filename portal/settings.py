@@ -220,8 +220,28 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request without it
+# MODEL_STORAGE: where model files, tokenizers and large outputs live (read and written only by
+# marketplace.files): "filesystem" under MEDIA_ROOT, or "s3", an S3-compatible bucket through django-storages,
+# configured by its standard AWS_* settings. Web and workers must all use the same storage.
+MODEL_STORAGE = env_str("MODEL_STORAGE", "filesystem")
+if MODEL_STORAGE == "filesystem":
+    _model_storage = {"BACKEND": "marketplace.files.FileSystemModelStorage"}
+elif MODEL_STORAGE == "s3":
+    # django-storages reads its standard settings; the keys may also come from boto3's usual sources.
+    _model_storage = {"BACKEND": "marketplace.s3.S3ModelStorage"}
+    AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or None
+    AWS_S3_FILE_OVERWRITE = False
+    AWS_DEFAULT_ACL = None  # private objects: every read goes through Modelport's checks or a worker
+    if not AWS_STORAGE_BUCKET_NAME:
+        raise ImproperlyConfigured(
+            "MODEL_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (and AWS_S3_ENDPOINT_URL…)."
+        )
+else:
+    raise ImproperlyConfigured(f"MODEL_STORAGE is {MODEL_STORAGE!r}: use filesystem or s3.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _model_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
         if not DEBUG
@@ -232,7 +252,8 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"
 
-# Uploads are streamed to temporary files from the first byte, never held whole in memory.
+# Uploads are never held whole in memory: a model file streams straight into storage as it arrives
+# (marketplace.files.ModelFileUploadHandler, on the upload views); other files go to temporary files.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)

@@ -169,7 +169,7 @@ def model_metadata(request, owner: str, name: str, number: int | None = None):
 @require_GET
 def model_ready(request, owner: str, name: str, number: int | None = None):
     _, _, target = _target(request, owner, name, number)
-    if queue.enabled() and not queue.serving():
+    if queue.enabled() and not queue.serving(target.queue):
         return JsonResponse({"name": target.slug, "ready": False}, status=503)
     return JsonResponse({"name": target.slug, "ready": True})
 

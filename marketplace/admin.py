@@ -58,6 +58,7 @@ class ModelAdminForm(forms.ModelForm):
             "labels",
             "preprocessing",
             "visibility",
+            "queue",
         ]
 
     def clean(self):
@@ -79,8 +80,18 @@ class ModelAdminForm(forms.ModelForm):
 class ModelAdmin(admin.ModelAdmin):
     actions = [unlist_models, list_models]
     form = ModelAdminForm
-    list_display = ["name", "owner", "task", "latest_format", "visibility", "downloads", "runs", "updated_at"]
-    list_filter = ["visibility", "task", "latest_format"]
+    list_display = [
+        "name",
+        "owner",
+        "task",
+        "latest_format",
+        "visibility",
+        "queue",
+        "downloads",
+        "runs",
+        "updated_at",
+    ]
+    list_filter = ["visibility", "task", "latest_format", "queue"]
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]

@@ -277,7 +277,11 @@ def version_publish(
         return version
     from .tasks import validate_version_task
 
-    transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
+    # Validated by the pool the model runs on (big models on big machines), the default queue unless placed.
+    queue = version.model.queue or settings.INFERENCE_JOB_QUEUE
+    transaction.on_commit(
+        lambda: validate_version_task.apply_async(kwargs={"version_id": version.pk}, queue=queue)
+    )
     deadline = time.monotonic() + (settings.MODEL_UPLOAD_WAIT_SECONDS if wait is None else wait)
     delay = 0.05
     while time.monotonic() < deadline:

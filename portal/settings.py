@@ -430,7 +430,12 @@ PREDICTION_QUEUED_MAX_SECONDS = env_int("PREDICTION_QUEUED_MAX_SECONDS", 3600)
 PREDICTION_INLINE_OUTPUT_BYTES = env_int("PREDICTION_INLINE_OUTPUT_BYTES", 256 * 1024)
 PREDICTION_WAIT_DEFAULT = env_int("PREDICTION_WAIT_DEFAULT", 30)
 PREDICTION_WAIT_MAX = env_int("PREDICTION_WAIT_MAX", 60)
+# The default queue (Celery queue and worker pool): models no admin placed elsewhere are validated and run
+# there.
 INFERENCE_JOB_QUEUE = env_str("INFERENCE_JOB_QUEUE", "celery")
+# The queues (worker pools) this worker consumes, jobs and interactive calls alike. Unset: all of them, that
+# is the default queue and every queue a model is placed on (Model.queue) when the worker starts.
+INFERENCE_QUEUES = env_list("INFERENCE_QUEUES")
 # The Redis request queue runs when REDIS_URL is set; without it interactive calls become jobs.
 INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
 INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")

@@ -43,6 +43,13 @@ def multipart_upload(boundary: str):
     return head, tail, len(head) + SIZE + len(tail)
 
 
+def sha256_of(blocks) -> str:
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def peak_resident_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -55,7 +62,8 @@ def gunicorn_workers(master: int) -> list[int]:
     return [int(pid) for pid in children]
 
 
-def test_a_gigabyte_upload_streams_with_flat_memory(alice, tmp_path, monkeypatch):
+@pytest.mark.parametrize("storage", ["filesystem", "s3"])
+def test_a_gigabyte_upload_streams_with_flat_memory(storage, alice, tmp_path, monkeypatch, request):
     quota = quota_for(alice)
     quota.max_upload_bytes = 2 * SIZE
     quota.save()
@@ -70,6 +78,11 @@ def test_a_gigabyte_upload_streams_with_flat_memory(alice, tmp_path, monkeypatch
     }.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "metrics").mkdir()
+    if storage == "s3":  # an S3 multipart upload, a part at a time
+        s3_server = request.getfixturevalue("s3_server")
+        bucket = s3_server.new_bucket()
+        for name, value in s3_server.storage_env(bucket).items():
+            monkeypatch.setenv(name, value)
     web = WebServer(tmp_path / "gunicorn.log", workers=1, threads=2)
     web.start()
     try:
@@ -102,9 +115,16 @@ def test_a_gigabyte_upload_streams_with_flat_memory(alice, tmp_path, monkeypatch
         ).json()
         assert version["sha256"] == digest.hexdigest()
         assert version["size"] == SIZE
-        stored = media / ModelVersion.objects.get(model__name="huge").file.name
-        assert stored.stat().st_size == SIZE
-        # One copy, in its final place: nothing staged or left in a temporary folder under MEDIA_ROOT.
-        assert [p for p in media.rglob("*") if p.is_file()] == [stored]
+        name = ModelVersion.objects.get(model__name="huge").file.name
+        if storage == "s3":
+            stored = s3_server.client().get_object(Bucket=bucket, Key=name)["Body"]
+            assert sha256_of(iter(lambda: stored.read(BLOCK), b"")) == digest.hexdigest()
+            assert s3_server.keys(bucket) == [name]
+            assert not media.exists() or [p for p in media.rglob("*") if p.is_file()] == []
+        else:
+            stored = media / name
+            assert stored.stat().st_size == SIZE
+            # One copy, in its final place: nothing staged or left in a temporary folder under MEDIA_ROOT.
+            assert [p for p in media.rglob("*") if p.is_file()] == [stored]
     finally:
         web.stop()

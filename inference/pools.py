@@ -35,3 +35,9 @@ def served_pools() -> list[str]:
         logger.exception("could not read the queues models are placed on; serving the default queue only")
         placed = []
     return list(dict.fromkeys([settings.INFERENCE_JOB_QUEUE, *placed]))
+
+
+def default_pool(name: str) -> bool:
+    """Whether `name` is the default pool. The web and a worker may call it differently (a worker started
+    with its own INFERENCE_JOB_QUEUE, or -Q): in Redis the default pool has one name for all, so they meet."""
+    return name in ("", settings.INFERENCE_JOB_QUEUE)

@@ -19,6 +19,7 @@ import redis
 from django.conf import settings
 
 from .codec import pack_tensors, unpack_tensors
+from .pools import default_pool
 
 REPLY_TTL_SECONDS = 120
 
@@ -112,6 +113,13 @@ def key(*parts: str) -> str:
     return settings.INFERENCE_REDIS_PREFIX + ":".join(parts)
 
 
+def pool_key(kind: str, pool: str) -> str:
+    """A pool's `wake` list or `alive` heartbeat; the default pool's are `wake` and `alive:`."""
+    if default_pool(pool):
+        return key(kind) if kind == "wake" else key(kind, "")
+    return key(kind, pool)
+
+
 @dataclass
 class PendingCall:
     id: str
@@ -127,7 +135,7 @@ def prepare(header: RequestHeader, tensors: dict[str, np.ndarray]) -> PendingCal
 def pushes(call: PendingCall, sha256: str, pool: str) -> list[tuple[str, bytes]]:
     """What queues a call: the request onto its model's list, then a wake-up for its pool (admission pushes
     them)."""
-    return [(call.queue_key, call.payload), (key("wake", pool), sha256.encode())]
+    return [(call.queue_key, call.payload), (pool_key("wake", pool), sha256.encode())]
 
 
 _serving_until: dict[str, float] = {}
@@ -170,21 +178,22 @@ def withdraw(call: PendingCall) -> bool:
 
 def wait_wakeup(connection: redis.Redis, pools: list[str], timeout: float) -> tuple[str, str] | None:
     """(pool, sha256) of a model that got a request in one of `pools`, waiting up to `timeout` s for one."""
-    item = connection.blpop([key("wake", pool) for pool in pools], timeout=timeout)
+    keys = {pool_key("wake", pool): pool for pool in pools}
+    item = connection.blpop(list(keys), timeout=timeout)
     if not item:
         return None
-    return item[0].decode()[len(key("wake", "")) :], item[1].decode()
+    return keys[item[0].decode()], item[1].decode()
 
 
 def drain_wakeups(connection: redis.Redis, pool: str) -> set[str]:
     """The other wake-ups of `pool` waiting now (one per request: under load, many for the same models)."""
-    return {value.decode() for value in connection.lpop(key("wake", pool), 1024) or []}
+    return {value.decode() for value in connection.lpop(pool_key("wake", pool), 1024) or []}
 
 
 def wake_again(connection: redis.Redis, pool: str, shas) -> None:
     """Give back wake-ups taken but not served (a worker leaving): another worker of the pool takes them."""
     if shas:
-        connection.rpush(key("wake", pool), *[sha.encode() for sha in shas])
+        connection.rpush(pool_key("wake", pool), *[sha.encode() for sha in shas])
 
 
 def fetch(connection: redis.Redis, sha256: str, limit: int) -> list[tuple[dict, dict[str, np.ndarray]]]:
@@ -207,7 +216,7 @@ def record_push(pipe, record: dict, outputs: dict[str, np.ndarray] | None) -> No
 
 def heartbeat(name: str, pools: list[str]) -> None:
     pipe = client().pipeline(transaction=False)
-    for alive in [key("alive"), *(key("alive", pool) for pool in pools)]:
+    for alive in [key("alive"), *(pool_key("alive", pool) for pool in pools)]:
         pipe.set(alive, name, ex=5)
     pipe.execute()
 
@@ -222,13 +231,13 @@ def heartbeat_stop(name: str, pools: list[str]) -> None:
     """A worker leaving cleanly: its pools' heartbeats end now, so the web sends their calls to the job path
     at once (another worker of the pool writes its own within a second)."""
     connection = client()
-    for alive in [key("alive"), *(key("alive", pool) for pool in pools)]:
+    for alive in [key("alive"), *(pool_key("alive", pool) for pool in pools)]:
         connection.eval(_FORGET_HEARTBEAT, 1, alive, name)
 
 
 def serving(pool: str | None = None) -> bool:
     """A worker serves `pool` (any pool when None): its heartbeat was seen in the last few seconds."""
-    return bool(client().exists(key("alive", pool) if pool else key("alive")))
+    return bool(client().exists(pool_key("alive", pool) if pool is not None else key("alive")))
 
 
 def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:

@@ -66,7 +66,7 @@ class Target:
     # Text models: the version's tokenizer.json (storage name and content hash), blank without one.
     tokenizer_name: str = ""
     tokenizer_sha256: str = ""
-    # The worker pool that runs the model (`pools.py`): its Celery queue and Redis wake-up list.
+    # The worker pool an admin placed the model on (`pools.py`), blank for the default one.
     queue: str = ""
 
     @property
@@ -148,7 +148,7 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         signature=version.signature or {},
         tokenizer_name=version.tokenizer.name or "",
         tokenizer_sha256=version.tokenizer_sha256,
-        queue=pool_of(model.queue),
+        queue=model.queue,
     )
 
 

@@ -177,6 +177,28 @@ def exists(name: str) -> bool:
     return bool(name) and storage().exists(name)
 
 
+def model_files_older_than(cutoff) -> list[str]:
+    """Names of stored model files last written before `cutoff` (an aware datetime)."""
+    store = storage()
+    try:
+        _, names = store.listdir("models")
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        path = f"models/{name}"
+        if store.get_modified_time(path) < cutoff:
+            found.append(path)
+    return found
+
+
+def abort_unfinished_uploads(cutoff) -> int:
+    """Multipart uploads begun before `cutoff` and never finished (a process that died mid-upload), dropped;
+    how many. Filesystem storage has none: its partial files are found by `model_files_older_than`."""
+    store = storage()
+    return store.abort_unfinished_uploads(cutoff) if hasattr(store, "abort_unfinished_uploads") else 0
+
+
 # --- reading ------------------------------------------------------------------------------------------------
 
 

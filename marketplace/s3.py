@@ -84,3 +84,15 @@ class S3ModelStorage(S3Storage):
         except ClientError as exc:
             raise FileNotFoundError(f"{name}: {exc}") from exc
         return answer["Body"]  # botocore's StreamingBody: read(n) pulls from the connection as it goes
+
+    def abort_unfinished_uploads(self, cutoff) -> int:
+        client = self.connection.meta.client
+        aborted = 0
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket_name):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < cutoff:
+                    client.abort_multipart_upload(
+                        Bucket=self.bucket_name, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        return aborted

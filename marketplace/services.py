@@ -8,6 +8,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -341,6 +342,19 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     if not inspection.ok:
         discard_file_of_rejected(version)
     return version
+
+
+def stored_files_sweep(*, older_than: timedelta) -> tuple[list[str], int]:
+    """Remove what uploads left behind when their process died mid-way (one that fails cleanly removes its
+    own): model files older than `older_than` that no version refers to, and unfinished S3 multipart uploads
+    begun that long ago. Returns the files removed and the number of uploads aborted."""
+    cutoff = timezone.now() - older_than
+    candidates = files.model_files_older_than(cutoff)
+    kept = set(ModelVersion.objects.filter(file__in=candidates).values_list("file", flat=True))
+    removed = [name for name in candidates if name not in kept]
+    for name in removed:
+        files.delete(name)
+    return removed, files.abort_unfinished_uploads(cutoff)
 
 
 def discard_file_of_rejected(version: ModelVersion) -> None:

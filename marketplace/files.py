@@ -1,8 +1,8 @@
 """Model files, tokenizers and large prediction outputs at rest: the one module that reads and writes them.
 
-Everything goes through the default storage (`STORAGES["default"]`, chosen by `MODEL_STORAGE`): a folder under
-`MEDIA_ROOT`, or an S3-compatible bucket through django-storages. Nothing else in the project opens a stored
-file, so a layer such as encryption at rest plugs in here, in `FileWriter` and `open_stream`.
+Everything goes through the default storage (`STORAGES["default"]`, chosen by `MODEL_STORAGE`): a folder
+under `MEDIA_ROOT`, or an S3-compatible bucket through django-storages (`s3.py`). Nothing else in the project
+opens a stored file, so a layer such as encryption at rest plugs in here, in `FileWriter` and `open_stream`.
 
 - Uploads stream once, to their final place, hashed as they go (`ModelFileUploadHandler`, `store_stream`):
   a new file gets a name of its own (`models/<random>`), never a staging copy that is moved afterwards.

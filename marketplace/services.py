@@ -276,13 +276,7 @@ def version_publish(
         if version.status == ModelVersion.Status.REJECTED:
             discard_unpublished_model(version=version)
         return version
-    from .tasks import validate_version_task
-
-    # Validated by the pool the model runs on (big models on big machines), the default queue unless placed.
-    queue = version.model.queue or settings.INFERENCE_JOB_QUEUE
-    transaction.on_commit(
-        lambda: validate_version_task.apply_async(kwargs={"version_id": version.pk}, queue=queue)
-    )
+    transaction.on_commit(lambda: validation_enqueue(version=version))
     deadline = time.monotonic() + (settings.MODEL_UPLOAD_WAIT_SECONDS if wait is None else wait)
     delay = 0.05
     while time.monotonic() < deadline:
@@ -294,6 +288,15 @@ def version_publish(
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
     return version
+
+
+def validation_enqueue(*, version: ModelVersion) -> None:
+    """Queue the version's validation on the pool its model runs on (big models on big machines): the
+    model's queue, the default queue unless an admin placed it."""
+    from .tasks import validate_version_task
+
+    queue = version.model.queue or settings.INFERENCE_JOB_QUEUE
+    validate_version_task.apply_async(kwargs={"version_id": version.pk}, queue=queue)
 
 
 def validate_version(*, version_id: int) -> ModelVersion | None:

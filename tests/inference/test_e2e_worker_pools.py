@@ -40,21 +40,9 @@ def test_a_model_placed_on_a_pool_runs_on_that_pools_worker_only(alice, tmp_path
     stack.start()
     other = tmp_path / "other-machine"
     (other / "metrics").mkdir(parents=True)
-    worker = WorkerProcess(other / "worker.log", ["--hostname", f"big-{stack.tag}@%h"])
-    key = ApiKey.issue(user=alice, name="pools", scopes=["read", "predict", "upload"])[1]
-    auth = {"Authorization": f"Bearer {key}"}
-    try:
-        uploaded = requests.post(
-            f"{stack.web.url}/api/v1/models",
-            headers=auth,
-            data={"name": "big-one", "task": "tabular-regression"},
-            files={"file": ("big.onnx", onnx_model_bytes(bias=0.375), "application/octet-stream")},
-            timeout=120,
-        )
-        assert uploaded.status_code == 201, uploaded.text
-        sha256 = uploaded.json()["versions"][0]["sha256"]
-        model_update(model=Model.objects.get(name="big-one"), queue=big_pool)  # as the admin's form does
 
+    def start_big_worker(log: str) -> WorkerProcess:
+        worker = WorkerProcess(other / log, ["--hostname", f"{log}-{stack.tag}@%h"])
         with pytest.MonkeyPatch.context() as patch:
             # Only what API.md says a worker needs: database, broker, Redis (from the environment the suite
             # runs with), the storage settings, and the pool it serves.
@@ -70,6 +58,23 @@ def test_a_model_placed_on_a_pool_runs_on_that_pools_worker_only(alice, tmp_path
             patch.delenv("MEDIA_ROOT", raising=False)
             patch.delenv("INFERENCE_MODEL_CACHE_DIR", raising=False)
             worker.start()
+        return worker
+
+    key = ApiKey.issue(user=alice, name="pools", scopes=["read", "predict", "upload"])[1]
+    auth = {"Authorization": f"Bearer {key}"}
+    worker = again = None
+    try:
+        uploaded = requests.post(
+            f"{stack.web.url}/api/v1/models",
+            headers=auth,
+            data={"name": "big-one", "task": "tabular-regression"},
+            files={"file": ("big.onnx", onnx_model_bytes(bias=0.375), "application/octet-stream")},
+            timeout=120,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        sha256 = uploaded.json()["versions"][0]["sha256"]
+        model_update(model=Model.objects.get(name="big-one"), queue=big_pool)  # as the admin's form does
+        worker = start_big_worker("worker")
         ready = f"{stack.web.url}/v2/models/alice/big-one/ready"
         deadline = time.monotonic() + 60
         while requests.get(ready, headers=auth, timeout=10).status_code != 200:
@@ -98,8 +103,26 @@ def test_a_model_placed_on_a_pool_runs_on_that_pools_worker_only(alice, tmp_path
             assert time.monotonic() < deadline, worker.log()
             time.sleep(0.3)
         assert job["status"] == "succeeded", job
-    finally:
+
+        # The worker leaves cleanly: its heartbeat ends with it, so the next call waits as a job in the pool's
+        # queue (not on a worker that is gone), and the pool's next worker runs it.
         worker.stop()
+        assert requests.get(ready, headers=auth, timeout=10).status_code == 503
+        waiting = requests.post(
+            f"{stack.web.url}/api/v1/models/alice/big-one/predict?wait=2", headers=auth, json=BODY, timeout=60
+        )
+        assert waiting.status_code == 202, waiting.text
+        again = start_big_worker("worker-again")
+        deadline = time.monotonic() + 60
+        while (late := requests.get(waiting.json()["url"], headers=auth, timeout=10).json())["status"] != (
+            "succeeded"
+        ):
+            assert late["status"] in ("queued", "running") and time.monotonic() < deadline, late
+            time.sleep(0.3)
+    finally:
+        for process in (worker, again):
+            if process is not None:
+                process.stop()
         stack.stop()
 
     # Both calls, the interactive one and the job, ran on the big pool's worker (each finished prediction is

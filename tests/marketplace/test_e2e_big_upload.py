@@ -1,5 +1,6 @@
 """A 1 GB upload to a live gunicorn streams into storage with flat memory: the web process's peak resident
-size stays under 200 MB, and the stored file is the one sent (sha256 and size)."""
+size stays under 200 MB, the bytes are written once (to their final file, or to S3 only), and the stored file
+is the one sent (sha256 and size)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def peak_resident_bytes(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
+def bytes_written(pid: int) -> int:
+    """What the process passed to write() on files (not sockets): a second copy of the upload would show."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no wchar for {pid}")
+
+
 def gunicorn_workers(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -107,6 +116,10 @@ def test_a_gigabyte_upload_streams_with_flat_memory(storage, alice, tmp_path, mo
         connection.close()
         assert answer.status == 202, body
         peak = peak_resident_bytes(worker)
+        # Written once: to its final file (a staging or temporary copy would double it), or not to disk at
+        # all on its way to S3.
+        written = bytes_written(worker)
+        assert written < (SIZE + SIZE // 10 if storage == "filesystem" else SIZE // 16), written
         assert peak < PEAK_LIMIT, f"the web worker's peak resident size was {peak / 2**20:.0f} MB"
 
         version = requests.get(

@@ -19,8 +19,14 @@ import time
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-# binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py.
-APT_PACKAGES = {"redis-server": "redis-server", "chromium": "chromium", "prometheus": "prometheus"}
+# binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py,
+# `ip` puts a worker on a network of its own in tests/inference/test_e2e_worker_pools.py.
+APT_PACKAGES = {
+    "redis-server": "redis-server",
+    "chromium": "chromium",
+    "prometheus": "prometheus",
+    "ip": "iproute2",
+}
 
 
 def log(message: str) -> None:

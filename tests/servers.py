@@ -44,7 +44,8 @@ def is_root() -> bool:
 
 
 def install_missing() -> None:
-    missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None]
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # `ip` lives in sbin, off a user's PATH
+    missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary, path=path) is None]
     if not (PG_BIN / "postgres").exists():
         missing.append("postgresql-15")
     if not missing:

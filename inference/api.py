@@ -6,7 +6,6 @@ import json
 
 import django_filters
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +21,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from marketplace import files
 from portal.logs import request_note
 
 from . import ledger, webhooks
@@ -258,8 +258,7 @@ class PredictionSerializer(serializers.ModelSerializer):
     @extend_schema_field(TensorSerializer(many=True, allow_null=True))
     def get_outputs(self, prediction):
         if prediction.outputs is None and prediction.outputs_file:
-            with default_storage.open(prediction.outputs_file.name) as handle:
-                return json.load(handle)
+            return json.loads(files.read_bytes(prediction.outputs_file.name))
         return prediction.outputs
 
     def get_latency_ms(self, prediction) -> float | None:

@@ -253,8 +253,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelReady(self, request, context):
-        find(context, request.name, request.version, to_run=True)
-        if queue.enabled() and not queue.serving():
+        _, _, target = find(context, request.name, request.version, to_run=True)
+        if queue.enabled() and not queue.serving(target.queue):
             return service_pb2.ModelReadyResponse(ready=False)
         return service_pb2.ModelReadyResponse(ready=True)
 

@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from marketplace import files
 from marketplace.services import models_record_runs
 from portal.quotas import Usage, usage_record
 
@@ -288,7 +287,7 @@ def _stored_outputs(item: Ended) -> tuple[list | None, str, int]:
     raw = json.dumps(encoded, separators=(",", ":")).encode()
     if len(raw) <= settings.PREDICTION_INLINE_OUTPUT_BYTES:
         return encoded, "", len(raw)
-    name = default_storage.save(f"predictions/{item.id}.json", ContentFile(raw))
+    name = files.save_bytes(f"predictions/{item.id}.json", raw)
     return None, name, len(raw)
 
 

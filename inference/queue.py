@@ -1,11 +1,12 @@
 """The request queue between the web and the runner pools: the one owner of its Redis keys and wire format.
 
 The web pushes a request (a typed `RequestHeader` and the tensors' bytes) onto its model's queue `q:<sha256>`,
-pushes the sha256 onto `wake`, and waits on its own reply key `r:<id>`. A worker's supervisor pops wake-ups,
-and its runners drain a model's queue only when one of them is free for that model, so the queue stays visible
-(its depth is the backpressure) and shareable between workers. Finished calls go onto `records`, which the
-supervisor writes to the database in bulk; `recording` is raised while a taken batch is being written. `alive`
-is the supervisors' heartbeat: with none, the web does not wait on the queue."""
+pushes the sha256 onto its pool's `wake:<pool>` (`pools.py`), and waits on its own reply key `r:<id>`. The
+supervisors of the workers serving that pool pop wake-ups, and their runners drain a model's queue only when
+one of them is free for that model, so the queue stays visible (its depth is the backpressure) and shareable
+between workers. Finished calls go onto `records`, which the supervisor writes to the database in bulk;
+`recording` is raised while a taken batch is being written. `alive:<pool>` is the heartbeat of the pool's
+supervisors (`alive` of any): with none, the web does not wait on the queue but takes the pool's job path."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import redis
 from django.conf import settings
 
 from .codec import pack_tensors, unpack_tensors
+from .pools import default_pool
 
 REPLY_TTL_SECONDS = 120
 
@@ -101,14 +103,21 @@ def waiting_client() -> redis.Redis:
 
 def reset_client() -> None:
     """Forget the connection pools and what was seen of the workers (tests that point REDIS_URL elsewhere)."""
-    global _client, _waiting_client, _serving_until
+    global _client, _waiting_client
     with _client_lock:
         _client = _waiting_client = None
-        _serving_until = 0.0
+        _serving_until.clear()
 
 
 def key(*parts: str) -> str:
     return settings.INFERENCE_REDIS_PREFIX + ":".join(parts)
+
+
+def pool_key(kind: str, pool: str) -> str:
+    """A pool's `wake` list or `alive` heartbeat; the default pool's are `wake` and `alive:`."""
+    if default_pool(pool):
+        return key(kind) if kind == "wake" else key(kind, "")
+    return key(kind, pool)
 
 
 @dataclass
@@ -123,26 +132,26 @@ def prepare(header: RequestHeader, tensors: dict[str, np.ndarray]) -> PendingCal
     return PendingCall(id=header.id, queue_key=key("q", header.sha256), payload=payload)
 
 
-def pushes(call: PendingCall, sha256: str) -> list[tuple[str, bytes]]:
-    """What queues a call: the request onto its model's list, then a wake-up (admission pushes them)."""
-    return [(call.queue_key, call.payload), (key("wake"), sha256.encode())]
+def pushes(call: PendingCall, sha256: str, pool: str) -> list[tuple[str, bytes]]:
+    """What queues a call: the request onto its model's list, then a wake-up for its pool (admission pushes
+    them)."""
+    return [(call.queue_key, call.payload), (pool_key("wake", pool), sha256.encode())]
 
 
-_serving_until = 0.0
+_serving_until: dict[str, float] = {}
 
 
-def accept(call: PendingCall, depth: int, *, model: str) -> None:
-    """Keep a call just pushed, or take it back: NoConsumer when no worker serves the queue (take the job
+def accept(call: PendingCall, depth: int, *, model: str, pool: str) -> None:
+    """Keep a call just pushed, or take it back: NoConsumer when no worker serves its pool (take the job
     path), ModelBusy when its model's queue is over the limit."""
-    global _serving_until
     try:
-        if time.monotonic() >= _serving_until:
-            if not serving():
+        if time.monotonic() >= _serving_until.get(pool, 0.0):
+            if not serving(pool):
                 if withdraw(call):
                     raise NoConsumer()
             else:
                 # Heartbeats come every second and live three: one look a second per process is enough.
-                _serving_until = time.monotonic() + 1
+                _serving_until[pool] = time.monotonic() + 1
         if depth > settings.INFERENCE_MODEL_QUEUE_MAX and withdraw(call):
             raise ModelBusy(model, depth - 1)
     except redis.RedisError:
@@ -167,15 +176,24 @@ def withdraw(call: PendingCall) -> bool:
 # --- the supervisor's side ----------------------------------------------------------------------------------
 
 
-def wait_wakeup(connection: redis.Redis, timeout: float) -> str | None:
-    """The sha256 of a model that got a request, waiting up to `timeout` s for one."""
-    item = connection.blpop([key("wake")], timeout=timeout)
-    return item[1].decode() if item else None
+def wait_wakeup(connection: redis.Redis, pools: list[str], timeout: float) -> tuple[str, str] | None:
+    """(pool, sha256) of a model that got a request in one of `pools`, waiting up to `timeout` s for one."""
+    keys = {pool_key("wake", pool): pool for pool in pools}
+    item = connection.blpop(list(keys), timeout=timeout)
+    if not item:
+        return None
+    return keys[item[0].decode()], item[1].decode()
 
 
-def drain_wakeups(connection: redis.Redis) -> set[str]:
-    """The other wake-ups waiting now (one per request: under load, many for the same models)."""
-    return {value.decode() for value in connection.lpop(key("wake"), 1024) or []}
+def drain_wakeups(connection: redis.Redis, pool: str) -> set[str]:
+    """The other wake-ups of `pool` waiting now (one per request: under load, many for the same models)."""
+    return {value.decode() for value in connection.lpop(pool_key("wake", pool), 1024) or []}
+
+
+def wake_again(connection: redis.Redis, pool: str, shas) -> None:
+    """Give back wake-ups taken but not served (a worker leaving): another worker of the pool takes them."""
+    if shas:
+        connection.rpush(pool_key("wake", pool), *[sha.encode() for sha in shas])
 
 
 def fetch(connection: redis.Redis, sha256: str, limit: int) -> list[tuple[dict, dict[str, np.ndarray]]]:
@@ -196,12 +214,30 @@ def record_push(pipe, record: dict, outputs: dict[str, np.ndarray] | None) -> No
     pipe.rpush(key("records"), pack_tensors(record, outputs or {}))
 
 
-def heartbeat(name: str) -> None:
-    client().set(key("alive"), name, ex=5)
+def heartbeat(name: str, pools: list[str]) -> None:
+    pipe = client().pipeline(transaction=False)
+    for alive in [key("alive"), *(pool_key("alive", pool) for pool in pools)]:
+        pipe.set(alive, name, ex=5)
+    pipe.execute()
 
 
-def serving() -> bool:
-    return bool(client().exists(key("alive")))
+# Only this worker's own heartbeat goes: another worker of the pool may have written the key since.
+_FORGET_HEARTBEAT = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+
+def heartbeat_stop(name: str, pools: list[str]) -> None:
+    """A worker leaving cleanly: its pools' heartbeats end now, so the web sends their calls to the job path
+    at once (another worker of the pool writes its own within a second)."""
+    connection = client()
+    for alive in [key("alive"), *(pool_key("alive", pool) for pool in pools)]:
+        connection.eval(_FORGET_HEARTBEAT, 1, alive, name)
+
+
+def serving(pool: str | None = None) -> bool:
+    """A worker serves `pool` (any pool when None): its heartbeat was seen in the last few seconds."""
+    return bool(client().exists(pool_key("alive", pool) if pool is not None else key("alive")))
 
 
 def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:

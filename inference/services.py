@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace import selectors
+from marketplace import files, selectors
 from marketplace.models import Model, ModelVersion
 from portal.logs import request_note
 from portal.quotas import admit_prediction
@@ -31,6 +30,7 @@ from portal.quotas import admit_prediction
 from . import ledger, queue
 from .codec import encode_outputs_json, top_classes
 from .models import Prediction
+from .pools import pool_of
 from .queue import RequestHeader
 from .runners.pool import ModelRef
 
@@ -73,6 +73,8 @@ class Target:
     # Text models: the version's tokenizer.json (storage name and content hash), blank without one.
     tokenizer_name: str = ""
     tokenizer_sha256: str = ""
+    # The worker pool an admin placed the model on (`pools.py`), blank for the default one.
+    queue: str = ""
 
     @property
     def takes_text(self) -> bool:
@@ -167,6 +169,7 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         signature=version.signature or {},
         tokenizer_name=version.tokenizer.name or "",
         tokenizer_sha256=version.tokenizer_sha256,
+        queue=model.queue,
     )
 
 
@@ -238,9 +241,11 @@ def prediction_submit(
         return submission
     # The admission pushes the call onto the queue in the same round trip, if it admits it.
     call = queue.prepare(header, inputs)
-    admission = admit_prediction(user=user, api_key=api_key, then=queue.pushes(call, target.sha256))
+    admission = admit_prediction(
+        user=user, api_key=api_key, then=queue.pushes(call, target.sha256, target.queue)
+    )
     try:
-        queue.accept(call, admission.pushed[0], model=target.slug)
+        queue.accept(call, admission.pushed[0], model=target.slug, pool=target.queue)
         submission.call = call
     except queue.ModelBusy:
         ledger.failed_create(header, "Refused: the model's queue was full.")
@@ -254,17 +259,17 @@ def _job_create(submission: Submission) -> Prediction:
     prediction = ledger.job_create(
         header=submission.header, tensors=submission.tensors, webhook=submission.webhook
     )
-    transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id))
+    pool = submission.target.queue
+    transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id, pool=pool))
     return prediction
 
 
-def job_enqueue(*, prediction_id) -> None:
+def job_enqueue(*, prediction_id, pool: str = "") -> None:
+    """Send a job to its model's pool (the default queue when blank)."""
     from .tasks import run_prediction
 
     try:
-        run_prediction.apply_async(
-            kwargs={"prediction_id": str(prediction_id)}, queue=settings.INFERENCE_JOB_QUEUE
-        )
+        run_prediction.apply_async(kwargs={"prediction_id": str(prediction_id)}, queue=pool_of(pool))
     except Exception as exc:  # the broker's errors vary by transport
         logger.exception("could not queue prediction %s", prediction_id)
         ledger.fail(prediction_id, "The task queue was unavailable; not run.")
@@ -348,8 +353,7 @@ def _poll_job(*, prediction_id, timeout: float) -> Outcome:
         if row and row["status"] in ledger.ENDED:
             outputs = row["outputs"]
             if outputs is None and row["outputs_file"]:
-                with default_storage.open(row["outputs_file"]) as handle:
-                    outputs = json.load(handle)
+                outputs = json.loads(files.read_bytes(row["outputs_file"]))
             return Outcome(
                 status=row["status"], outputs_json=outputs, error=row["error"], compute_ms=row["compute_ms"]
             )

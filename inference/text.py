@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from django.core.files.storage import default_storage
 
+from marketplace import files
 from marketplace.models import Task
 from marketplace.tokenization import (
     TextError,
@@ -52,8 +52,7 @@ def tokenizer_for(target) -> tuple[object, TextPlan]:
             _tokenizers.move_to_end(key)
             return cached
     try:
-        with default_storage.open(target.tokenizer_name, "rb") as handle:
-            tokenizer = tokenizer_load(handle.read())
+        tokenizer = tokenizer_load(files.read_bytes(target.tokenizer_name))
     except TokenizerError as exc:
         raise TextError(f"this version's tokenizer does not load here: {exc}") from None
     plan = text_plan(tokenizer, inputs)

@@ -172,7 +172,7 @@ def model_metadata(request, owner: str, name: str, number: int | None = None):
 def model_ready(request, owner: str, name: str, number: int | None = None):
     # "Can it serve this caller": a gated model the caller was not granted is not ready for them (403).
     _, _, target = _target(request, owner, name, number, to_run=True)
-    if queue.enabled() and not queue.serving():
+    if queue.enabled() and not queue.serving(target.queue):
         return JsonResponse({"name": target.slug, "ready": False}, status=503)
     return JsonResponse({"name": target.slug, "ready": True})
 

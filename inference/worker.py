@@ -11,8 +11,23 @@ import os
 import tempfile
 
 from celery import bootsteps
+from celery.signals import celeryd_after_setup
+from django.conf import settings
 
+from .pools import served_pools
 from .runners.supervisor import SOCKET_ENV, Supervisor
+
+
+@celeryd_after_setup.connect
+def consume_served_pools(sender, instance, **kwargs) -> None:
+    """The worker consumes its pools' Celery queues: exactly INFERENCE_QUEUES when set (over any -Q), else
+    the default queue and every queue a model is placed on, added to what -Q selected."""
+    queues = instance.app.amqp.queues
+    if settings.INFERENCE_QUEUES:
+        queues.select(served_pools())
+    else:
+        for pool in served_pools():
+            queues.select_add(pool)
 
 
 class InferenceWorkerStep(bootsteps.StartStopStep):
@@ -22,7 +37,9 @@ class InferenceWorkerStep(bootsteps.StartStopStep):
         self.supervisor: Supervisor | None = None
 
     def start(self, worker) -> None:
-        self.supervisor = Supervisor(f"{worker.hostname}:{os.getpid()}", os.environ[SOCKET_ENV])
+        self.supervisor = Supervisor(
+            f"{worker.hostname}:{os.getpid()}", os.environ[SOCKET_ENV], served_pools()
+        )
         self.supervisor.start()
 
     def stop(self, worker) -> None:

@@ -69,6 +69,7 @@ class ModelAdminForm(forms.ModelForm):
             "preprocessing",
             "visibility",
             "gated",
+            "queue",
         ]
 
     def clean(self):
@@ -97,11 +98,12 @@ class ModelAdmin(admin.ModelAdmin):
         "latest_format",
         "visibility",
         "gated",
+        "queue",
         "downloads",
         "runs",
         "updated_at",
     ]
-    list_filter = ["visibility", "gated", "task", "latest_format"]
+    list_filter = ["visibility", "gated", "task", "latest_format", "queue"]
     search_fields = ["name", "owner__username"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
@@ -13,7 +12,7 @@ from rest_framework.views import APIView
 
 from portal.middleware import declared_body_length
 
-from . import services
+from . import files, optimizing, services
 from .filters import ModelFilterSet
 from .models import AccessRequest, Model, ModelVersion
 from .pagination import CatalogPagination
@@ -74,6 +73,27 @@ def refuse_oversized_request(request) -> int:
     return limit
 
 
+class StreamsModelUploads:
+    """Upload views: the model file streams into storage while the body is read (`services.streamed_uploads`),
+    from before authentication, whose CSRF check may read the body."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.method != "POST":
+            return super().dispatch(request, *args, **kwargs)
+        with services.streamed_uploads(request):
+            return super().dispatch(request, *args, **kwargs)
+
+
+def upload_data(request):
+    """The request's form data, its model file already stored; 413 when the file was stopped at the limit."""
+    try:
+        data = request.data
+        services.refuse_stopped_upload(request._request)
+    except services.UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    return data
+
+
 def store_or_refuse(*, file, limit: int) -> services.StoredFile:
     try:
         return services.store_upload(file=file, limit=limit)
@@ -117,7 +137,7 @@ def pending_response(version: ModelVersion) -> Response:
     return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
-class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
+class ModelListCreateView(StreamsModelUploads, ScopedByMethod, generics.ListAPIView):
     serializer_class = ModelSummarySerializer
     filterset_class = ModelFilterSet
     pagination_class = CatalogPagination
@@ -142,7 +162,7 @@ class ModelListCreateView(ScopedByMethod, generics.ListAPIView):
     )
     def post(self, request, *args, **kwargs):
         limit = refuse_oversized_request(request)
-        payload = ModelUploadSerializer(data=request.data)
+        payload = ModelUploadSerializer(data=upload_data(request))
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         if Model.objects.filter(owner=request.user, name__iexact=data["name"]).exists():
@@ -218,7 +238,7 @@ class ModelDetailView(ScopedByMethod, generics.GenericAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
+class VersionListCreateView(StreamsModelUploads, ScopedByMethod, generics.GenericAPIView):
     serializer_class = VersionSerializer
     pagination_class = None  # a model's versions come as one list
     queryset = ModelVersion.objects.none()  # versions are looked up through their visible model
@@ -244,7 +264,7 @@ class VersionListCreateView(ScopedByMethod, generics.GenericAPIView):
         if not model.is_editable_by(request.user):
             raise PermissionDenied("Only the model's owner can add versions.")
         limit = refuse_oversized_request(request)
-        payload = VersionUploadSerializer(data=request.data)
+        payload = VersionUploadSerializer(data=upload_data(request))
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         tokenizer = tokenizer_store_or_refuse(file=data["tokenizer"], task=model.task)
@@ -308,10 +328,10 @@ class VersionOptimizeView(APIView):
         payload = OptimizeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            version = services.version_optimize(source=source, method=payload.validated_data["method"])
-        except services.NotOptimizable as exc:
+            version = optimizing.version_optimize(source=source, method=payload.validated_data["method"])
+        except optimizing.NotOptimizable as exc:
             raise UnsupportedModel(str(exc)) from exc
-        except services.VersionNotReady as exc:
+        except optimizing.VersionNotReady as exc:
             raise NotReady(str(exc)) from exc
         body = {
             "number": version.number,
@@ -337,16 +357,12 @@ class VersionFileView(APIView):
             check_may_run(request.user, version.model)
         except GateClosed as exc:
             raise PermissionDenied(str(exc)) from None
-        if version.status != ModelVersion.Status.READY or not default_storage.exists(version.file.name):
+        if version.status != ModelVersion.Status.READY or not files.exists(version.file.name):
             raise Http404("This version has no downloadable file.")
         services.version_record_download(version=version)
         filename = f"{version.model.name}-v{version.number}.{FORMAT_EXTENSIONS.get(version.format, 'bin')}"
-        response = FileResponse(
-            default_storage.open(version.file.name, "rb"),
-            as_attachment=True,
-            filename=filename,
-            content_type="application/octet-stream",
-        )
+        # Streamed through this process, also from S3: the README says why not a presigned URL.
+        response = files.download_response(version.file.name, filename=filename, size=version.size)
         response["X-Content-SHA256"] = version.sha256
         return response
 

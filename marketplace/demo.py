@@ -15,11 +15,10 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.files import File
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
-from . import services
+from . import files, optimizing, services
 from .models import Model, ModelVersion, Task
 from .optimization import optimization_summary
 
@@ -292,11 +291,11 @@ def optimize_demo_digits(owner, *, log=print) -> ModelVersion | None:
     ):
         return None
     source = model.versions.filter(derived_from__isnull=True, status=ModelVersion.Status.READY).first()
-    optimized = services.version_optimize(source=source, method=DIGITS_OPTIMIZATION, inline=True)
+    optimized = optimizing.version_optimize(source=source, method=DIGITS_OPTIMIZATION, inline=True)
     if optimized.status != ModelVersion.Status.READY:
         raise DemoModelFailed(f"The optimized demo/digits version was rejected: {optimized.reason}")
     accuracies = {
-        version.number: held_out_accuracy(default_storage.path(version.file.name))
+        version.number: held_out_accuracy(files.local_copy(name=version.file.name, sha256=version.sha256))
         for version in (source, optimized)
     }
     card = (

@@ -38,6 +38,11 @@ model_name_validator = RegexValidator(
 )
 
 
+queue_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "Letters, digits, '.', '_' and '-', starting with a letter or digit."
+)
+
+
 class Model(models.Model):
     # No index of its own: `model_owner_downloads` and the unique (owner, lower(name)) both lead with
     # owner_id, and one index less keeps bulk inserts (seed_catalog) fast.
@@ -65,6 +70,15 @@ class Model(models.Model):
     search_document = SearchVectorField(null=True, editable=False)
     downloads = models.PositiveBigIntegerField(default=0)
     runs = models.PositiveBigIntegerField(default=0)
+    # Where the model runs: the worker pool (Celery queue, see INFERENCE_QUEUES) an admin placed it on, e.g.
+    # big models on big machines; blank: the default queue (INFERENCE_JOB_QUEUE).
+    queue = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[queue_name_validator],
+        help_text="The worker pool (Celery queue) that validates and runs this model; blank for the default.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.files import File
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -24,19 +20,16 @@ from portal import metrics, process_cache
 from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
-from .models import AccessRequest, Format, Model, ModelVersion, Task, Visibility
-from .optimization import is_low_agreement, optimization_record, run_optimization
+from . import files
+from .files import StoredFile, UploadTooLarge, check_upload_size
+from .models import AccessRequest, Model, ModelVersion, Task, Visibility
 from .selectors import access_cache_key, latest_ready_version
 from .tokenization import tokenizer_check
-from .validation import inspect_model_file, sniff_upload
+from .validation import Inspection, inspect_model_file, sniff_upload
 
 logger = logging.getLogger(__name__)
 
-CHUNK_SIZE = 1 << 20
-
-
-class UploadTooLarge(Exception):
-    pass
+__all__ = ["StoredFile", "UploadTooLarge", "check_upload_size"]  # re-exported: the views catch them here
 
 
 class UnsupportedModelFile(Exception):
@@ -53,14 +46,6 @@ class TokenizerNotForTask(Exception):
 
 class ModelNameTaken(Exception):
     pass
-
-
-class NotOptimizable(UnsupportedModelFile):
-    """A version whose format the optimizer does not take (a 415); str(exc) says why and what to do."""
-
-
-class VersionNotReady(Exception):
-    """Only a ready version can be optimized (a 409); str(exc) says what state it is in."""
 
 
 class PrivateModelLimitReached(Exception):
@@ -88,69 +73,69 @@ def effective_upload_limit_for(user) -> int:
 MULTIPART_ALLOWANCE = 1 << 20
 
 
-def check_upload_size(*, size: int | None, limit: int, framing: int = 0) -> None:
-    """The one upload size rule: raise UploadTooLarge when `size` (less `framing` bytes) is over `limit`.
-
-    Called with the request's declared length (and MULTIPART_ALLOWANCE) before the body is read, with the
-    file's size once it is known, and on the bytes counted while it is stored.
-    """
-    if size is not None and size > limit + framing:
-        raise UploadTooLarge(f"The file is over the upload limit: the limit is {limit} bytes.")
-
-
-@dataclass
-class StoredFile:
-    name: str
-    size: int
-    sha256: str
-
-
 def store_upload(*, file, limit: int) -> StoredFile:
-    """Copy an uploaded file into content-addressed storage chunk by chunk, hashing as it goes.
+    """Keep an uploaded model file: streamed into storage once, hashed as it went (`files`).
 
-    Refuses (UnsupportedModelFile) what the first bytes already show is not a model, and (UploadTooLarge)
-    files over `limit`, before anything is kept.
+    `file` is the request's `StreamedUpload` (stored by the upload handler already) or any file object,
+    copied in here. Refuses (UnsupportedModelFile) what the first bytes show is not a model, and
+    (UploadTooLarge) files over `limit`, leaving nothing behind. Content kept for another version is shared.
     """
     check_upload_size(size=file.size, limit=limit)
-    staging = Path(settings.MEDIA_ROOT) / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    descriptor, temp_path = tempfile.mkstemp(dir=staging)
+    if isinstance(file, files.StreamedUpload):
+        stored, head = file.stored, file.head
+    else:
+        stored, head = files.store_stream(file, limit=limit)
     try:
-        with os.fdopen(descriptor, "wb") as out:
-            if hasattr(file, "seek"):
-                file.seek(0)
-            for chunk in (
-                file.chunks(CHUNK_SIZE)
-                if hasattr(file, "chunks")
-                else iter(lambda: file.read(CHUNK_SIZE), b"")
-            ):
-                if len(head) < 512:
-                    head += chunk[: 512 - len(head)]
-                size += len(chunk)
-                check_upload_size(size=size, limit=limit)
-                digest.update(chunk)
-                out.write(chunk)
+        check_upload_size(size=stored.size, limit=limit)
         reason = sniff_upload(head)
         if reason:
             raise UnsupportedModelFile(reason)
-        sha256 = digest.hexdigest()
-        name = f"models/{sha256[:2]}/{sha256}"
-        final_path = Path(default_storage.path(name))
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        if final_path.exists():
-            os.unlink(temp_path)
-        else:
-            os.replace(temp_path, final_path)
-        metrics.uploads_total.inc()
-        metrics.upload_bytes_total.inc(size)
-        return StoredFile(name=name, size=size, sha256=sha256)
     except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
+        files.delete(stored.name)
         raise
+    stored = _share_stored_content(stored)
+    metrics.uploads_total.inc()
+    metrics.upload_bytes_total.inc(stored.size)
+    return stored
+
+
+def _share_stored_content(stored: StoredFile) -> StoredFile:
+    """The same content already kept for a live version: use that file and drop the new copy."""
+    existing = (
+        ModelVersion.objects.filter(sha256=stored.sha256)
+        .exclude(status=ModelVersion.Status.REJECTED)
+        .exclude(file=stored.name)
+        .values_list("file", flat=True)
+        .first()
+    )
+    if existing and files.exists(existing):
+        files.delete(stored.name)
+        return replace(stored, name=existing)
+    return stored
+
+
+@contextmanager
+def streamed_uploads(request):
+    """Around an upload view: the model file streams into storage as the request body is read, and whatever it
+    wrote that no version took when the view is done (an invalid form, a refusal, an error) is removed.
+
+    Entered before anything reads the body (the CSRF check does: see `views.streams_model_uploads`)."""
+    handler = files.ModelFileUploadHandler(request, limit=lambda: effective_upload_limit_for(request.user))
+    request.upload_handlers.insert(0, handler)
+    request.model_upload = handler
+    try:
+        yield handler
+    finally:
+        handler.abort()
+        for name in handler.written:
+            discard_stored_file(name)
+
+
+def refuse_stopped_upload(request) -> None:
+    """UploadTooLarge when the upload handler stopped the request's model file at the limit."""
+    handler = getattr(request, "model_upload", None)
+    if handler is not None and handler.refused is not None:
+        raise handler.refused
 
 
 def store_tokenizer(*, file) -> StoredFile:
@@ -172,12 +157,10 @@ def store_tokenizer(*, file) -> StoredFile:
         raise UnsupportedTokenizer(reason)
     sha256 = hashlib.sha256(raw).hexdigest()
     name = f"tokenizers/{sha256[:2]}/{sha256}.json"
-    if not default_storage.exists(name):
-        from django.core.files.base import ContentFile
-
-        saved = default_storage.save(name, ContentFile(raw))
+    if not files.exists(name):
+        saved = files.save_bytes(name, raw)
         if saved != name:  # stored concurrently by another upload of the same content
-            default_storage.delete(saved)
+            files.delete(saved)
     return StoredFile(name=name, size=len(raw), sha256=sha256)
 
 
@@ -194,12 +177,12 @@ TEXT_TASKS = (Task.TEXT_CLASSIFICATION.value, Task.FEATURE_EXTRACTION.value)
 def discard_stored_file(name: str) -> None:
     """Delete a stored file unless another version still uses the same content."""
     if name and not ModelVersion.objects.filter(file=name).exists():
-        default_storage.delete(name)
+        files.delete(name)
 
 
 def discard_stored_tokenizer(name: str) -> None:
     if name and not ModelVersion.objects.filter(tokenizer=name).exists():
-        default_storage.delete(name)
+        files.delete(name)
 
 
 def model_create(
@@ -301,10 +284,8 @@ def version_publish(
         if version.status == ModelVersion.Status.REJECTED:
             discard_unpublished_model(version=version)
         return version
-    from .tasks import validate_version_task
-
     try:
-        transaction.on_commit(lambda: validate_version_task.delay(version_id=version.pk))
+        transaction.on_commit(lambda: validation_enqueue(version=version))
     except Exception as exc:
         if outage_of(exc) is None:
             raise
@@ -324,18 +305,42 @@ def version_publish(
     return version
 
 
+def pool_of(model: Model) -> str:
+    """The Celery queue of the workers a model runs on (big models on big machines): the default queue
+    unless an admin placed it."""
+    return model.queue or settings.INFERENCE_JOB_QUEUE
+
+
+def validation_enqueue(*, version: ModelVersion) -> None:
+    """Queue the version's validation on its model's pool; a version still to be made by the optimizer
+    goes to the optimizer (`optimizing`), which validates what it makes."""
+    from .tasks import optimize_version_task, validate_version_task
+
+    task = optimize_version_task if version.is_being_optimized else validate_version_task
+    task.apply_async(kwargs={"version_id": version.pk}, queue=pool_of(version.model))
+
+
 def validate_version(*, version_id: int) -> ModelVersion | None:
     """Inspect a validating version in the sandbox and record the verdict (run by the worker)."""
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None or version.status != ModelVersion.Status.VALIDATING:
         return version
     hint = version.signature.get("hint") if isinstance(version.signature, dict) else None
-    inspection = inspect_model_file(
-        default_storage.path(version.file.name),
-        signature_hint=hint,
-        example=version.example_inputs,
-        tokenizer=default_storage.path(version.tokenizer.name) if version.tokenizer else None,
-    )
+    try:
+        # This worker's cached copies, fetched from storage by sha256 and checked: the web's disk is not here.
+        # Storage out of reach raises FileUnavailable, and the task is tried again.
+        path = files.local_copy(name=version.file.name, sha256=version.sha256)
+        tokenizer = (
+            files.local_copy(name=version.tokenizer.name, sha256=version.tokenizer_sha256)
+            if version.tokenizer
+            else None
+        )
+    except files.FileMismatch as exc:
+        inspection = Inspection(ok=False, reason=f"The stored file is not the one uploaded: {exc}.")
+    else:
+        inspection = inspect_model_file(
+            path, signature_hint=hint, example=version.example_inputs, tokenizer=tokenizer
+        )
     if inspection.ok:
         version.status = ModelVersion.Status.READY
         version.format = inspection.format
@@ -363,129 +368,28 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     return version
 
 
-# --- optimization (issue 14) --------------------------------------------------------------------------------
-
-
-FORMAT_NAMES = {Format.TORCHSCRIPT: "TorchScript", Format.TORCH_EXPORT: "a torch.export archive"}
-
-
-def version_optimize(*, source: ModelVersion, method: str, inline: bool = False) -> ModelVersion:
-    """Start making a quantized version of `source` with `method`: the new version's row now (the next number,
-    `validating`, with the source's example and tokenizer), the work in the worker (here when `inline`).
-
-    Raises VersionNotReady for a version that is not ready, NotOptimizable for one that is not ONNX.
-    """
-    if source.status != ModelVersion.Status.READY:
-        raise VersionNotReady(
-            f"Version {source.number} is {source.status}: only a ready version can be optimized."
-        )
-    if source.format != Format.ONNX:
-        raise NotOptimizable(
-            f"Version {source.number} is {FORMAT_NAMES.get(source.format, source.format)}: only ONNX "
-            "versions can be optimized (ONNX Runtime quantizes ONNX graphs). Export the model to ONNX "
-            "(torch.onnx.export) and upload it as a new version, then optimize that one."
-        )
-    tokenizer = (
-        StoredFile(
-            name=source.tokenizer.name, size=source.tokenizer_size or 0, sha256=source.tokenizer_sha256
-        )
-        if source.tokenizer
-        else None
-    )
-    version = version_create(
-        model=source.model,
-        # No file yet: the job writes it once, while the version is `validating` (see ModelVersion).
-        stored=StoredFile(name="", size=0, sha256=""),
-        notes=f"{method} quantization of version {source.number}.",
-        example=source.example_inputs,
-        tokenizer=tokenizer,
-        derived_from=source,
-        optimization={"method": method},
-    )
-    if inline:
-        return optimize_version(version_id=version.pk)
-    from .tasks import optimize_version_task
-
-    try:
-        transaction.on_commit(lambda: optimize_version_task.delay(version_id=version.pk))
-    except Exception as exc:
-        if outage_of(exc) is None:
-            raise
-        # The broker took nothing: the new version goes (it has no file yet; the tokenizer is the source's)
-        # and the caller gets a 503, rather than a version left `validating` for good.
-        version.delete()
-        raise
-    return version
-
-
-def optimize_version(*, version_id: int) -> ModelVersion | None:
-    """Quantize a derived version's source in the sandbox, keep the result as this version's file and what
-    was measured, then validate it like any upload (run by the worker). A failure rejects the version with
-    the reason; it never raises for a bad model."""
-    version = ModelVersion.objects.select_related("model", "derived_from").filter(pk=version_id).first()
-    if version is None or version.status != ModelVersion.Status.VALIDATING:
-        return version
-    if version.sha256:  # the file is there already (a retried task): only validation is left
-        return validate_version(version_id=version.pk)
-    source = version.derived_from
-    if source is None or source.status != ModelVersion.Status.READY:
-        return optimization_reject(version, "The version it was to be made from is no longer ready.")
-    method = version.optimization.get("method", "")
-    with tempfile.TemporaryDirectory(prefix="modelport-optimize-") as workdir:
-        outcome = run_optimization(
-            default_storage.path(source.file.name),
-            method=method,
-            signature=source.signature,
-            task=version.model.task,
-            example=source.example_inputs,
-            tokenizer=default_storage.path(source.tokenizer.name) if source.tokenizer else None,
-            workdir=workdir,
-        )
-        if not outcome.ok:
-            return optimization_reject(version, f"Optimization failed: {outcome.reason}")
-        try:
-            with open(outcome.path, "rb") as handle:
-                stored = store_upload(
-                    file=File(handle, name=outcome.path.name), limit=settings.MODEL_UPLOAD_MAX_BYTES
-                )
-        except (UploadTooLarge, UnsupportedModelFile) as exc:
-            return optimization_reject(version, f"Optimization failed: {exc}")
-    optimization = optimization_record(
-        method=method, size_before=source.size, size_after=stored.size, measured=outcome.measured
-    )
-    updated = ModelVersion.objects.filter(
-        pk=version.pk, status=ModelVersion.Status.VALIDATING, sha256=""
-    ).update(
-        file=stored.name,
-        size=stored.size,
-        sha256=stored.sha256,
-        optimization=optimization,
-        low_agreement=is_low_agreement(optimization),
-    )
-    if not updated:  # another run of this job got there first
-        discard_stored_file(stored.name)
-    logger.info("optimized version id=%s (%s): %s", version.pk, version, optimization)
-    return validate_version(version_id=version.pk)
-
-
-def optimization_reject(version: ModelVersion, reason: str) -> ModelVersion:
-    ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.VALIDATING).update(
-        status=ModelVersion.Status.REJECTED, reason=reason[:2000]
-    )
-    logger.info("optimization of version id=%s (%s) failed: %s", version.pk, version, reason)
-    metrics.validations_total.labels(ModelVersion.Status.REJECTED).inc()
-    version.refresh_from_db()
-    return version
+def stored_files_sweep(*, older_than: timedelta) -> tuple[list[str], int]:
+    """Remove what uploads left behind when their process died mid-way (one that fails cleanly removes its
+    own): model files older than `older_than` that no version refers to, and unfinished S3 multipart uploads
+    begun that long ago. Returns the files removed and the number of uploads aborted."""
+    cutoff = timezone.now() - older_than
+    candidates = files.model_files_older_than(cutoff)
+    kept = set(ModelVersion.objects.filter(file__in=candidates).values_list("file", flat=True))
+    removed = [name for name in candidates if name not in kept]
+    for name in removed:
+        files.delete(name)
+    return removed, files.abort_unfinished_uploads(cutoff)
 
 
 def discard_file_of_rejected(version: ModelVersion) -> None:
     # A rejected file is never served: keep the record (number, reason, hash), drop the bytes.
     if not ModelVersion.objects.filter(file=version.file.name).exclude(pk=version.pk).exists():
-        default_storage.delete(version.file.name)
+        files.delete(version.file.name)
+    files.evict_local_copy(version.sha256)
     if version.tokenizer and (
         not ModelVersion.objects.filter(tokenizer=version.tokenizer.name).exclude(pk=version.pk).exists()
     ):
-        default_storage.delete(version.tokenizer.name)
+        files.delete(version.tokenizer.name)
 
 
 def version_withdraw(*, version: ModelVersion) -> None:
@@ -504,17 +408,13 @@ def validations_resume(*, older_than: timedelta) -> list[int]:
     """Queue again the validation of versions still `validating` long after their upload, whose task was lost
     (a broker restarted without persistence); each at most once per `older_than`. A duplicate is harmless:
     `validate_version` acts only on a version that is still validating. Returns the ids queued."""
-    from .tasks import optimize_version_task, validate_version_task
-
-    stale = ModelVersion.objects.filter(
+    stale = ModelVersion.objects.select_related("model").filter(
         status=ModelVersion.Status.VALIDATING, created_at__lt=timezone.now() - older_than
     )[:100]
     queued = []
     for version in stale:
         if cache.add(f"validation-resumed:{version.pk}", 1, timeout=older_than.total_seconds() or 1):
-            # A version still to be made by the optimizer goes to it (its task has the longer time limit).
-            task = optimize_version_task if version.is_being_optimized else validate_version_task
-            task.delay(version_id=version.pk)
+            validation_enqueue(version=version)
             queued.append(version.pk)
     if queued:
         logger.warning("validations queued again (their task was lost): %s", queued)

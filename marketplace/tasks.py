@@ -5,11 +5,12 @@ from celery import shared_task
 from django.conf import settings
 from django.db.utils import InterfaceError, OperationalError
 
-from . import services
+from . import files, optimizing, services
 
-# PostgreSQL out of reach (or a connection it dropped): the version would stay `validating` for good, so the
-# task is tried again with backoff (1 s, 2 s, 4 s … up to a minute apart, for about half an hour).
-RETRIED_ON = (OperationalError, InterfaceError)
+# PostgreSQL or the file storage out of reach (or a connection it dropped): the version would stay
+# `validating` for good, so the task is tried again with backoff (1 s, 2 s, 4 s … a minute apart, for half
+# an hour).
+RETRIED_ON = (OperationalError, InterfaceError, files.FileUnavailable)
 
 
 @shared_task(
@@ -36,4 +37,4 @@ def validate_version_task(*, version_id: int) -> None:
     max_retries=40,
 )
 def optimize_version_task(*, version_id: int) -> None:
-    services.optimize_version(version_id=version_id)
+    optimizing.optimize_version(version_id=version_id)

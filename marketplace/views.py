@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import wraps
 from urllib.parse import urlencode
 
 import numpy as np
@@ -12,11 +13,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from portal.middleware import declared_body_length
 
-from . import services
+from . import optimizing, services
 from .cards import render_card
 from .filters import ModelFilterSet
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
@@ -168,12 +170,31 @@ def tokenizer_store(file, *, task: str) -> services.StoredFile | None:
         raise services.UnsupportedTokenizer(f"The tokenizer is not usable: {exc}") from exc
 
 
+def streams_model_uploads(view):
+    """The model file streams into storage while the body is read (`services.streamed_uploads`).
+
+    The CSRF middleware would read the body before the view, with the default handlers: the check is made
+    here instead, once the handler is in place (as Django's documentation on upload handlers shows)."""
+    protected = csrf_protect(view)
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.method != "POST":
+            return protected(request, *args, **kwargs)
+        with services.streamed_uploads(request):
+            return protected(request, *args, **kwargs)
+
+    return wrapped
+
+
 def too_large(request, template: str, context: dict, error: services.UploadTooLarge):
     context["error"] = str(error)
     return render(request, template, context, status=413)
 
 
 @login_required
+@streams_model_uploads
 def model_upload(request):
     limit = services.effective_upload_limit_for(request.user)
     if request.method != "POST":
@@ -187,7 +208,12 @@ def model_upload(request):
     except services.UploadTooLarge as exc:
         context = {"form": ModelUploadForm(owner=request.user), "limit": limit}
         return too_large(request, "marketplace/upload.html", context, exc)
-    form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
+    try:
+        form = ModelUploadForm(request.POST, request.FILES, owner=request.user)
+        services.refuse_stopped_upload(request)
+    except services.UploadTooLarge as exc:
+        context = {"form": ModelUploadForm(owner=request.user), "limit": limit}
+        return too_large(request, "marketplace/upload.html", context, exc)
     context = {"form": form, "limit": limit}
     if not form.is_valid():
         return render(request, "marketplace/upload.html", context, status=400)
@@ -242,6 +268,7 @@ def model_upload(request):
 
 @login_required
 @require_POST
+@streams_model_uploads
 def version_upload(request, owner: str, name: str):
     model = editable_model_or_404(request.user, owner=owner, name=name)
     limit = services.effective_upload_limit_for(request.user)
@@ -253,7 +280,13 @@ def version_upload(request, owner: str, name: str):
         form = VersionUploadForm()
         form.add_error(None, str(exc))
         return render_model_page(request, model, version_form=form, status=413)
-    form = VersionUploadForm(request.POST, request.FILES)
+    try:
+        form = VersionUploadForm(request.POST, request.FILES)
+        services.refuse_stopped_upload(request)
+    except services.UploadTooLarge as exc:
+        form = VersionUploadForm()
+        form.add_error(None, str(exc))
+        return render_model_page(request, model, version_form=form, status=413)
     if not form.is_valid():
         return render_model_page(request, model, version_form=form, status=400)
     try:
@@ -309,11 +342,11 @@ def version_optimize(request, owner: str, name: str, number: int):
         messages.error(request, f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
         return render_model_page(request, model, status=400)
     try:
-        version = services.version_optimize(source=source, method=method)
-    except services.NotOptimizable as exc:
+        version = optimizing.version_optimize(source=source, method=method)
+    except optimizing.NotOptimizable as exc:
         messages.error(request, str(exc))
         return render_model_page(request, model, status=415)
-    except services.VersionNotReady as exc:
+    except optimizing.VersionNotReady as exc:
         messages.error(request, str(exc))
         return render_model_page(request, model, status=409)
     messages.info(

@@ -220,8 +220,28 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request without it
+# MODEL_STORAGE: where model files, tokenizers and large outputs live (read and written only by
+# marketplace.files): "filesystem" under MEDIA_ROOT, or "s3", an S3-compatible bucket through django-storages,
+# configured by its standard AWS_* settings. Web and workers must all use the same storage.
+MODEL_STORAGE = env_str("MODEL_STORAGE", "filesystem")
+if MODEL_STORAGE == "filesystem":
+    _model_storage = {"BACKEND": "marketplace.files.FileSystemModelStorage"}
+elif MODEL_STORAGE == "s3":
+    # django-storages reads its standard settings; the keys may also come from boto3's usual sources.
+    _model_storage = {"BACKEND": "marketplace.s3.S3ModelStorage"}
+    AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or None
+    AWS_S3_FILE_OVERWRITE = False
+    AWS_DEFAULT_ACL = None  # private objects: every read goes through Modelport's checks or a worker
+    if not AWS_STORAGE_BUCKET_NAME:
+        raise ImproperlyConfigured(
+            "MODEL_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (and AWS_S3_ENDPOINT_URL…)."
+        )
+else:
+    raise ImproperlyConfigured(f"MODEL_STORAGE is {MODEL_STORAGE!r}: use filesystem or s3.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _model_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
         if not DEBUG
@@ -232,7 +252,8 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"
 
-# Uploads are streamed to temporary files from the first byte, never held whole in memory.
+# Uploads are never held whole in memory: a model file streams straight into storage as it arrives
+# (marketplace.files.ModelFileUploadHandler, on the upload views); other files go to temporary files.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024 * 1024)
@@ -416,7 +437,12 @@ PREDICTION_QUEUED_MAX_SECONDS = env_int("PREDICTION_QUEUED_MAX_SECONDS", 3600)
 PREDICTION_INLINE_OUTPUT_BYTES = env_int("PREDICTION_INLINE_OUTPUT_BYTES", 256 * 1024)
 PREDICTION_WAIT_DEFAULT = env_int("PREDICTION_WAIT_DEFAULT", 30)
 PREDICTION_WAIT_MAX = env_int("PREDICTION_WAIT_MAX", 60)
+# The default queue (Celery queue and worker pool): models no admin placed elsewhere are validated and run
+# there.
 INFERENCE_JOB_QUEUE = env_str("INFERENCE_JOB_QUEUE", "celery")
+# The queues (worker pools) this worker consumes, jobs and interactive calls alike. Unset: all of them, that
+# is the default queue and every queue a model is placed on (Model.queue) when the worker starts.
+INFERENCE_QUEUES = env_list("INFERENCE_QUEUES")
 # The Redis request queue runs when REDIS_URL is set; without it interactive calls become jobs.
 INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
 INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")

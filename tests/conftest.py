@@ -139,6 +139,9 @@ class ChildProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, 15)
@@ -252,6 +255,75 @@ def live_web(django_db_setup, django_db_blocker, tmp_path_factory):
     """A live multi-process web server; tests that use it need `transactional_db` (rows must be committed)."""
     server = WebServer(tmp_path_factory.mktemp("web") / "gunicorn.log")
     server.start()
+    yield server
+    server.stop()
+
+
+class S3Server(ChildProcess):
+    """moto's standalone S3-compatible server on a free port, reached over HTTP like any S3 (in memory)."""
+
+    ACCESS = {"AWS_ACCESS_KEY_ID": "modelport-test", "AWS_SECRET_ACCESS_KEY": "modelport-test-secret"}
+
+    def __init__(self, log_path: Path):
+        super().__init__(log_path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        import requests
+
+        self.spawn(["moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the S3 server exited:\n{self.log()}")
+            try:
+                requests.get(self.url, timeout=1)
+                return self
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError(f"the S3 server did not come up:\n{self.log()}")
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.ACCESS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.ACCESS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def new_bucket(self) -> str:
+        import uuid
+
+        name = f"models-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def storage_env(self, bucket: str) -> dict[str, str]:
+        """What a web or worker process needs to keep its model files in `bucket` (API.md's MODEL_STORAGE)."""
+        return {
+            "MODEL_STORAGE": "s3",
+            "AWS_STORAGE_BUCKET_NAME": bucket,
+            "AWS_S3_ENDPOINT_URL": self.url,
+            "AWS_S3_REGION_NAME": "us-east-1",
+            **self.ACCESS,
+        }
+
+    def keys(self, bucket: str) -> list[str]:
+        listed = self.client().list_objects_v2(Bucket=bucket)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+    def unfinished_uploads(self, bucket: str) -> list[str]:
+        listed = self.client().list_multipart_uploads(Bucket=bucket)
+        return [item["Key"] for item in listed.get("Uploads", [])]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log").start()
     yield server
     server.stop()
 

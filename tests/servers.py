@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-# binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py.
+# binary -> Debian package; prometheus scrapes a live server in tests/inference/test_e2e_observability.py,
+# `ip` puts a worker on a network of its own in tests/inference/test_e2e_worker_pools.py.
 APT_PACKAGES = {
     "redis-server": "redis-server",
     "chromium": "chromium",
     "prometheus": "prometheus",
     "openssl": "openssl",  # the webhook tests' certificate authority
+    "ip": "iproute2",
 }
 
 
@@ -43,7 +45,8 @@ def is_root() -> bool:
 
 
 def install_missing() -> None:
-    missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None]
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # `ip` lives in sbin, off a user's PATH
+    missing = [pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary, path=path) is None]
     if not (PG_BIN / "postgres").exists():
         missing.append("postgresql-15")
     if not missing:

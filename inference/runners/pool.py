@@ -287,6 +287,14 @@ class Scheduler:
             self.stopped = True
             self.cond.notify_all()
 
+    def pending_remote(self) -> dict[Source, list[str]]:
+        """The models woken from a remote source and not drained yet, by source."""
+        with self.cond:
+            pending: dict[Source, list[str]] = {}
+            for sha, (source, _) in self.remote.items():
+                pending.setdefault(source, []).append(sha)
+            return pending
+
     def _pick(self) -> str | None:
         for sha in self.order:
             if self.busy.get(sha, 0) < self.cap:

@@ -75,9 +75,10 @@ def pool_from_settings(name: str, observer: PoolObserver | None = None) -> Runne
 
 
 class QueueSource(Source):
-    """Interactive calls: fetched from their model's Redis queue only when a runner is free for it."""
+    """Interactive calls of one pool: fetched from their model's Redis queue only when a runner is free."""
 
-    def __init__(self):
+    def __init__(self, pool: str):
+        self.pool = pool
         self.redis = queue.client()
 
     def fetch(self, sha256: str, limit: int) -> list[Request]:
@@ -105,24 +106,26 @@ class QueueSource(Source):
 
 
 class Supervisor:
-    def __init__(self, name: str, socket_path: str):
+    def __init__(self, name: str, socket_path: str, pools: list[str]):
         self.name = name
+        self.pools = pools  # the queues this worker serves (`pools.served_pools`)
         self.socket_path = socket_path
-        self.telemetry = SupervisorTelemetry(name)
+        self.telemetry = SupervisorTelemetry(name, pools)
         self.pool = pool_from_settings(name.replace("@", "-").replace(":", "-"), self.telemetry)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
         self.recorder: subprocess.Popen | None = None  # records and reaper: `inference.recorder`
         self.maintenance: threading.Thread | None = None
+        self.wakeups: threading.Thread | None = None
 
     def start(self) -> None:
         metrics_dir_prune()  # a previous run's files; this worker's pool processes write their own
         self.pool.start()
         self._thread(self.serve_socket, "supervisor-socket")
         if queue.enabled():
-            self.queue_source = QueueSource()
-            self._thread(self.listen_for_wakeups, "supervisor-wakeups")
+            self.queue_sources = {pool: QueueSource(pool) for pool in self.pools}
+            self.wakeups = self._thread(self.listen_for_wakeups, "supervisor-wakeups")
         self.maintenance = self._thread(self.maintain, "supervisor-maintenance")
         self._thread(self.publish_status, "supervisor-telemetry")
 
@@ -138,6 +141,10 @@ class Supervisor:
             self.listener.close()
         if self.maintenance is not None:
             self.maintenance.join(10)  # it restarts a recorder that exits: not once this one is ended
+        if queue.enabled():
+            if self.wakeups is not None:
+                self.wakeups.join(5)  # its last heartbeat comes before the pools are left, never after
+            self.leave_pools()
         self.pool.stop()
         if queue.enabled():
             self.telemetry.publish(self.pool)  # the statistics of the last second
@@ -172,19 +179,32 @@ class Supervisor:
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= next_heartbeat:
-                    queue.heartbeat(self.name)
+                    queue.heartbeat(self.name, self.pools)
                     next_heartbeat = time.monotonic() + 1
-                first = queue.wait_wakeup(connection, timeout=0.5)
+                first = queue.wait_wakeup(connection, self.pools, timeout=0.5)
                 if first is None:
                     continue
+                pool, sha = first
                 # A runner starts on the first model at once; the rest of the wake-ups are read meanwhile.
-                self.pool.scheduler.wake(self.queue_source, [first])
-                more = queue.drain_wakeups(connection)
-                if more:
-                    self.pool.scheduler.wake(self.queue_source, more)
+                self.pool.scheduler.wake(self.queue_sources[pool], [sha])
+                for pool_name, source in self.queue_sources.items():
+                    more = queue.drain_wakeups(connection, pool_name)
+                    if more:
+                        self.pool.scheduler.wake(source, more)
             except Exception:
                 logger.exception("reading wake-ups")
                 self.stopping.wait(1)
+
+    def leave_pools(self) -> None:
+        """Leaving cleanly: the heartbeats end now (the web sends new calls to the job path, or to the pool's
+        other workers), and the wake-ups taken but not served go back for another worker of the pool."""
+        try:
+            queue.heartbeat_stop(self.name, self.pools)
+            connection = queue.client()
+            for source, shas in self.pool.scheduler.pending_remote().items():
+                queue.wake_again(connection, source.pool, shas)
+        except Exception:
+            logger.exception("handing the pools back")
 
     # --- jobs ----------------------------------------------------------------------------------------------
 

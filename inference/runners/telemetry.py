@@ -36,8 +36,9 @@ def status_pattern() -> str:
 
 
 class SupervisorTelemetry(PoolObserver):
-    def __init__(self, name: str):
+    def __init__(self, name: str, pools: list[str] | None = None):
         self.name = name
+        self.pools = pools or []  # the queues the worker serves, shown on the operations page
         self.statistics = StatisticsBuffer()
         self.lock = threading.Lock()
         self.models: dict[str, tuple[str, float]] = {}  # sha256 -> (owner/name, last seen)
@@ -131,6 +132,7 @@ class SupervisorTelemetry(PoolObserver):
             "name": self.name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pools": self.pools,
             "seen_at": time.time(),
             "runners": runner_rows,
             "queues": by_slug,

@@ -43,7 +43,8 @@
     status.workers.forEach(function (worker) {
       worker.runners.forEach(function (runner) {
         runners.push([
-          worker.name, runner.slot, runner.alive ? "yes" : "no", runner.pid, megabytes(runner.rss),
+          worker.name + (worker.pools && worker.pools.length ? " (" + worker.pools.join(", ") + ")" : ""),
+          runner.slot, runner.alive ? "yes" : "no", runner.pid, megabytes(runner.rss),
           runner.warm.join(", "), restarts(runner.restarts),
         ]);
       });

@@ -49,8 +49,8 @@ def test_it_uploads_an_onnx_model(api, celery_worker_process):
     assert version["sha256"] == hashlib.sha256(content).hexdigest()
     assert version["size"] == len(content)
     assert version["status"] == "ready"
-    stored = Path(settings.MEDIA_ROOT) / "models" / version["sha256"][:2] / version["sha256"]
-    assert stored.read_bytes() == content
+    [row] = ModelVersion.objects.filter(sha256=version["sha256"])
+    assert (Path(settings.MEDIA_ROOT) / row.file.name).read_bytes() == content
 
 
 def test_it_uploads_a_traced_torchscript_model(api, celery_worker_process):

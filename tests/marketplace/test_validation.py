@@ -62,3 +62,31 @@ def test_an_upload_not_validated_in_time_answers_202_with_a_status_url(api, clie
     # Not published yet: other people do not see it, even though it is public.
     assert client.get("/api/v1/models/alice/slow").status_code == 404
     assert client.get("/models/alice/slow/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_validation_reads_the_file_from_storage_by_its_hash(alice, settings, tmp_path):
+    settings.INFERENCE_MODEL_CACHE_DIR = tmp_path / "cache"  # this worker's own, empty cache
+    from marketplace import files
+
+    stored = services.store_upload(file=upload_file(onnx_model_bytes(bias=9.5), "m.onnx"), limit=1 << 30)
+    version = services.model_create(owner=alice, name="from-storage", stored=stored)
+    files.delete(stored.name)  # storage out of reach, or the file gone: nothing to judge yet
+    with pytest.raises(files.FileUnavailable):
+        services.validate_version(version_id=version.pk)  # the task is retried (RETRIED_ON)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.VALIDATING
+
+    files.save_bytes(stored.name, onnx_model_bytes(bias=1.5))  # other bytes than were uploaded
+    services.validate_version(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.REJECTED
+    assert "not the one uploaded" in version.reason
+    assert not (tmp_path / "cache" / version.sha256).exists()
+
+
+def test_the_validation_task_is_retried_while_storage_is_out_of_reach():
+    from marketplace import files
+    from marketplace.tasks import RETRIED_ON
+
+    assert issubclass(files.FileUnavailable, RETRIED_ON)

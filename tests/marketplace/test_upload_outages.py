@@ -3,6 +3,7 @@ lost. The broker and the worker are real; the broker "down" is a closed port."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -61,10 +62,17 @@ def test_a_version_whose_validation_task_was_lost_is_queued_again_once_and_valid
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lost_optimization_job_is_queued_again_to_the_optimizer(publish, celery_worker_process):
-    from .optimize_models import trained_mlp
+    from .optimize_models import digits_example, trained_mlp
 
     content, _ = trained_mlp()
     publish("mlp", content=content, task="tabular-classification")
+    ModelVersion.objects.filter(model__name="mlp", number=1).update(
+        signature={
+            "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+        },
+        example=json.dumps(digits_example()),
+    )
     source = ModelVersion.objects.get(model__name="mlp", number=1)
     # What `version_optimize` leaves for its job, as if the broker lost that job: no file yet, no task.
     derived = services.version_create(

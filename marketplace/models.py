@@ -146,6 +146,11 @@ class ModelVersion(models.Model):
     tokenizer = models.FileField(max_length=255, blank=True)
     tokenizer_size = models.PositiveBigIntegerField(null=True, blank=True)
     tokenizer_sha256 = models.CharField(max_length=64, blank=True)
+    # Encryption at rest (marketplace/encryption.py): each file's data key wrapped by the master key, with its
+    # nonce prefix and the master key's id (never the master key). Blank: the file is stored in the clear.
+    # Files shared by content between versions share the key. A key rotation re-wraps these in place.
+    file_key = models.CharField(max_length=128, blank=True, default="", editable=False)
+    tokenizer_key = models.CharField(max_length=128, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

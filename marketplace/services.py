@@ -18,7 +18,7 @@ from django.utils import timezone
 from portal import metrics
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
-from . import files
+from . import encryption, files
 from .files import StoredFile, UploadTooLarge, check_upload_size
 from .models import Model, ModelVersion, Task, Visibility
 from .selectors import latest_ready_version
@@ -98,17 +98,18 @@ def store_upload(*, file, limit: int) -> StoredFile:
 
 
 def _share_stored_content(stored: StoredFile) -> StoredFile:
-    """The same content already kept for a live version: use that file and drop the new copy."""
-    existing = (
+    """The same content already kept for a live version: use that file (and the envelope of its data key) and
+    drop the new copy. Only a file stored as this one is: an encrypted upload never shares a clear copy."""
+    candidates = (
         ModelVersion.objects.filter(sha256=stored.sha256)
         .exclude(status=ModelVersion.Status.REJECTED)
         .exclude(file=stored.name)
-        .values_list("file", flat=True)
-        .first()
     )
-    if existing and files.exists(existing):
+    candidates = candidates.exclude(file_key="") if stored.key else candidates.filter(file_key="")
+    existing = candidates.values_list("file", "file_key").first()
+    if existing and files.exists(existing[0]):
         files.delete(stored.name)
-        return replace(stored, name=existing)
+        return replace(stored, name=existing[0], key=existing[1])
     return stored
 
 
@@ -154,12 +155,19 @@ def store_tokenizer(*, file) -> StoredFile:
     if reason:
         raise UnsupportedTokenizer(reason)
     sha256 = hashlib.sha256(raw).hexdigest()
-    name = f"tokenizers/{sha256[:2]}/{sha256}.json"
-    if not files.exists(name):
-        saved = files.save_bytes(name, raw)
-        if saved != name:  # stored concurrently by another upload of the same content
-            files.delete(saved)
-    return StoredFile(name=name, size=len(raw), sha256=sha256)
+    # Shared by content with a version that has it stored the same way (clear, or encrypted: then with its
+    # envelope); else a file of its own, whose name says nothing of its content.
+    candidates = ModelVersion.objects.filter(tokenizer_sha256=sha256).exclude(
+        status=ModelVersion.Status.REJECTED
+    )
+    if encryption.encrypting():
+        candidates = candidates.exclude(tokenizer_key="")
+    else:
+        candidates = candidates.filter(tokenizer_key="")
+    existing = candidates.values_list("tokenizer", "tokenizer_key").first()
+    if existing and files.exists(existing[0]):
+        return StoredFile(name=existing[0], size=len(raw), sha256=sha256, key=existing[1])
+    return files.save_file_bytes(files.new_tokenizer_file_name(), raw)
 
 
 def check_tokenizer_task(*, task: str) -> None:
@@ -260,6 +268,8 @@ def version_create(
             tokenizer=tokenizer.name if tokenizer else "",
             tokenizer_size=tokenizer.size if tokenizer else None,
             tokenizer_sha256=tokenizer.sha256 if tokenizer else "",
+            file_key=stored.key,
+            tokenizer_key=tokenizer.key if tokenizer else "",
         )
 
 
@@ -308,9 +318,11 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     try:
         # This worker's cached copies, fetched from storage by sha256 and checked: the web's disk is not here.
         # Storage out of reach raises FileUnavailable, and the task is tried again.
-        path = files.local_copy(name=version.file.name, sha256=version.sha256)
+        path = files.local_copy(name=version.file.name, sha256=version.sha256, key=version.file_key)
         tokenizer = (
-            files.local_copy(name=version.tokenizer.name, sha256=version.tokenizer_sha256)
+            files.local_copy(
+                name=version.tokenizer.name, sha256=version.tokenizer_sha256, key=version.tokenizer_key
+            )
             if version.tokenizer
             else None
         )

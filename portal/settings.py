@@ -251,6 +251,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"
+# Encryption at rest (marketplace/encryption.py): with MODEL_ENCRYPTION_KEY (32 bytes, base64) set, model
+# files and tokenizers are stored encrypted. MODEL_ENCRYPTION_KEY_OLD is the key being replaced, during a
+# rotation (`manage.py rotate_model_keys`). Checked as a process starts (marketplace/checks.py); never stored.
+MODEL_ENCRYPTION_KEY = env_str("MODEL_ENCRYPTION_KEY", "")
+MODEL_ENCRYPTION_KEY_OLD = env_str("MODEL_ENCRYPTION_KEY_OLD", "")
 
 # Uploads are never held whole in memory: a model file streams straight into storage as it arrives
 # (marketplace.files.ModelFileUploadHandler, on the upload views); other files go to temporary files.

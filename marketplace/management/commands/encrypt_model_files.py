@@ -1,0 +1,23 @@
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from marketplace.files import FileMismatch
+from marketplace.keyring import clear_files_seal
+
+
+class Command(BaseCommand):
+    help = (
+        "Encrypt, under MODEL_ENCRYPTION_KEY, the model files and tokenizers stored in the clear (uploaded "
+        "before the key was set). Safe to stop and run again."
+    )
+
+    def handle(self, *args, **options):
+        try:
+            sealing = clear_files_seal()
+        except (ImproperlyConfigured, FileMismatch) as exc:
+            raise CommandError(str(exc)) from exc
+        for name in sealing.sealed:
+            self.stdout.write(f"encrypted {name}")
+        for name in sealing.missing:
+            self.stdout.write(f"not in storage (a rejected version's file): {name}")
+        self.stdout.write(self.style.SUCCESS(f"Encrypted {len(sealing.sealed)} file(s)."))

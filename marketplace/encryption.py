@@ -158,6 +158,11 @@ def key_id_prefix(key: MasterKey) -> str:
     return f"{FORMAT_VERSION}.{key.id}."
 
 
+def key_id_prefix_of(envelope: str) -> str:
+    """What every envelope wrapped by the same master key as `envelope` starts with."""
+    return ".".join(envelope.split(".")[:2]) + "."
+
+
 def new_envelope(master: MasterKey) -> tuple[Envelope, bytes]:
     """A fresh data key for one file: its envelope under `master`, and the key itself."""
     data_key = AESGCM.generate_key(bit_length=256)

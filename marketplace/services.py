@@ -99,13 +99,17 @@ def store_upload(*, file, limit: int) -> StoredFile:
 
 def _share_stored_content(stored: StoredFile) -> StoredFile:
     """The same content already kept for a live version: use that file (and the envelope of its data key) and
-    drop the new copy. Only a file stored as this one is: an encrypted upload never shares a clear copy."""
+    drop the new copy. Only a file stored as this one is: an encrypted upload shares only a file whose key is
+    wrapped by the same master key (so never a clear copy, nor one this process could not open)."""
     candidates = (
         ModelVersion.objects.filter(sha256=stored.sha256)
         .exclude(status=ModelVersion.Status.REJECTED)
         .exclude(file=stored.name)
     )
-    candidates = candidates.exclude(file_key="") if stored.key else candidates.filter(file_key="")
+    if stored.key:
+        candidates = candidates.filter(file_key__startswith=encryption.key_id_prefix_of(stored.key))
+    else:
+        candidates = candidates.filter(file_key="")
     existing = candidates.values_list("file", "file_key").first()
     if existing and files.exists(existing[0]):
         files.delete(stored.name)
@@ -155,13 +159,14 @@ def store_tokenizer(*, file) -> StoredFile:
     if reason:
         raise UnsupportedTokenizer(reason)
     sha256 = hashlib.sha256(raw).hexdigest()
-    # Shared by content with a version that has it stored the same way (clear, or encrypted: then with its
-    # envelope); else a file of its own, whose name says nothing of its content.
+    # Shared by content with a version that has it stored the same way (clear, or encrypted under the same
+    # master key: then with its envelope); else a file of its own, whose name says nothing of its content.
     candidates = ModelVersion.objects.filter(tokenizer_sha256=sha256).exclude(
         status=ModelVersion.Status.REJECTED
     )
-    if encryption.encrypting():
-        candidates = candidates.exclude(tokenizer_key="")
+    master = encryption.configured_key()
+    if master is not None:
+        candidates = candidates.filter(tokenizer_key__startswith=encryption.key_id_prefix(master))
     else:
         candidates = candidates.filter(tokenizer_key="")
     existing = candidates.values_list("tokenizer", "tokenizer_key").first()

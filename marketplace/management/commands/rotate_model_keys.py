@@ -6,8 +6,8 @@ from marketplace.keyring import keys_rotate
 
 class Command(BaseCommand):
     help = (
-        "Re-wrap every model file's data key with the new master key MODEL_ENCRYPTION_KEY, unwrapping with the "
-        "old one, MODEL_ENCRYPTION_KEY_OLD. The files are not re-encrypted. Safe to stop and run again."
+        "Re-wrap every model file's data key with the new master key MODEL_ENCRYPTION_KEY, unwrapping with "
+        "the old one, MODEL_ENCRYPTION_KEY_OLD. The files are not re-encrypted. Safe to stop and run again."
     )
     # The start-up check would refuse the half-rotated state this command exists to finish.
     requires_system_checks = []

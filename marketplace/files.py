@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -318,11 +319,14 @@ def download_response(name: str, *, key: str = "", filename: str, size: int) -> 
 
 
 def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
-    """The stored file's content in this machine's cache (`INFERENCE_MODEL_CACHE_DIR`), keyed by its sha256:
-    copied from storage (decrypted with its envelope `key`) on first use and checked against the hash,
-    readable by this user only. FileUnavailable when it cannot be had (FileMismatch: not the content
-    stored)."""
-    cache_dir = Path(settings.INFERENCE_MODEL_CACHE_DIR)
+    """The stored file's content in this machine's cache, keyed by its sha256: copied from storage on first
+    use and checked against the hash, readable by this user only. FileUnavailable when it cannot be had
+    (FileMismatch: not the content stored).
+
+    A file stored encrypted (`key`, its envelope) is decrypted into INFERENCE_DECRYPTED_MODEL_DIR (in memory
+    by default), never into the model cache on disk (INFERENCE_MODEL_CACHE_DIR)."""
+    cache_dir = _private_folder(Path(settings.INFERENCE_DECRYPTED_MODEL_DIR)) if key else None
+    cache_dir = cache_dir or Path(settings.INFERENCE_MODEL_CACHE_DIR)
     path = cache_dir / sha256
     if path.exists():
         return path
@@ -348,21 +352,47 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
     return path
 
 
+def _private_folder(folder: Path) -> Path:
+    # Often in /dev/shm, which anyone may write to: a folder someone else made there (or a link to one) is
+    # refused, never used.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = os.lstat(folder)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid not in {os.geteuid(), _runner_uid()}:
+        raise FileUnavailable(
+            f"{folder} is not a folder of this user's: decrypted model files are not kept there"
+        )
+    os.chmod(folder, 0o700)
+    _hand_to_runner_user(str(folder))
+    return folder
+
+
 def _keep_private(path: str) -> None:
     # The plaintext of a possibly encrypted model: this user only (0600). When runners run as another user
     # (INFERENCE_RUNNER_USER, the worker being root), the file is theirs, since they must open it; root reads
     # it anyway.
     os.chmod(path, 0o600)
+    _hand_to_runner_user(path)
+
+
+def _runner_uid() -> int | None:
+    """The user runners run as when not this process's (INFERENCE_RUNNER_USER, the worker being root)."""
     runner_user = getattr(settings, "INFERENCE_RUNNER_USER", "")
     if runner_user and os.geteuid() == 0:
         import pwd
 
-        entry = pwd.getpwnam(runner_user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        return pwd.getpwnam(runner_user).pw_uid
+    return None
+
+
+def _hand_to_runner_user(path: str) -> None:
+    uid = _runner_uid()
+    if uid is not None:
+        os.chown(path, uid, -1)
 
 
 def evict_local_copy(sha256: str) -> None:
     (Path(settings.INFERENCE_MODEL_CACHE_DIR) / sha256).unlink(missing_ok=True)
+    (Path(settings.INFERENCE_DECRYPTED_MODEL_DIR) / sha256).unlink(missing_ok=True)
 
 
 # --- uploads straight from the request ----------------------------------------------------------------------

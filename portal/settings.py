@@ -461,6 +461,17 @@ INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
 INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
 INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
+# Where a worker keeps the decrypted copies of encrypted model files (MODEL_ENCRYPTION_KEY) it runs: a folder
+# of this user's only, in memory (/dev/shm) by default, so no plaintext reaches a disk. Give /dev/shm room for
+# the models a worker runs (docker: --shm-size), or point this at a private folder on disk.
+INFERENCE_DECRYPTED_MODEL_DIR = Path(
+    env_str("INFERENCE_DECRYPTED_MODEL_DIR")
+    or (
+        f"/dev/shm/modelport-{os.getuid()}-models"  # noqa: S108 - its owner is checked (marketplace.files)
+        if os.path.isdir("/dev/shm")  # noqa: S108
+        else str(INFERENCE_MODEL_CACHE_DIR / "decrypted")
+    )
+)
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched call of one model
 # Records of interactive calls are written in bulk at most this often (seconds) by the worker.

@@ -40,6 +40,7 @@ def shares_a_run(plain: bytes, stored: bytes, run: int = 64) -> bool:
 def storage_dirs(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.INFERENCE_MODEL_CACHE_DIR = tmp_path / "cache"
+    settings.INFERENCE_DECRYPTED_MODEL_DIR = tmp_path / "decrypted"
     return tmp_path
 
 
@@ -116,7 +117,7 @@ def cut_out(sealed: bytes, chunk: int) -> bytes:
         ),
     ],
 )
-def test_an_altered_file_is_refused_and_never_cached(master_key, alter):
+def test_an_altered_file_is_refused_and_never_cached(master_key, storage_dirs, alter):
     content = os.urandom(2 * CHUNK_SIZE + 500)
     stored = store(content)
     rewrite(stored.name, alter(stored_bytes(stored.name)))
@@ -124,8 +125,25 @@ def test_an_altered_file_is_refused_and_never_cached(master_key, alter):
         files.read_bytes(stored.name, key=stored.key)
     with pytest.raises(files.FileMismatch):
         files.local_copy(name=stored.name, sha256=stored.sha256, key=stored.key)
-    cache = Path(files.settings.INFERENCE_MODEL_CACHE_DIR)
-    assert [path.name for path in cache.iterdir()] == []
+    assert list((storage_dirs / "decrypted").iterdir()) == []
+    assert not (storage_dirs / "cache").exists() or list((storage_dirs / "cache").iterdir()) == []
+
+
+def test_decrypted_copies_are_never_kept_in_a_folder_that_is_not_this_users(settings, master_key, tmp_path):
+    stored = store(b"some model bytes" * 100)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings.INFERENCE_DECRYPTED_MODEL_DIR = tmp_path / "planted-link"
+    settings.INFERENCE_DECRYPTED_MODEL_DIR.symlink_to(elsewhere)
+    with pytest.raises(files.FileUnavailable, match="not a folder of this user's"):
+        files.local_copy(name=stored.name, sha256=stored.sha256, key=stored.key)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_default_folder_for_decrypted_copies_is_in_memory():
+    from django.conf import settings
+
+    assert settings.INFERENCE_DECRYPTED_MODEL_DIR == Path(f"/dev/shm/modelport-{os.getuid()}-models")
 
 
 def test_a_file_under_another_master_key_is_unavailable_here(settings, master_key):
@@ -135,16 +153,21 @@ def test_a_file_under_another_master_key_is_unavailable_here(settings, master_ke
         files.read_bytes(stored.name, key=stored.key)
 
 
-def test_a_version_is_validated_from_its_sealed_file_and_downloaded_as_uploaded(master_key, alice, api):
+def test_a_version_is_validated_from_its_sealed_file_and_downloaded_as_uploaded(
+    master_key, storage_dirs, alice, api
+):
     content = onnx_model_bytes(bias=0.5)
     stored = services.store_upload(file=upload_file(content), limit=1 << 30)
     version = services.model_create(owner=alice, name="sealed", stored=stored)
     assert version.file_key == stored.key != ""
     version = services.validate_version(version_id=version.pk)
     assert version.status == "ready", version.reason
-    cached = Path(files.settings.INFERENCE_MODEL_CACHE_DIR) / version.sha256
-    assert cached.read_bytes() == content
-    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    # Decrypted for the sandbox into the private folder (in memory by default), not the model cache on disk.
+    decrypted = storage_dirs / "decrypted"
+    assert (decrypted / version.sha256).read_bytes() == content
+    assert stat.S_IMODE((decrypted / version.sha256).stat().st_mode) == 0o600
+    assert stat.S_IMODE(decrypted.stat().st_mode) == 0o700
+    assert not (storage_dirs / "cache").exists() or list((storage_dirs / "cache").iterdir()) == []
 
     response = api.get("/api/v1/models/alice/sealed/versions/1/file")
     assert response.status_code == 200

@@ -162,6 +162,7 @@ def keys_rotate() -> Rotation:
 class Sealing:
     sealed: list[str] = field(default_factory=list)  # names of the clear files now stored encrypted
     missing: list[str] = field(default_factory=list)  # clear files a version names but storage lacks
+    failed: list[str] = field(default_factory=list)  # clear files whose content is not their sha256: left alone
 
 
 def clear_files_seal() -> Sealing:
@@ -178,7 +179,11 @@ def clear_files_seal() -> Sealing:
             if not files.exists(name):
                 sealing.missing.append(name)  # a rejected version's file, dropped with its verdict
                 continue
-            stored = files.encrypted_copy(name, sha256=sha256, new_name=new_name())
+            try:
+                stored = files.encrypted_copy(name, sha256=sha256, new_name=new_name())
+            except files.FileMismatch as exc:
+                sealing.failed.append(str(exc))
+                continue
             with transaction.atomic():
                 moved = ModelVersion.objects.filter(**{column: name, key_column: ""}).update(
                     **{column: stored.name, key_column: stored.key}

@@ -18,6 +18,7 @@ from django.db import connection
 from marketplace.models import ModelVersion
 from portal.models import ApiKey
 from tests.conftest import PROJECT_ROOT, ServingStack, WebServer, WorkerProcess, database_url_for_test_db
+from tests.inference.test_e2e_runners import runner_pids
 from tests.inference.text_builders import tiny_encoder_onnx, wordpiece_tokenizer_json
 from tests.servers import PG_BIN, as_postgres
 
@@ -137,6 +138,12 @@ def test_sealed_files_are_served_survive_a_key_rotation_and_a_wrong_key_stops_th
     try:
         upload(first, auth)
         assert_it_serves(first, auth)
+        # The runners that opened the models never had the master key.
+        runners = runner_pids(first.worker)
+        assert runners
+        for pid in runners:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"MODEL_ENCRYPTION_KEY" not in environ and old_key.encode() not in environ
     finally:
         first.stop()
 

@@ -299,3 +299,35 @@ def test_start_up_is_refused_without_the_key_or_with_the_wrong_one(settings, mas
 
     settings.MODEL_ENCRYPTION_KEY, settings.MODEL_ENCRYPTION_KEY_OLD = new_key(), master_key
     assert keyring.startup_problem() is None  # mid-rotation: both keys are known
+
+
+def test_in_s3_files_are_sealed_too_and_read_back_in_parts(s3_server, settings, master_key):
+    bucket = s3_server.new_bucket()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "marketplace.s3.S3ModelStorage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "endpoint_url": s3_server.url,
+                "region_name": "us-east-1",
+                "access_key": s3_server.ACCESS["AWS_ACCESS_KEY_ID"],
+                "secret_key": s3_server.ACCESS["AWS_SECRET_ACCESS_KEY"],
+            },
+        },
+    }
+    content = os.urandom(9 * CHUNK_SIZE + 3)  # more than one multipart part
+    stored = store(content)
+    client = s3_server.client()
+    sealed = client.get_object(Bucket=bucket, Key=stored.name)["Body"].read()
+    assert len(sealed) == encryption.encrypted_size(len(content))
+    assert not shares_a_run(content, sealed)
+    assert files.read_bytes(stored.name, key=stored.key) == content
+    response = files.download_response(stored.name, key=stored.key, filename="m.onnx", size=len(content))
+    assert b"".join(response.streaming_content) == content
+
+    client.put_object(Bucket=bucket, Key=stored.name, Body=sealed[: -CHUNK_SIZE // 2])
+    with pytest.raises(files.FileMismatch):
+        files.download_response(stored.name, key=stored.key, filename="m.onnx", size=len(content))
+    with pytest.raises(files.FileMismatch):
+        files.read_bytes(stored.name, key=stored.key)

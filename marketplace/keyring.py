@@ -162,7 +162,7 @@ def keys_rotate() -> Rotation:
 class Sealing:
     sealed: list[str] = field(default_factory=list)  # names of the clear files now stored encrypted
     missing: list[str] = field(default_factory=list)  # clear files a version names but storage lacks
-    failed: list[str] = field(default_factory=list)  # clear files whose content is not their sha256: left alone
+    failed: list[str] = field(default_factory=list)  # clear files not matching their sha256: left alone
 
 
 def clear_files_seal() -> Sealing:

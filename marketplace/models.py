@@ -159,7 +159,8 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")
         ]
 
-    # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
+    # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes
+    # (but `encrypt_model_files`, which points `file` and `tokenizer` at sealed copies of the same content).
     IMMUTABLE_FIELDS = (
         "model_id",
         "number",

@@ -331,3 +331,10 @@ def test_in_s3_files_are_sealed_too_and_read_back_in_parts(s3_server, settings, 
         files.download_response(stored.name, key=stored.key, filename="m.onnx", size=len(content))
     with pytest.raises(files.FileMismatch):
         files.read_bytes(stored.name, key=stored.key)
+
+
+def test_the_admin_shows_which_master_key_a_version_needs_never_a_key(master_key, publish, admin_client):
+    version = publish("sealed").versions.get()
+    page = admin_client.get(f"/admin/marketplace/modelversion/{version.pk}/change/").content.decode()
+    assert f"yes, under master key {encryption.MasterKey.from_text(master_key).id}" in page
+    assert master_key not in page and version.file_key not in page

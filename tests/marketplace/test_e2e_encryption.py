@@ -146,6 +146,7 @@ def test_sealed_files_are_served_survive_a_key_rotation_and_a_wrong_key_stops_th
             assert b"MODEL_ENCRYPTION_KEY" not in environ and old_key.encode() not in environ
     finally:
         first.stop()
+    assert old_key not in first.logs()
 
     # Nothing at rest holds the plaintext: the stored files and the model cache on disk (the decrypted copies
     # live in the worker's private folder, in memory by default).
@@ -209,6 +210,8 @@ def test_sealed_files_are_served_survive_a_key_rotation_and_a_wrong_key_stops_th
         with pytest.raises(RuntimeError, match="gunicorn exited"):
             web.start()
         assert "MODEL_ENCRYPTION_KEY is the wrong key" in web.log_text()
+    grpc = manage("grpcserver", "--port", "0", MODEL_ENCRYPTION_KEY=old_key)
+    assert grpc.returncode != 0 and "MODEL_ENCRYPTION_KEY is the wrong key" in grpc.stderr
     missing = manage("check")
     assert missing.returncode != 0
     assert (

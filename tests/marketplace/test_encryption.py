@@ -338,3 +338,33 @@ def test_the_admin_shows_which_master_key_a_version_needs_never_a_key(master_key
     page = admin_client.get(f"/admin/marketplace/modelversion/{version.pk}/change/").content.decode()
     assert f"yes, under master key {encryption.MasterKey.from_text(master_key).id}" in page
     assert master_key not in page and version.file_key not in page
+
+
+class Zeros:
+    """A file object of `size` zero bytes, read a piece at a time (nothing is held whole)."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def test_memory_stays_flat_whatever_the_file_size(master_key):
+    import tracemalloc
+
+    size = 48 * CHUNK_SIZE + 5
+    tracemalloc.start()
+    try:
+        stored, _head = files.store_stream(Zeros(size), limit=1 << 40)
+        digest = hashlib.sha256()
+        with files.open_stream(stored.name, key=stored.key) as stream:
+            for piece in iter(lambda: stream.read(CHUNK_SIZE), b""):
+                digest.update(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest.hexdigest() == hashlib.sha256(bytes(size)).hexdigest() == stored.sha256
+    assert peak < 8 * CHUNK_SIZE, f"peak {peak} bytes for a {size}-byte file"

@@ -66,6 +66,7 @@ class RequestHeader:
     outputs: list[str]
     batchable: bool
     model: str = ""  # owner/name, for the worker's metrics and log lines
+    file_key: str = ""  # the envelope of the file's data key when it is stored encrypted (only wrapped keys)
 
     def as_dict(self) -> dict:
         return asdict(self)

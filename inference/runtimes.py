@@ -23,6 +23,7 @@ def platform_of(format_name: str) -> str:
     return PLATFORMS.get(format_name, "")
 
 
-def local_model_path(*, sha256: str, file_name: str) -> Path:
-    """The model file in this machine's cache, copied from storage (and its sha256 checked) on first use."""
-    return files.local_copy(name=file_name, sha256=sha256)
+def local_model_path(*, sha256: str, file_name: str, file_key: str = "") -> Path:
+    """The model file in this machine's cache, copied from storage (decrypted when `file_key` is its envelope,
+    and its sha256 checked) on first use."""
+    return files.local_copy(name=file_name, sha256=sha256, key=file_key)

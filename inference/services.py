@@ -73,6 +73,9 @@ class Target:
     # Text models: the version's tokenizer.json (storage name and content hash), blank without one.
     tokenizer_name: str = ""
     tokenizer_sha256: str = ""
+    # The envelopes of the files' data keys when stored encrypted (marketplace.encryption), else blank.
+    file_key: str = ""
+    tokenizer_key: str = ""
     # The worker pool an admin placed the model on (`pools.py`), blank for the default one.
     queue: str = ""
 
@@ -94,6 +97,7 @@ class Target:
             format=self.format,
             file_name=self.file_name,
             size=self.size,
+            file_key=self.file_key,
             inputs=tuple(spec["name"] for spec in specs),
             outputs=tuple(spec["name"] for spec in self.signature.get("outputs", [])),
             batchable=bool(specs) and all(spec["shape"] and spec["shape"][0] == -1 for spec in specs),
@@ -169,6 +173,8 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
         signature=version.signature or {},
         tokenizer_name=version.tokenizer.name or "",
         tokenizer_sha256=version.tokenizer_sha256,
+        file_key=version.file_key,
+        tokenizer_key=version.tokenizer_key,
         queue=model.queue,
     )
 
@@ -225,6 +231,7 @@ def prediction_submit(
         format=target.format,
         file_name=target.file_name,
         size=target.size,
+        file_key=target.file_key,
         inputs=list(ref.inputs),
         outputs=list(ref.outputs),
         batchable=ref.batchable,
@@ -419,6 +426,7 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
         "format": version.format,
         "file_name": version.file.name,
         "size": version.size,
+        "file_key": version.file_key,
         "inputs": [spec["name"] for spec in specs],
         "outputs": [spec["name"] for spec in signature.get("outputs", [])],
         "batchable": bool(specs) and all(spec["shape"] and spec["shape"][0] == -1 for spec in specs),

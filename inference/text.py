@@ -52,7 +52,7 @@ def tokenizer_for(target) -> tuple[object, TextPlan]:
             _tokenizers.move_to_end(key)
             return cached
     try:
-        tokenizer = tokenizer_load(files.read_bytes(target.tokenizer_name))
+        tokenizer = tokenizer_load(files.read_bytes(target.tokenizer_name, key=target.tokenizer_key))
     except TokenizerError as exc:
         raise TextError(f"this version's tokenizer does not load here: {exc}") from None
     plan = text_plan(tokenizer, inputs)

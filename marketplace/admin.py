@@ -148,11 +148,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "tokenizer",
         "tokenizer_size",
         "tokenizer_sha256",
+        "stored_encrypted",
         "created_at",
     ]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="stored encrypted")
+    def stored_encrypted(self, version: ModelVersion) -> str:
+        # The master key's id only (never a key): which MODEL_ENCRYPTION_KEY a restore needs.
+        ids = {envelope.split(".")[1] for envelope in (version.file_key, version.tokenizer_key) if envelope}
+        return f"yes, under master key {', '.join(sorted(ids))}" if ids else "no"
 
 
 @admin.action(description="Approve (the user may run and download the model)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, serializers, status
@@ -40,11 +42,19 @@ from .serializers import (
     version_api_url,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The upload is over the size limit."
     default_code = "payload_too_large"
+
+
+class StoredFileUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The stored file cannot be served now."
+    default_code = "file_unavailable"
 
 
 class UnsupportedModel(APIException):
@@ -359,10 +369,21 @@ class VersionFileView(APIView):
             raise PermissionDenied(str(exc)) from None
         if version.status != ModelVersion.Status.READY or not files.exists(version.file.name):
             raise Http404("This version has no downloadable file.")
-        services.version_record_download(version=version)
         filename = f"{version.model.name}-v{version.number}.{FORMAT_EXTENSIONS.get(version.format, 'bin')}"
-        # Streamed through this process, also from S3: the README says why not a presigned URL.
-        response = files.download_response(version.file.name, filename=filename, size=version.size)
+        # Streamed through this process, also from S3 (the README says why not a presigned URL), and decrypted
+        # here when stored encrypted.
+        try:
+            response = files.download_response(
+                version.file.name, key=version.file_key, filename=filename, size=version.size
+            )
+        except files.FileMismatch as exc:
+            logger.error("download of %s refused: %s", version, exc)
+            raise StoredFileUnavailable(
+                "The stored file failed its integrity check and is not served; the operators are told."
+            ) from exc
+        except files.FileUnavailable as exc:
+            raise StoredFileUnavailable(f"The stored file cannot be served now: {exc}.") from exc
+        services.version_record_download(version=version)
         response["X-Content-SHA256"] = version.sha256
         return response
 

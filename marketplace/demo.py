@@ -295,7 +295,9 @@ def optimize_demo_digits(owner, *, log=print) -> ModelVersion | None:
     if optimized.status != ModelVersion.Status.READY:
         raise DemoModelFailed(f"The optimized demo/digits version was rejected: {optimized.reason}")
     accuracies = {
-        version.number: held_out_accuracy(files.local_copy(name=version.file.name, sha256=version.sha256))
+        version.number: held_out_accuracy(
+            files.local_copy(name=version.file.name, sha256=version.sha256, key=version.file_key)
+        )
         for version in (source, optimized)
     }
     card = (

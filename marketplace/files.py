@@ -2,7 +2,14 @@
 
 Everything goes through the default storage (`STORAGES["default"]`, chosen by `MODEL_STORAGE`): a folder
 under `MEDIA_ROOT`, or an S3-compatible bucket through django-storages (`s3.py`). Nothing else in the project
-opens a stored file, so a layer such as encryption at rest plugs in here, in `FileWriter` and `open_stream`.
+opens a stored file.
+
+- Encryption at rest (`encryption.py`): with MODEL_ENCRYPTION_KEY set, `FileWriter` and `save_file_bytes`
+  store model files and tokenizers encrypted, each under a data key of its own whose envelope
+  (`StoredFile.key`) the caller keeps in the version row; readers pass that envelope back (`open_stream`,
+  `read_bytes`, `local_copy`, `download_response`) and get the plaintext, checked chunk by chunk. A blank
+  envelope is a file stored in the clear (before the key was set; `encrypt_model_files` seals those).
+  Prediction outputs are not encrypted.
 
 - Uploads stream once, to their final place, hashed as they go (`ModelFileUploadHandler`, `store_stream`):
   a new file gets a name of its own (`models/<random>`), never a staging copy that is moved afterwards.
@@ -14,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +35,8 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopFutureHandlers, StopUpload
 from django.http import FileResponse
+
+from . import encryption
 
 CHUNK_SIZE = 1 << 20
 HEAD_SIZE = 512
@@ -56,8 +67,9 @@ def check_upload_size(*, size: int | None, limit: int, framing: int = 0) -> None
 @dataclass
 class StoredFile:
     name: str
-    size: int
-    sha256: str
+    size: int  # of the content as uploaded (the plaintext)
+    sha256: str  # of the content as uploaded
+    key: str = ""  # the envelope of its data key (`encryption.Envelope`); blank: stored in the clear
 
 
 # --- the storages -------------------------------------------------------------------------------------------
@@ -105,8 +117,13 @@ def new_model_file_name() -> str:
     return f"models/{uuid.uuid4().hex}"
 
 
+def new_tokenizer_file_name() -> str:
+    return f"tokenizers/{uuid.uuid4().hex}.json"
+
+
 class FileWriter:
-    """A new stored file, written as its bytes come: hashed, counted against `limit`, its head kept.
+    """A new stored file, written as its bytes come: hashed, counted against `limit`, its head kept, and
+    encrypted on its way to storage when MODEL_ENCRYPTION_KEY is set (the hash and head are of the plaintext).
 
     `finish()` makes it visible and returns it; `abort()` (or any error from `write`) leaves nothing."""
 
@@ -117,6 +134,11 @@ class FileWriter:
         self.head = b""
         self.digest = hashlib.sha256()
         self.target = storage().writer(name)
+        self.envelope = None
+        master = encryption.configured_key()
+        if master is not None:
+            self.envelope, data_key = encryption.new_envelope(master)
+            self.target = encryption.EncryptingWriter(self.target, envelope=self.envelope, data_key=data_key)
         self.open = True
 
     def write(self, chunk: bytes) -> None:
@@ -138,7 +160,12 @@ class FileWriter:
             self.abort()
             raise
         self.open = False
-        return StoredFile(name=self.name, size=self.size, sha256=self.digest.hexdigest())
+        return StoredFile(
+            name=self.name,
+            size=self.size,
+            sha256=self.digest.hexdigest(),
+            key=str(self.envelope) if self.envelope else "",
+        )
 
     def abort(self) -> None:
         if self.open:
@@ -163,9 +190,39 @@ def store_stream(source, *, limit: int) -> tuple[StoredFile, bytes]:
     return writer.finish(), writer.head
 
 
+def encrypted_copy(name: str, *, sha256: str, new_name: str) -> StoredFile:
+    """A stored file kept in the clear, copied under `new_name` encrypted (MODEL_ENCRYPTION_KEY must be set);
+    FileMismatch, leaving no copy, when its content is not `sha256`."""
+    writer = FileWriter(new_name, limit=1 << 62)
+    try:
+        with open_stream(name) as source:
+            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.digest.hexdigest() != sha256:
+        writer.abort()
+        raise FileMismatch(f"{name} does not match its sha256: left as it is")
+    return writer.finish()
+
+
 def save_bytes(name: str, data: bytes) -> str:
-    """Store small content (a tokenizer, a prediction's outputs) under `name`; the name it got."""
+    """Store small content (a prediction's outputs) under `name`, in the clear; the name it got."""
     return storage().save(name, ContentFile(data))
+
+
+def save_file_bytes(name: str, data: bytes) -> StoredFile:
+    """Store small content that is part of a version (a tokenizer) under `name`, encrypted when
+    MODEL_ENCRYPTION_KEY is set, like a model file; what was stored, under the name it got."""
+    master = encryption.configured_key()
+    key = ""
+    sealed = data
+    if master is not None:
+        sealed, envelope = encryption.encrypt_bytes(data, master)
+        key = str(envelope)
+    saved = storage().save(name, ContentFile(sealed))
+    return StoredFile(name=saved, size=len(data), sha256=hashlib.sha256(data).hexdigest(), key=key)
 
 
 def delete(name: str) -> None:
@@ -202,32 +259,74 @@ def abort_unfinished_uploads(cutoff) -> int:
 # --- reading ------------------------------------------------------------------------------------------------
 
 
-def open_stream(name: str) -> BinaryIO:
-    """The stored file as a stream to read from (close it); FileNotFoundError when it is not there."""
+def _open_raw(name: str) -> BinaryIO:
     store = storage()
     if hasattr(store, "stream"):
         return store.stream(name)
     return store.open(name, "rb")
 
 
-def read_bytes(name: str) -> bytes:
-    with open_stream(name) as handle:
+def open_stream(name: str, *, key: str = "") -> BinaryIO:
+    """The stored file's content as a stream to read from (close it), decrypted with its envelope `key`
+    when it has one. FileNotFoundError when it is not there; FileUnavailable when its master key is not
+    configured here; FileMismatch when the ciphertext does not authenticate (also later, from `read`:
+    see `decrypt_errors`)."""
+    raw = _open_raw(name)
+    if not key:
+        return raw
+    try:
+        with decrypt_errors():
+            envelope = encryption.Envelope.parse(key)
+            return encryption.DecryptingReader(raw, envelope=envelope, data_key=envelope.data_key())
+    except BaseException:
+        raw.close()
+        raise
+
+
+@contextmanager
+def decrypt_errors():
+    """The cipher's refusals as this module's errors: a file that does not authenticate is not the one stored
+    (FileMismatch, never served); one under a master key not configured here is unavailable."""
+    try:
+        yield
+    except encryption.Tampered as exc:
+        raise FileMismatch(f"the stored file was altered or cut short: {exc}") from exc
+    except encryption.KeyMissing as exc:
+        raise FileUnavailable(f"the stored file cannot be decrypted here: {exc}") from exc
+
+
+def read_bytes(name: str, *, key: str = "") -> bytes:
+    with decrypt_errors(), open_stream(name, key=key) as handle:
         return handle.read()
 
 
-def download_response(name: str, *, filename: str, size: int) -> FileResponse:
-    """The stored file streamed to the client as an attachment (never whole in memory)."""
+def download_response(name: str, *, key: str = "", filename: str, size: int) -> FileResponse:
+    """The stored file's content streamed to the client as an attachment (never whole in memory).
+
+    An encrypted file of the wrong length, or whose first chunk does not authenticate, raises FileMismatch
+    before anything is sent; a later chunk that fails ends the stream short of Content-Length, so the client
+    sees an incomplete download, never bytes that did not authenticate."""
+    if key and storage().size(name) != encryption.encrypted_size(size):
+        raise FileMismatch("the stored file was cut short or extended")
     response = FileResponse(
-        open_stream(name), as_attachment=True, filename=filename, content_type="application/octet-stream"
+        open_stream(name, key=key),
+        as_attachment=True,
+        filename=filename,
+        content_type="application/octet-stream",
     )
     response["Content-Length"] = str(size)
     return response
 
 
-def local_copy(*, name: str, sha256: str) -> Path:
-    """The stored file in this machine's cache (`INFERENCE_MODEL_CACHE_DIR`), keyed by its sha256: copied from
-    storage on first use and checked against the hash. FileUnavailable when it cannot be had."""
-    cache_dir = Path(settings.INFERENCE_MODEL_CACHE_DIR)
+def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
+    """The stored file's content in this machine's cache, keyed by its sha256: copied from storage on first
+    use and checked against the hash, readable by this user only. FileUnavailable when it cannot be had
+    (FileMismatch: not the content stored).
+
+    A file stored encrypted (`key`, its envelope) is decrypted into INFERENCE_DECRYPTED_MODEL_DIR (in memory
+    by default), never into the model cache on disk (INFERENCE_MODEL_CACHE_DIR)."""
+    cache_dir = _private_folder(Path(settings.INFERENCE_DECRYPTED_MODEL_DIR)) if key else None
+    cache_dir = cache_dir or Path(settings.INFERENCE_MODEL_CACHE_DIR)
     path = cache_dir / sha256
     if path.exists():
         return path
@@ -235,23 +334,65 @@ def local_copy(*, name: str, sha256: str) -> Path:
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, prefix=".part-") as part:
         try:
-            with open_stream(name) as source:
+            with decrypt_errors(), open_stream(name, key=key) as source:
                 for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
                     digest.update(chunk)
                     part.write(chunk)
+        except FileUnavailable:
+            os.unlink(part.name)
+            raise
         except Exception as exc:  # a missing file, a storage that does not answer
             os.unlink(part.name)
             raise FileUnavailable(f"the stored file is not available: {exc}") from exc
     if digest.hexdigest() != sha256:
         os.unlink(part.name)
         raise FileMismatch("the stored file does not match its sha256")
-    os.chmod(part.name, 0o644)  # runners may run as another user: they read it, nothing more
+    _keep_private(part.name)
     os.replace(part.name, path)  # atomic: another process may be copying the same file
     return path
 
 
+def _private_folder(folder: Path) -> Path:
+    # Often in /dev/shm, which anyone may write to: a folder someone else made there (or a link to one) is
+    # refused, never used.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = os.lstat(folder)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid not in {os.geteuid(), _runner_uid()}:
+        raise FileUnavailable(
+            f"{folder} is not a folder of this user's: decrypted model files are not kept there"
+        )
+    os.chmod(folder, 0o700)
+    _hand_to_runner_user(str(folder))
+    return folder
+
+
+def _keep_private(path: str) -> None:
+    # The plaintext of a possibly encrypted model: this user only (0600). When runners run as another user
+    # (INFERENCE_RUNNER_USER, the worker being root), the file is theirs, since they must open it; root reads
+    # it anyway.
+    os.chmod(path, 0o600)
+    _hand_to_runner_user(path)
+
+
+def _runner_uid() -> int | None:
+    """The user runners run as when not this process's (INFERENCE_RUNNER_USER, the worker being root)."""
+    runner_user = getattr(settings, "INFERENCE_RUNNER_USER", "")
+    if runner_user and os.geteuid() == 0:
+        import pwd
+
+        return pwd.getpwnam(runner_user).pw_uid
+    return None
+
+
+def _hand_to_runner_user(path: str) -> None:
+    uid = _runner_uid()
+    if uid is not None:
+        os.chown(path, uid, -1)
+
+
 def evict_local_copy(sha256: str) -> None:
     (Path(settings.INFERENCE_MODEL_CACHE_DIR) / sha256).unlink(missing_ok=True)
+    (Path(settings.INFERENCE_DECRYPTED_MODEL_DIR) / sha256).unlink(missing_ok=True)
 
 
 # --- uploads straight from the request ----------------------------------------------------------------------

@@ -159,6 +159,11 @@ class ModelVersion(models.Model):
     # Its top label agrees with the original's too rarely (MODEL_OPTIMIZATION_MIN_AGREEMENT): published, but
     # predict never picks it by default (`selectors.latest_ready_version`), only when asked for by number.
     low_agreement = models.BooleanField(default=False)
+    # Encryption at rest (marketplace/encryption.py): each file's data key wrapped by the master key, with its
+    # nonce prefix and the master key's id (never the master key). Blank: the file is stored in the clear.
+    # Files shared by content between versions share the key. A key rotation re-wraps these in place.
+    file_key = models.CharField(max_length=128, blank=True, default="", editable=False)
+    tokenizer_key = models.CharField(max_length=128, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -167,8 +172,9 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["model", "number"], name="version_number_unique_per_model")
         ]
 
-    # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes.
-    # (An optimized version's file, size and sha256 are written once by its job, before validation.)
+    # What a version *is*; validation may fill in format, status, reason and signature, nothing else changes
+    # (but an optimized version's file, size and sha256, written once by its job before validation, and
+    # `encrypt_model_files`, which points `file` and `tokenizer` at sealed copies of the same content).
     IMMUTABLE_FIELDS = (
         "model_id",
         "number",

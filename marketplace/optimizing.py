@@ -63,7 +63,10 @@ def version_optimize(*, source: ModelVersion, method: str, inline: bool = False)
         )
     tokenizer = (
         StoredFile(
-            name=source.tokenizer.name, size=source.tokenizer_size or 0, sha256=source.tokenizer_sha256
+            name=source.tokenizer.name,
+            size=source.tokenizer_size or 0,
+            sha256=source.tokenizer_sha256,
+            key=source.tokenizer_key,
         )
         if source.tokenizer
         else None
@@ -114,12 +117,14 @@ def optimize_version(*, version_id: int) -> ModelVersion | None:
     with tempfile.TemporaryDirectory(prefix="modelport-optimize-") as workdir:
         # This worker's checked copies, fetched from storage by sha256 (FileUnavailable: the task is retried).
         outcome = run_optimization(
-            files.local_copy(name=source.file.name, sha256=source.sha256),
+            files.local_copy(name=source.file.name, sha256=source.sha256, key=source.file_key),
             method=method,
             signature=source.signature,
             task=version.model.task,
             example=source.example_inputs,
-            tokenizer=files.local_copy(name=source.tokenizer.name, sha256=source.tokenizer_sha256)
+            tokenizer=files.local_copy(
+                name=source.tokenizer.name, sha256=source.tokenizer_sha256, key=source.tokenizer_key
+            )
             if source.tokenizer
             else None,
             workdir=workdir,
@@ -142,6 +147,7 @@ def optimize_version(*, version_id: int) -> ModelVersion | None:
         file=stored.name,
         size=stored.size,
         sha256=stored.sha256,
+        file_key=stored.key,
         optimization=optimization,
         low_agreement=is_low_agreement(optimization),
     )

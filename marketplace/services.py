@@ -20,7 +20,7 @@ from portal import metrics, process_cache
 from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
 
-from . import files
+from . import encryption, files
 from .files import StoredFile, UploadTooLarge, check_upload_size
 from .models import AccessRequest, Model, ModelVersion, Task, Visibility
 from .selectors import access_cache_key, latest_ready_version
@@ -100,17 +100,22 @@ def store_upload(*, file, limit: int) -> StoredFile:
 
 
 def _share_stored_content(stored: StoredFile) -> StoredFile:
-    """The same content already kept for a live version: use that file and drop the new copy."""
-    existing = (
+    """The same content already kept for a live version: use that file (and the envelope of its data key) and
+    drop the new copy. Only a file stored as this one is: an encrypted upload shares only a file whose key is
+    wrapped by the same master key (so never a clear copy, nor one this process could not open)."""
+    candidates = (
         ModelVersion.objects.filter(sha256=stored.sha256)
         .exclude(status=ModelVersion.Status.REJECTED)
         .exclude(file=stored.name)
-        .values_list("file", flat=True)
-        .first()
     )
-    if existing and files.exists(existing):
+    if stored.key:
+        candidates = candidates.filter(file_key__startswith=encryption.key_id_prefix_of(stored.key))
+    else:
+        candidates = candidates.filter(file_key="")
+    existing = candidates.values_list("file", "file_key").first()
+    if existing and files.exists(existing[0]):
         files.delete(stored.name)
-        return replace(stored, name=existing)
+        return replace(stored, name=existing[0], key=existing[1])
     return stored
 
 
@@ -156,12 +161,20 @@ def store_tokenizer(*, file) -> StoredFile:
     if reason:
         raise UnsupportedTokenizer(reason)
     sha256 = hashlib.sha256(raw).hexdigest()
-    name = f"tokenizers/{sha256[:2]}/{sha256}.json"
-    if not files.exists(name):
-        saved = files.save_bytes(name, raw)
-        if saved != name:  # stored concurrently by another upload of the same content
-            files.delete(saved)
-    return StoredFile(name=name, size=len(raw), sha256=sha256)
+    # Shared by content with a version that has it stored the same way (clear, or encrypted under the same
+    # master key: then with its envelope); else a file of its own, whose name says nothing of its content.
+    candidates = ModelVersion.objects.filter(tokenizer_sha256=sha256).exclude(
+        status=ModelVersion.Status.REJECTED
+    )
+    master = encryption.configured_key()
+    if master is not None:
+        candidates = candidates.filter(tokenizer_key__startswith=encryption.key_id_prefix(master))
+    else:
+        candidates = candidates.filter(tokenizer_key="")
+    existing = candidates.values_list("tokenizer", "tokenizer_key").first()
+    if existing and files.exists(existing[0]):
+        return StoredFile(name=existing[0], size=len(raw), sha256=sha256, key=existing[1])
+    return files.save_file_bytes(files.new_tokenizer_file_name(), raw)
 
 
 def check_tokenizer_task(*, task: str) -> None:
@@ -268,6 +281,8 @@ def version_create(
             tokenizer_sha256=tokenizer.sha256 if tokenizer else "",
             derived_from=derived_from,
             optimization=optimization or {},
+            file_key=stored.key,
+            tokenizer_key=tokenizer.key if tokenizer else "",
         )
 
 
@@ -329,9 +344,11 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     try:
         # This worker's cached copies, fetched from storage by sha256 and checked: the web's disk is not here.
         # Storage out of reach raises FileUnavailable, and the task is tried again.
-        path = files.local_copy(name=version.file.name, sha256=version.sha256)
+        path = files.local_copy(name=version.file.name, sha256=version.sha256, key=version.file_key)
         tokenizer = (
-            files.local_copy(name=version.tokenizer.name, sha256=version.tokenizer_sha256)
+            files.local_copy(
+                name=version.tokenizer.name, sha256=version.tokenizer_sha256, key=version.tokenizer_key
+            )
             if version.tokenizer
             else None
         )

@@ -251,6 +251,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"
+# Encryption at rest (marketplace/encryption.py): with MODEL_ENCRYPTION_KEY (32 bytes, base64) set, model
+# files and tokenizers are stored encrypted. MODEL_ENCRYPTION_KEY_OLD is the key being replaced, during a
+# rotation (`manage.py rotate_model_keys`). Checked as a process starts (marketplace/checks.py); never stored.
+MODEL_ENCRYPTION_KEY = env_str("MODEL_ENCRYPTION_KEY", "")
+MODEL_ENCRYPTION_KEY_OLD = env_str("MODEL_ENCRYPTION_KEY_OLD", "")
 
 # Uploads are never held whole in memory: a model file streams straight into storage as it arrives
 # (marketplace.files.ModelFileUploadHandler, on the upload views); other files go to temporary files.
@@ -463,6 +468,17 @@ INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
 INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
 INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
+# Where a worker keeps the decrypted copies of encrypted model files (MODEL_ENCRYPTION_KEY) it runs: a folder
+# of this user's only, in memory (/dev/shm) by default, so no plaintext reaches a disk. Give /dev/shm room for
+# the models a worker runs (docker: --shm-size), or point this at a private folder on disk.
+INFERENCE_DECRYPTED_MODEL_DIR = Path(
+    env_str("INFERENCE_DECRYPTED_MODEL_DIR")
+    or (
+        f"/dev/shm/modelport-{os.getuid()}-models"  # noqa: S108 - its owner is checked (marketplace.files)
+        if os.path.isdir("/dev/shm")  # noqa: S108
+        else str(INFERENCE_MODEL_CACHE_DIR / "decrypted")
+    )
+)
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched call of one model
 # Records of interactive calls are written in bulk at most this often (seconds) by the worker.

@@ -46,6 +46,7 @@ class ModelRef:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     batchable: bool  # every input's first dimension is dynamic
+    file_key: str = ""  # its data key's envelope when stored encrypted (decrypted by the trusted side)
 
 
 @dataclass

@@ -42,6 +42,7 @@ def model_ref(header: dict) -> ModelRef:
         inputs=tuple(header["inputs"]),
         outputs=tuple(header["outputs"]),
         batchable=header["batchable"],
+        file_key=header.get("file_key", ""),
     )
 
 
@@ -69,7 +70,9 @@ def pool_from_settings(name: str, observer: PoolObserver | None = None) -> Runne
             time_limit=settings.PREDICTION_TIME_LIMIT,
             user=settings.INFERENCE_RUNNER_USER,
         ),
-        resolve_path=lambda model: str(local_model_path(sha256=model.sha256, file_name=model.file_name)),
+        resolve_path=lambda model: str(
+            local_model_path(sha256=model.sha256, file_name=model.file_name, file_key=model.file_key)
+        ),
         observer=observer,
     )
 

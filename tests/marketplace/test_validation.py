@@ -17,6 +17,7 @@ def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypa
     monkeypatch.setenv("SECRET_KEY", "top-secret")
     monkeypatch.setenv("DATABASE_URL", "postgres://user:pw@db/x")
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://secret")
+    monkeypatch.setenv("MODEL_ENCRYPTION_KEY", "bW9kZWwtZW5jcnlwdGlvbi1rZXktMzItYnl0ZXMhISE=")
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import json, os, resource\n"
@@ -28,7 +29,9 @@ def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypa
     )
     result = validation.run_sandboxed([str(probe)], workdir=str(tmp_path), timeout=30)
     answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
-    assert not {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"} & set(answer["env"])
+    assert not {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MODEL_ENCRYPTION_KEY"} & set(
+        answer["env"]
+    )
     assert answer["as"] == 1024 << 20
     assert answer["cpu"] == 30
     assert answer["core"] == 0

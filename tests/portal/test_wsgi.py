@@ -12,9 +12,16 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from portal.models import ApiKey
-from portal.wsgi import application, site
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def handlers(django_db_setup, django_db_blocker):
+    """`portal.wsgi`'s two entry points (importing it runs the start-up check, which reads the database)."""
+    with django_db_blocker.unblock():
+        from portal.wsgi import application, site
+    return application, site
 
 
 def call(app, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""):
@@ -62,7 +69,8 @@ def test_the_api_stack_leaves_out_only_what_browsers_need():
 
 
 @pytest.mark.parametrize("path", ["/api/v1/models", "/v2/health/live", "/v2/models/nobody/nothing"])
-def test_a_programs_call_answers_as_the_full_stack_does(path, alice):
+def test_a_programs_call_answers_as_the_full_stack_does(path, alice, handlers):
+    application, site = handlers
     raw_key = ApiKey.issue(user=alice, name="program", scopes=["read"])[1]
     headers = {"Authorization": f"Bearer {raw_key}"}
     lean, full = call(application, "GET", path, headers), call(site, "GET", path, headers)
@@ -73,7 +81,8 @@ def test_a_programs_call_answers_as_the_full_stack_does(path, alice):
     assert "set-cookie" not in lean["headers"]
 
 
-def test_a_keyed_call_is_the_keys_user_and_a_missing_key_is_anonymous(alice):
+def test_a_keyed_call_is_the_keys_user_and_a_missing_key_is_anonymous(alice, handlers):
+    application, _ = handlers
     raw_key = ApiKey.issue(user=alice, name="program", scopes=["read"])[1]
     assert call(application, "GET", "/api/v1/usage", {"Authorization": f"Bearer {raw_key}"})["status"] == 200
     assert call(application, "GET", "/api/v1/usage")["status"] == 401
@@ -81,7 +90,8 @@ def test_a_keyed_call_is_the_keys_user_and_a_missing_key_is_anonymous(alice):
     assert call(application, "GET", "/api/v1/keys", {"Authorization": f"Bearer {raw_key}"})["status"] == 403
 
 
-def test_a_browsers_api_call_keeps_its_session_and_csrf(client, alice):
+def test_a_browsers_api_call_keeps_its_session_and_csrf(client, alice, handlers):
+    application, _ = handlers
     client.force_login(alice)
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
     body = json.dumps({"name": "from-the-browser", "scopes": ["read"]}).encode()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -118,15 +120,23 @@ def database_url_for_test_db() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-class ChildProcess:
-    """A server the tests start in its own process group, on the test database, logging to `log_path`."""
+# The environment as the suite started: servers shared by the whole session get this one, never a test's
+# (a test may set variables for servers of its own, and a session server may start during that test).
+SESSION_ENVIRON = dict(os.environ)
 
-    def __init__(self, log_path: Path):
+
+class ChildProcess:
+    """A server the tests start in its own process group, on the test database, logging to `log_path`.
+    Its environment is the test process's as it is when it starts, or `environ`."""
+
+    def __init__(self, log_path: Path, environ: dict[str, str] | None = None):
         self.log_path = log_path
+        self.environ = environ
         self.process: subprocess.Popen | None = None
 
     def spawn(self, command: list[str]) -> None:
-        env = dict(os.environ, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
+        base = os.environ if self.environ is None else self.environ
+        env = dict(base, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", *command],
             cwd=PROJECT_ROOT,
@@ -155,9 +165,15 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """A real `celery -A portal worker` in a child process, pointed at the test database."""
 
-    def __init__(self, log_path: Path, extra_args: list[str] | None = None):
-        super().__init__(log_path)
+    def __init__(self, log_path: Path, extra_args: list[str] | None = None, environ=None):
+        super().__init__(log_path, environ)
         self.extra_args = extra_args or []
+        # Its own node name (the last --hostname wins), so the readiness ping is answered by it and no other.
+        names = [f"test-worker-{uuid.uuid4().hex[:8]}@%h"]
+        pairs = zip(self.extra_args, self.extra_args[1:], strict=False)
+        names += [value for flag, value in pairs if flag == "--hostname"]
+        self.hostname = names[-1]
+        self.node = self.hostname.replace("%h", socket.gethostname())
 
     def start(self) -> None:
         self.spawn(
@@ -172,9 +188,9 @@ class WorkerProcess(ChildProcess):
                 "2",
                 "--without-gossip",
                 "--without-mingle",
-                "--hostname",
-                f"test-worker-{os.getpid()}@%h",
                 *self.extra_args,
+                "--hostname",
+                self.hostname,
             ]
         )
         self.wait_ready()
@@ -186,7 +202,7 @@ class WorkerProcess(ChildProcess):
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the worker exited:\n{self.log()}")
-            if app.control.ping(timeout=0.5):
+            if app.control.ping(destination=[self.node], timeout=0.5):
                 return
         raise RuntimeError(f"the worker did not answer a ping in {timeout} s:\n{self.log()}")
 
@@ -194,7 +210,7 @@ class WorkerProcess(ChildProcess):
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     """A live Celery worker for the whole session; tests that use it need `transactional_db`."""
-    worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log", environ=SESSION_ENVIRON)
     worker.start()
     yield worker
     worker.stop()
@@ -211,8 +227,8 @@ def free_port() -> int:
 class WebServer(ChildProcess):
     """`gunicorn portal.wsgi` with several worker processes, on the test database; `url` is its address."""
 
-    def __init__(self, log_path: Path, workers: int = 2, threads: int = 8):
-        super().__init__(log_path)
+    def __init__(self, log_path: Path, workers: int = 2, threads: int = 8, environ=None):
+        super().__init__(log_path, environ)
         self.workers = workers
         self.threads = threads
         self.port = free_port()
@@ -253,7 +269,7 @@ class WebServer(ChildProcess):
 @pytest.fixture(scope="session")
 def live_web(django_db_setup, django_db_blocker, tmp_path_factory):
     """A live multi-process web server; tests that use it need `transactional_db` (rows must be committed)."""
-    server = WebServer(tmp_path_factory.mktemp("web") / "gunicorn.log")
+    server = WebServer(tmp_path_factory.mktemp("web") / "gunicorn.log", environ=SESSION_ENVIRON)
     server.start()
     yield server
     server.stop()

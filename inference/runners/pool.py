@@ -201,14 +201,21 @@ class RunnerProcess:
         return reply, outputs
 
     def _read(self, deadline: float):
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([self.from_runner], [], [], max(0.0, remaining))
-        if not ready:
-            raise RunnerFailed(
-                f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
-                server_fault=True,
-                restart_cause="time",
-            )
+        # The runner's exit is looked for too, not only the end of its pipe: a process forked while the pipe
+        # was being set up (the worker's own pool children fork at any time) may hold its write end open.
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.from_runner], [], [], max(0.0, min(remaining, 0.5)))
+            if ready:
+                break
+            if self.process is not None and self.process.poll() is not None:
+                raise self._died()
+            if remaining <= 0.5:
+                raise RunnerFailed(
+                    f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
+                    server_fault=True,
+                    restart_cause="time",
+                )
         try:
             return read_frame(self.from_runner)
         except (ChannelClosed, OSError):

@@ -35,6 +35,29 @@ def pytest_configure(config):
             returncode=4,
         )
     logging.getLogger().addHandler(key_leak_watch)
+    flush_again_after_a_deadlock()
+
+
+def flush_again_after_a_deadlock(attempts: int = 5) -> None:
+    """The flush between transactional tests TRUNCATEs every table. A live worker's periodic write (its reaper
+    runs whatever the test did) can deadlock with it, and PostgreSQL then aborts one of the two: when that is
+    the flush, it is run again rather than leaving the next test a dirty database."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+
+    def handle_with_retries(self, **options):
+        for attempt in range(1, attempts + 1):
+            try:
+                return handle(self, **options)
+            except CommandError as exc:
+                database_error = getattr(exc.__cause__, "__cause__", None)
+                if getattr(database_error, "pgcode", None) != "40P01" or attempt == attempts:
+                    raise
+                time.sleep(0.1 * attempt)
+
+    flush.Command.handle = handle_with_retries
 
 
 # --- no log line of the suite holds a full API key -------------------------------------------------------

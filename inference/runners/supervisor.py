@@ -93,7 +93,6 @@ class QueueSource(Source):
     def deliver(self, requests: list[Request], results: list[Result]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for request, result in zip(requests, results, strict=True):
-            queue.reply(pipe, request.id, reply_header(result), result.outputs)
             record = {
                 **request.header,
                 "status": "succeeded" if result.succeeded else "failed",
@@ -103,8 +102,10 @@ class QueueSource(Source):
                 "queue_ms": max(0.0, (result.started_at - request.header["created_at"]) * 1000),
                 "compute_ms": result.compute_ms,
             }
-            # The supervisor writes these to the database in bulk: the serving loop never waits on it.
+            # The recorder writes these to the database in bulk: the serving loop never waits on it. The
+            # record is queued before the reply, so a caller holding its answer finds it written or pending.
             queue.record_push(pipe, record, result.outputs)
+            queue.reply(pipe, request.id, reply_header(result), result.outputs)
         pipe.execute()
 
 

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from marketplace import files
 from marketplace.services import models_record_runs
-from portal.quotas import Usage, usage_record
+from portal.usage import Usage, usage_record
 
 from . import webhooks
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes

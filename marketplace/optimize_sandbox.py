@@ -12,6 +12,7 @@ repetitions; the speed-up is the ratio of the median times.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -37,12 +38,13 @@ class Failed(Exception):
 
 
 def sibling(name: str):
-    # Run as a script under `python -I`: its folder is not on sys.path, so import the siblings by path.
-    try:
-        return __import__(f"marketplace.{name}", fromlist=[name])
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        return __import__(name)
+    if not __package__:
+        # Run as a script under `python -I`, which puts no folder on sys.path. The project's root goes last
+        # (never this folder: its `selectors.py` would shadow the standard library's).
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if root not in sys.path:
+            sys.path.append(root)
+    return importlib.import_module(f"marketplace.{name}")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------

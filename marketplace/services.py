@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from portal import metrics, process_cache
 from portal.outages import outage_of
-from portal.quotas import plan_upload_limit_for, private_model_limit_for, usage_keep_without_versions
+from portal.quotas import plan_upload_limit_for, private_model_limit_for
+from portal.usage import usage_keep_without_versions
 
 from . import encryption, files
 from .files import StoredFile, UploadTooLarge, check_upload_size

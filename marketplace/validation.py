@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import confine, sandbox
+from . import archives, confine, sandbox
 
 SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
 SAFE_ENVIRONMENT = {
@@ -38,20 +38,9 @@ class Inspection:
 
 
 def sniff_upload(head: bytes) -> str | None:
-    """A reason to refuse the file at once from its first bytes (web process), or None
-    to let the worker decide.
-    """
-    kind = sandbox.sniff(head)
-    if kind == "empty":
-        return "The file is empty."
-    if kind == "pickle":
-        return (
-            "This is a Python pickle, which is never loaded here (it can run any code). "
-            + sandbox.EXPORT_HOW_TO
-        )
-    if kind == "unknown":
-        return "The file is not an ONNX model, a TorchScript archive or a torch.export archive."
-    return None
+    """A reason to refuse the file at once from its first bytes (web process), or None to let the worker
+    decide."""
+    return archives.refusal(archives.sniff(head))
 
 
 def run_sandboxed(

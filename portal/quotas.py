@@ -13,11 +13,8 @@ For the inference app
     ``portal.middleware.RateLimitHeadersMiddleware`` adds the admission's ``RateLimit-*`` headers to the
     response by itself.
 
-``usage_record(usages: list[Usage])``
-        Call from inference's ledger once per ended prediction, with plain values: it adds one request, its
-    bytes and, if it succeeded, its compute time to the daily ledger (``UsageDay``) and to the month's compute
-    counter. Failed and canceled predictions never cost compute. The ledger guarantees each prediction is
-    handed over exactly once.
+``portal.usage.usage_record(usages: list[Usage])``
+        Call from inference's ledger once per ended prediction, with plain values (see ``portal/usage.py``).
 
 ``portal.authentication.authenticate_bearer(header) -> ApiKey``
     The one bearer check (cached; revocation takes effect on the next request).
@@ -42,18 +39,17 @@ import contextvars
 import logging
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
 from . import metrics, process_cache
-from .models import ApiKey, Plan, Quota, UsageCounter, UsageDay
+from .models import ApiKey, Plan, Quota, UsageCounter
 
 logger = logging.getLogger(__name__)
 
@@ -368,11 +364,6 @@ end
 return result
 """
 
-CHARGE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
-return -1
-"""
-
 _scripts: dict[str, object] = {}
 
 
@@ -387,7 +378,8 @@ def redis_client():
     return get_redis_connection("default")
 
 
-def _script(name: str, source: str):
+def redis_script(name: str, source: str):
+    """A Lua script registered once per process (`forget_redis_scripts` starts over)."""
     if name not in _scripts:
         _scripts[name] = redis_client().register_script(source)
     return _scripts[name]
@@ -403,7 +395,7 @@ def _admit_redis(
         args += [w.limit, w.reset + 5]
     args.append(compute_limit_ms)
     args += [value for _, value in then]
-    script = _script("admit", ADMIT_SCRIPT)
+    script = redis_script("admit", ADMIT_SCRIPT)
     result = script(keys=keys, args=args)
     if result[0] == -2:
         _seed_compute_in_redis(user_id, month, now)
@@ -526,124 +518,3 @@ def compute_used_ms(user, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     row = UsageCounter.objects.filter(key=compute_counter_key(user.pk)).values_list("window", "used").first()
     return int(row[1]) if row and row[0] == month_number(now) else 0
-
-
-# --- Recording usage ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One ended prediction, as the usage ledger counts it.
-
-    Plain values: portal knows no prediction table."""
-
-    user_id: int
-    api_key_id: int | None
-    version_id: int | None
-    day: date
-    succeeded: bool
-    compute_ms: float
-    bytes_in: int
-    bytes_out: int
-
-
-def usage_record(usages: list[Usage]) -> None:
-    """Add ended predictions to the daily ledger (``UsageDay``) and this month's compute.
-
-    The caller (inference's ledger) hands each prediction over exactly once. Every one counts as a request;
-    only a succeeded one costs compute. Call it inside the transaction that ended the predictions.
-    """
-    if not usages:
-        return
-    month = month_number(time.time())
-    days: dict[tuple, dict] = defaultdict(
-        lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
-    )
-    compute_by_user: dict[int, int] = defaultdict(int)
-    for usage in usages:
-        totals = days[(usage.user_id, usage.api_key_id, usage.version_id, usage.day)]
-        totals["requests"] += 1
-        totals["bytes_in"] += usage.bytes_in
-        totals["bytes_out"] += usage.bytes_out
-        if usage.succeeded:
-            totals["succeeded"] += 1
-            totals["compute_ms"] += usage.compute_ms
-            compute_by_user[usage.user_id] += math.ceil(usage.compute_ms)
-    # Rows in a fixed order: workers recording overlapping batches never wait on each other in a cycle.
-    for (user_id, api_key_id, version_id, day), totals in sorted(days.items(), key=lambda item: str(item[0])):
-        _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
-    for user_id, compute_ms in sorted(compute_by_user.items()):
-        if compute_ms:
-            _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
-    if quota_backend() == "redis" and any(compute_by_user.values()):
-        charges = {user_id: ms for user_id, ms in compute_by_user.items() if ms}
-        transaction.on_commit(lambda: _charge_redis(charges, month))
-
-
-def usage_keep_without_versions(version_ids) -> None:
-    """Fold the usage of versions about to be deleted into rows without a version, so the totals per user, key
-    and day stay (deleting a version would otherwise null its rows, colliding with the day's other rows)."""
-    with transaction.atomic():
-        for row in UsageDay.objects.select_for_update().filter(version_id__in=list(version_ids)):
-            _add_usage_day(
-                user_id=row.user_id,
-                api_key_id=row.api_key_id,
-                version_id=None,
-                day=row.day,
-                requests=row.requests,
-                succeeded=row.succeeded,
-                compute_ms=row.compute_ms,
-                bytes_in=row.bytes_in,
-                bytes_out=row.bytes_out,
-            )
-            row.delete()
-
-
-def _add_usage_day(
-    *, user_id, api_key_id, version_id, day, requests, succeeded, compute_ms, bytes_in, bytes_out
-):
-    lookup = dict(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day)
-    increments = dict(
-        requests=F("requests") + requests,
-        succeeded=F("succeeded") + succeeded,
-        compute_ms=F("compute_ms") + compute_ms,
-        bytes_in=F("bytes_in") + bytes_in,
-        bytes_out=F("bytes_out") + bytes_out,
-    )
-    if UsageDay.objects.filter(**lookup).update(**increments):
-        return
-    try:
-        with transaction.atomic():
-            UsageDay.objects.create(
-                **lookup,
-                requests=requests,
-                succeeded=succeeded,
-                compute_ms=compute_ms,
-                bytes_in=bytes_in,
-                bytes_out=bytes_out,
-            )
-    except IntegrityError:  # another worker created the row first
-        UsageDay.objects.filter(**lookup).update(**increments)
-
-
-def _add_compute(*, user_id: int, month: int, compute_ms: int) -> None:
-    key = compute_counter_key(user_id)
-    increment = dict(
-        used=Case(When(window=month, then=F("used") + compute_ms), default=Value(compute_ms)),
-        window=Value(month),
-    )
-    if UsageCounter.objects.filter(key=key).update(**increment):
-        return
-    try:
-        with transaction.atomic():
-            UsageCounter.objects.create(key=key, window=month, used=compute_ms)
-    except IntegrityError:
-        UsageCounter.objects.filter(key=key).update(**increment)
-
-
-def _charge_redis(charges: dict[int, int], month: int) -> None:
-    # Only bumps a counter Redis already has; a missing one is seeded from PostgreSQL, which includes this
-    # charge.
-    script = _script("charge", CHARGE_SCRIPT)
-    for user_id, compute_ms in charges.items():
-        script(keys=[compute_redis_key(user_id, month)], args=[compute_ms])

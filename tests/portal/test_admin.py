@@ -7,7 +7,8 @@ from django.utils import timezone
 
 from marketplace.models import Model
 from portal.models import ApiKey, Plan, UsageDay
-from portal.quotas import QuotaExceeded, Usage, admit_prediction, usage_record
+from portal.quotas import QuotaExceeded, admit_prediction
+from portal.usage import Usage, usage_record
 
 from .conftest import bearer, issue_key
 

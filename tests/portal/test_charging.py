@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 
 from portal.models import UsageDay
-from portal.quotas import QuotaExceeded, Usage, admit_prediction, compute_used_ms, usage_record
+from portal.quotas import QuotaExceeded, admit_prediction, compute_used_ms
+from portal.usage import Usage, usage_record
 
 from .conftest import issue_key, limit
 

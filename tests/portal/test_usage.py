@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from portal.quotas import Usage, admit_prediction, usage_record
+from portal.quotas import admit_prediction
+from portal.usage import Usage, usage_record
 
 from .conftest import bearer, issue_key, limit
 

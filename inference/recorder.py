@@ -17,15 +17,24 @@ from datetime import timedelta
 logger = logging.getLogger("inference.recorder")
 
 
+BATCH = 500
+
+
 def record_finished() -> int:
-    """Write what the runners answered, in bulk: one INSERT for every call finished since last time."""
+    """Write what the runners answered, in bulk: one INSERT for every call finished since last time.
+
+    A full batch is followed by the next at once; a partial one ends the turn, and the next turn comes after
+    `INFERENCE_RECORD_INTERVAL`. Taking whatever arrived while the last batch was written instead kept the
+    recorder busy with batches of a few rows under load, each paying every statement's cost again."""
     from portal.outages import outage_of
 
     from . import ledger, queue
     from .runners.supervisor import ended_from_record
 
     written = 0
-    while records := queue.records_take():
+    full = True
+    while full and (records := queue.records_take(BATCH)):
+        full = len(records) == BATCH
         try:
             ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
             written += len(records)

@@ -9,6 +9,14 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
+# `gunicorn portal.wsgi` alone serves as in production. Threads, because a prediction's request waits on its
+# runner's answer without using the CPU: gunicorn's default (one synchronous worker) would serve one caller
+# at a time. Command-line flags, `GUNICORN_CMD_ARGS` and `WEB_CONCURRENCY` (the worker count) still win.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = 8
+timeout = 120
+
 
 def on_starting(server):
     import django

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -316,14 +317,24 @@ def pack_tensors(header: dict, tensors: dict[str, np.ndarray]) -> bytes:
         described.append(
             {"name": name, "datatype": datatype_of(array), "shape": list(array.shape), "size": len(data)}
         )
-    head = json.dumps({**header, "tensors": described}).encode()
+    head = _header_bytes({**header, "tensors": described})
     return struct.pack("<I", len(head)) + head + b"".join(chunks)
+
+
+def _header_bytes(header: dict) -> bytes:
+    # orjson: every call crosses the web, the queue, the supervisor and a runner with one of these (a profile
+    # of the supervisor had the standard library's JSON at 14 % of its time).
+    try:
+        return orjson.dumps(header)
+    except TypeError:  # what orjson does not write (an integer past 64 bits) the standard library does
+        return json.dumps(header).encode()
 
 
 def unpack_tensors(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     (length,) = struct.unpack_from("<I", message, 0)
-    header = json.loads(message[4 : 4 + length])
-    view = memoryview(message)[4 + length :]
+    view = memoryview(message)
+    header = orjson.loads(view[4 : 4 + length])
+    view = view[4 + length :]
     offset = 0
     tensors = {}
     for described in header.pop("tensors"):

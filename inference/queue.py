@@ -186,9 +186,9 @@ def wait_wakeup(connection: redis.Redis, pools: list[str], timeout: float) -> tu
     return keys[item[0].decode()], item[1].decode()
 
 
-def drain_wakeups(connection: redis.Redis, pool: str) -> set[str]:
-    """The other wake-ups of `pool` waiting now (one per request: under load, many for the same models)."""
-    return {value.decode() for value in connection.lpop(pool_key("wake", pool), 1024) or []}
+def drain_wakeups(connection: redis.Redis, pool: str) -> list[str]:
+    """The other wake-ups of `pool` waiting now, one per request (under load, many for the same models)."""
+    return [value.decode() for value in connection.lpop(pool_key("wake", pool), 1024) or []]
 
 
 def wake_again(connection: redis.Redis, pool: str, shas) -> None:

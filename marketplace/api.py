@@ -180,22 +180,8 @@ class ModelListCreateView(StreamsModelUploads, ScopedByMethod, generics.ListAPIV
         tokenizer = tokenizer_store_or_refuse(file=data["tokenizer"], task=data["task"])
         stored = model_file_store_or_refuse(file=data["file"], limit=limit, tokenizer=tokenizer)
         try:
-            version = services.model_create(
-                owner=request.user,
-                name=data["name"],
-                stored=stored,
-                task=data["task"],
-                description=data["description"],
-                tags=data["tags"],
-                license=data["license"],
-                labels=data["labels"],
-                preprocessing=data["preprocessing"],
-                visibility=data["visibility"],
-                gated=data["gated"],
-                notes=data["notes"],
-                signature_hint=data["signature"] or None,
-                example=data["example"],
-                tokenizer=tokenizer,
+            version = services.model_create_from_upload(
+                owner=request.user, data=data, stored=stored, tokenizer=tokenizer
             )
         except services.ModelNameTaken as exc:
             raise ValidationError({"name": [str(exc)]}) from exc

@@ -199,6 +199,34 @@ def discard_stored_tokenizer(name: str) -> None:
         files.delete(name)
 
 
+# What an upload names the same way in the web form and the API serializer, as model_create takes it.
+UPLOAD_FIELDS = (
+    "name",
+    "task",
+    "description",
+    "tags",
+    "license",
+    "labels",
+    "preprocessing",
+    "visibility",
+    "gated",
+    "notes",
+    "example",
+)
+
+
+def model_create_from_upload(*, owner, data: dict, stored: StoredFile, tokenizer: StoredFile | None):
+    """`model_create` from an upload's cleaned fields (a form's `cleaned_data`, a serializer's
+    `validated_data`)."""
+    return model_create(
+        owner=owner,
+        stored=stored,
+        tokenizer=tokenizer,
+        signature_hint=data["signature"] or None,
+        **{field: data[field] for field in UPLOAD_FIELDS},
+    )
+
+
 def model_create(
     *,
     owner,

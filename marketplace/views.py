@@ -222,22 +222,8 @@ def model_upload(request):
     try:
         tokenizer = tokenizer_store(data.get("tokenizer"), task=data["task"])
         stored = services.store_upload(file=data["file"], limit=limit)
-        version = services.model_create(
-            owner=request.user,
-            name=data["name"],
-            stored=stored,
-            task=data["task"],
-            description=data["description"],
-            tags=data["tags"],
-            license=data["license"],
-            labels=data["labels"],
-            preprocessing=data["preprocessing"],
-            visibility=data["visibility"],
-            gated=data["gated"],
-            notes=data["notes"],
-            signature_hint=data["signature"] or None,
-            example=data["example"],
-            tokenizer=tokenizer,
+        version = services.model_create_from_upload(
+            owner=request.user, data=data, stored=stored, tokenizer=tokenizer
         )
     except services.TokenizerNotForTask as exc:
         form.add_error("tokenizer", str(exc))

@@ -398,13 +398,11 @@ class RunnerSlot(threading.Thread):
         while (work := self.pool.scheduler.take()) is not None:
             sha, requests = work
             try:
-                try:
-                    results = self.execute(requests)
-                except Exception as exc:  # never lose a caller: whatever broke, they get an answer
-                    logger.exception("runner slot %s", self.index)
-                    results = [
-                        Result(error=f"The server could not run this request: {exc}", server_fault=True)
-                    ] * len(requests)
+                results = self.execute(requests)
+            except Exception as exc:  # never lose a caller: whatever broke, they get an answer
+                logger.exception("runner slot %s", self.index)
+                results = [Result(error=f"The server could not run this request: {exc}", server_fault=True)]
+                results *= len(requests)
             finally:
                 self.pool.scheduler.release(sha)
             self.deliver(requests, results)

@@ -23,6 +23,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -329,6 +330,8 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
     cache_dir = cache_dir or Path(settings.INFERENCE_MODEL_CACHE_DIR)
     path = cache_dir / sha256
     if path.exists():
+        if key:
+            os.utime(path)  # its last use, for `_evict_decrypted`
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -349,7 +352,37 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
         raise FileMismatch("the stored file does not match its sha256")
     _keep_private(part.name)
     os.replace(part.name, path)  # atomic: another process may be copying the same file
+    if key:
+        _evict_decrypted(cache_dir, keep=path)
     return path
+
+
+# A copy used this recently stays whatever the budget: a runner may be about to open it.
+DECRYPTED_IN_USE_SECONDS = 60
+
+
+def _evict_decrypted(folder: Path, *, keep: Path) -> None:
+    """Decrypted copies are kept in memory (/dev/shm by default): past INFERENCE_DECRYPTED_MODEL_MAX_MB, the
+    least recently used go (a later call decrypts its model again)."""
+    budget = settings.INFERENCE_DECRYPTED_MODEL_MAX_MB << 20
+    copies = []
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".part-") or not entry.is_file(follow_symlinks=False):
+            continue
+        found = entry.stat(follow_symlinks=False)
+        copies.append((found.st_mtime, found.st_size, entry.path))
+    total = sum(size for _, size, _ in copies)
+    recent = time.time() - DECRYPTED_IN_USE_SECONDS
+    for used, size, copy in sorted(copies):
+        if total <= budget:
+            break
+        if copy == str(keep) or used > recent:
+            continue
+        try:
+            os.unlink(copy)
+        except FileNotFoundError:  # another process evicted it first
+            pass
+        total -= size
 
 
 def _private_folder(folder: Path) -> Path:

@@ -471,6 +471,8 @@ INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_D
 # Where a worker keeps the decrypted copies of encrypted model files (MODEL_ENCRYPTION_KEY) it runs: a folder
 # of this user's only, in memory (/dev/shm) by default, so no plaintext reaches a disk. Give /dev/shm room for
 # the models a worker runs (docker: --shm-size), or point this at a private folder on disk.
+# Past this many MB of decrypted copies, the least recently used (not in the last minute) are removed.
+INFERENCE_DECRYPTED_MODEL_MAX_MB = env_int("INFERENCE_DECRYPTED_MODEL_MAX_MB", 4096)
 INFERENCE_DECRYPTED_MODEL_DIR = Path(
     env_str("INFERENCE_DECRYPTED_MODEL_DIR")
     or (

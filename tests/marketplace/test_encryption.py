@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,30 @@ def test_decrypted_copies_are_never_kept_in_a_folder_that_is_not_this_users(sett
     with pytest.raises(files.FileUnavailable, match="not a folder of this user's"):
         files.local_copy(name=stored.name, sha256=stored.sha256, key=stored.key)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_decrypted_copies_past_the_budget_go_least_recently_used_first(settings, master_key, storage_dirs):
+    settings.INFERENCE_DECRYPTED_MODEL_MAX_MB = 2
+    megabyte = [store(os.urandom(1 << 20)) for _ in range(3)]
+    copies = [files.local_copy(name=f.name, sha256=f.sha256, key=f.key) for f in megabyte[:2]]
+    an_hour_ago = time.time() - 3600
+    os.utime(copies[0], (an_hour_ago, an_hour_ago))
+    os.utime(copies[1], (an_hour_ago + 60, an_hour_ago + 60))
+    files.local_copy(name=megabyte[0].name, sha256=megabyte[0].sha256, key=megabyte[0].key)  # used again
+
+    third = files.local_copy(name=megabyte[2].name, sha256=megabyte[2].sha256, key=megabyte[2].key)
+
+    assert copies[0].exists() and third.exists()
+    assert not copies[1].exists()  # the least recently used
+    again = files.local_copy(name=megabyte[1].name, sha256=megabyte[1].sha256, key=megabyte[1].key)
+    assert again.read_bytes() == files.read_bytes(megabyte[1].name, key=megabyte[1].key)  # decrypted anew
+
+
+def test_a_copy_used_in_the_last_minute_stays_whatever_the_budget(settings, master_key, storage_dirs):
+    settings.INFERENCE_DECRYPTED_MODEL_MAX_MB = 1
+    megabyte = [store(os.urandom(1 << 20)) for _ in range(2)]
+    copies = [files.local_copy(name=f.name, sha256=f.sha256, key=f.key) for f in megabyte]
+    assert all(copy.exists() for copy in copies)
 
 
 def test_the_default_folder_for_decrypted_copies_is_in_memory():

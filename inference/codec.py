@@ -333,7 +333,10 @@ def _header_bytes(header: dict) -> bytes:
 def unpack_tensors(message: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     (length,) = struct.unpack_from("<I", message, 0)
     view = memoryview(message)
-    header = orjson.loads(view[4 : 4 + length])
+    try:
+        header = orjson.loads(view[4 : 4 + length])
+    except orjson.JSONDecodeError:  # written by the standard library (`_header_bytes`), e.g. with a NaN
+        header = json.loads(bytes(view[4 : 4 + length]))
     view = view[4 + length :]
     offset = 0
     tensors = {}

@@ -25,7 +25,7 @@ import stat
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -331,7 +331,8 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
     path = cache_dir / sha256
     if path.exists():
         if key:
-            os.utime(path)  # its last use, for `_evict_decrypted`
+            with suppress(OSError):  # not refreshed, it is only evicted sooner
+                os.utime(path)  # its last use, for `_evict_decrypted`
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,11 @@ def test_top_applies_softmax_to_logits_but_keeps_probabilities():
         ("cat", 0.2),
         ("eel", 0.1),
     ]
+
+
+def test_a_header_orjson_cannot_write_round_trips_through_the_standard_library():
+    header, tensors = unpack_tensors(
+        pack_tensors({"big": 2**70, "x": float("nan")}, {"a": np.ones(3, np.float32)})
+    )
+    assert header["big"] == 2**70 and math.isnan(header["x"])
+    assert tensors["a"].tolist() == [1.0, 1.0, 1.0]

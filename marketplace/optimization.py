@@ -1,4 +1,4 @@
-"""Run `marketplace/optimize_sandbox.py` on a model file: quantize it and measure the result, in a child
+"""Run `marketplace/sandbox/optimize_file.py` on a model file: quantize it and measure the result, in a child
 process under the upload check's limits (`validation.run_sandboxed`); and say in one sentence what it gained
 and what it cost."""
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import optimize_sandbox
+from .sandbox import optimize_file
 from .models import Task
-from .validation import run_sandboxed
+from .sandbox.validation import run_sandboxed
 
-OPTIMIZE_SCRIPT = Path(optimize_sandbox.__file__).resolve()
-METHODS = optimize_sandbox.METHODS
+OPTIMIZE_SCRIPT = Path(optimize_file.__file__).resolve()
+METHODS = optimize_file.METHODS
 CLASSIFICATION_TASKS = {Task.IMAGE_CLASSIFICATION, Task.TABULAR_CLASSIFICATION, Task.TEXT_CLASSIFICATION}
 # The quantized file is written by the child: room for it, its scratch copies (the quantizer saves the model
 # with shapes inferred) and calibration data, relative to the original's size.
@@ -74,11 +74,11 @@ def run_optimization(
     except subprocess.TimeoutExpired:
         return Outcome(ok=False, reason=f"Optimization took longer than {timeout} s and was stopped.")
     for line in reversed(result.stdout.decode("utf-8", "replace").splitlines()):
-        if line.startswith(optimize_sandbox.RESULT_MARKER):
-            answer = json.loads(line[len(optimize_sandbox.RESULT_MARKER) :])
+        if line.startswith(optimize_file.RESULT_MARKER):
+            answer = json.loads(line[len(optimize_file.RESULT_MARKER) :])
             if not answer.pop("ok", False):
                 return Outcome(ok=False, reason=answer.get("reason", "Optimization failed."))
-            output = Path(workdir) / optimize_sandbox.OUTPUT_NAME
+            output = Path(workdir) / optimize_file.OUTPUT_NAME
             if not output.is_file():
                 return Outcome(ok=False, reason="Optimization wrote no model file.")
             answer.pop("output", None)

@@ -26,7 +26,7 @@ from .files import StoredFile, UploadTooLarge, check_upload_size
 from .models import AccessRequest, Model, ModelVersion, Task, Visibility
 from .selectors import access_cache_key, latest_ready_version
 from .tokenization import tokenizer_check
-from .validation import Inspection, inspect_model_file, sniff_upload
+from .sandbox.validation import Inspection, inspect_model_file, sniff_upload
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A cgroup counts what the process really holds (resident memory and page cache), so a model that asks for more
 is killed by the kernel's OOM killer inside its cgroup alone, and the pool tells its callers why. Without a
 writable cgroup (not root, or no memory controller) RLIMIT_AS is the fallback, set by
-`marketplace/confine.py`: allocations past it fail in the runtime."""
+`marketplace/sandbox/confine.py`: allocations past it fail in the runtime."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from marketplace import confine
+from marketplace.sandbox import confine
 
 from .limits import MemoryCgroup
 from .protocol import ChannelClosed, read_frame, write_frame

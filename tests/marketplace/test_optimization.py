@@ -285,7 +285,7 @@ def test_the_optimizer_measures_a_text_model_on_variations_of_its_example(tmp_pa
 def test_agreement_compares_top_labels_of_scores_or_labels_and_nothing_else():
     import numpy as np
 
-    from marketplace.optimize_sandbox import compare
+    from marketplace.sandbox.optimize_file import compare
 
     scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]], dtype=np.float32)
     moved = np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6], [0.35, 0.65]], dtype=np.float32)
@@ -315,7 +315,7 @@ def test_with_the_broker_down_it_answers_503_and_leaves_no_version_behind(api, p
 
 
 def test_a_slow_model_is_measured_on_as_many_inputs_as_the_time_allows(tmp_path):
-    from marketplace.optimize_sandbox import measurement_feeds, new_session, reference_outputs
+    from marketplace.sandbox.optimize_file import measurement_feeds, new_session, reference_outputs
 
     source = tmp_path / "tiny.onnx"
     source.write_bytes(onnx_model_bytes())

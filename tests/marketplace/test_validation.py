@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from marketplace import services, validation
+from marketplace import services
+from marketplace.sandbox import validation
 from marketplace.models import ModelVersion
 
 from .conftest import onnx_model_bytes, torch_export_bytes, upload_file

@@ -1,4 +1,4 @@
-"""Run `marketplace/sandbox.py` on a model file in a child process with memory, CPU and time limits.
+"""Run `marketplace/sandbox/inspect_file.py` on a model file in a child process with memory, CPU and time limits.
 
 The child gets an environment with nothing but a PATH and thread counts: no SECRET_KEY, DATABASE_URL or broker
 URLs can leak into a process that parses hostile files.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import archives, confine, sandbox
+from . import archives, confine, inspect_file
 
-SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
+SANDBOX_SCRIPT = Path(inspect_file.__file__).resolve()
 SAFE_ENVIRONMENT = {
     "PATH": "/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -106,8 +106,8 @@ def inspect_model_file(
             return Inspection(ok=False, reason=f"Validation took longer than {timeout} s and was stopped.")
     stdout, stderr = result.stdout, result.stderr
     for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
-        if line.startswith(sandbox.RESULT_MARKER):
-            answer = json.loads(line[len(sandbox.RESULT_MARKER) :])
+        if line.startswith(inspect_file.RESULT_MARKER):
+            answer = json.loads(line[len(inspect_file.RESULT_MARKER) :])
             if answer.get("ok"):
                 return Inspection(
                     ok=True,

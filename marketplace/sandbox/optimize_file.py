@@ -1,7 +1,7 @@
 """Quantize an ONNX model and measure what it gains and costs, inside a throw-away child process.
 
-Run as a script (`python -I optimize_sandbox.py request.json`) by `marketplace.optimization`, under the same
-`confine.py` limits and secret-free environment as the upload check (`sandbox.py`): the input is an uploaded
+Run as a script (`python -I optimize_file.py request.json`) by `marketplace.optimization`, under the same
+`confine.py` limits and secret-free environment as the upload check (`inspect_file.py`): the input is an uploaded
 file. Nothing here imports Django. The quantized model is written into the working folder (the child's cwd)
 as OUTPUT_NAME; the answer is one JSON line on stdout prefixed with RESULT_MARKER.
 
@@ -41,10 +41,10 @@ def sibling(name: str):
     if not __package__:
         # Run as a script under `python -I`, which puts no folder on sys.path. The project's root goes last
         # (never this folder: its `selectors.py` would shadow the standard library's).
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if root not in sys.path:
             sys.path.append(root)
-    return importlib.import_module(f"marketplace.{name}")
+    return importlib.import_module(name if name == "marketplace.tokenization" else f"marketplace.sandbox.{name}")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def generated_array(spec: dict, rows: int | None, example, rng):
 
 def text_feeds(inputs: list[dict], request: dict, rng, count: int) -> list[dict]:
     """Text models: the example's texts and variations of them, through the version's tokenizer."""
-    tokenization = sibling("tokenization")
+    tokenization = sibling("marketplace.tokenization")
     with open(request["tokenizer"], encoding="utf-8") as handle:
         tokenizer = tokenization.tokenizer_load(handle.read())
     example = request.get("example")
@@ -163,11 +163,11 @@ def load_checked(path: str):
     file names), known operator domains, tensors that hold what they claim."""
     import onnx
 
-    sandbox = sibling("sandbox")
+    inspect_file = sibling("inspect_file")
     try:
         model = onnx.load(path, load_external_data=False)
-        sandbox.check_onnx_structure(model)
-    except sandbox.Rejected as exc:
+        inspect_file.check_onnx_structure(model)
+    except inspect_file.Rejected as exc:
         raise Failed(str(exc)) from exc
     except Exception as exc:
         raise Failed(f"The file does not load as ONNX: {exc}") from exc

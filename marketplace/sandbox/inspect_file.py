@@ -1,6 +1,6 @@
 """Inspect an uploaded model file inside a throw-away child process.
 
-Run as a script (`python -I sandbox.py request.json`) by `marketplace.validation`, never
+Run as a script (`python -I inspect_file.py request.json`) by `marketplace.sandbox.validation`, never
 imported by the web or worker process for real work: it starts under `confine.py`'s memory, CPU-time and
 file-size limits, in an environment without secrets. Nothing here imports Django.
 
@@ -23,9 +23,9 @@ RESULT_MARKER = "MODELPORT-SANDBOX-RESULT:"
 if not __package__:
     # Run as a script under `python -I`, which puts no folder on sys.path. The project's root goes last (never
     # this folder: its `selectors.py` would shadow the standard library's).
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from marketplace.archives import Rejected, check_zip, classify_archive, refusal, scan_archive, sniff  # noqa: E402
+from marketplace.sandbox.archives import Rejected, check_zip, classify_archive, refusal, scan_archive, sniff  # noqa: E402
 
 
 def runtime_domains() -> set[str]:
@@ -208,7 +208,7 @@ def inspect_onnx(path: str, request: dict) -> dict:
 
 
 def trials_module():
-    from marketplace import trials  # only when a model is run: it loads numpy
+    from marketplace.sandbox import trials  # only when a model is run: it loads numpy
 
     return trials
 

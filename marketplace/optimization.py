@@ -14,8 +14,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .sandbox import optimize_file
 from .models import Task
+from .sandbox import optimize_file
 from .sandbox.validation import run_sandboxed
 
 OPTIMIZE_SCRIPT = Path(optimize_file.__file__).resolve()

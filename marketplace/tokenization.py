@@ -1,8 +1,9 @@
 """Text into a model's token tensors with a Hugging Face `tokenizer.json`, through the `tokenizers` library.
 
-Django-free: the upload check (in the web process), the sandbox child (`sandbox/inspect_file.py`, the trial run on the
-example) and inference's text path all tokenize the same way here. Parsing a tokenizer.json is not code
-execution (it is data for the Rust library), but its size is bounded by the caller.
+Django-free: the upload check (in the web process), the sandbox child (`sandbox/inspect_file.py`, the
+trial run on the example) and inference's text path all tokenize the same way here. Parsing a
+tokenizer.json is not code execution (it is data for the Rust library), but its size is bounded by the
+caller.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Quantize an ONNX model and measure what it gains and costs, inside a throw-away child process.
 
 Run as a script (`python -I optimize_file.py request.json`) by `marketplace.optimization`, under the same
-`confine.py` limits and secret-free environment as the upload check (`inspect_file.py`): the input is an uploaded
-file. Nothing here imports Django. The quantized model is written into the working folder (the child's cwd)
-as OUTPUT_NAME; the answer is one JSON line on stdout prefixed with RESULT_MARKER.
+`confine.py` limits and secret-free environment as the upload check (`inspect_file.py`): the input is
+an uploaded file. Nothing here imports Django. The quantized model is written into the working folder (the
+child's cwd) as OUTPUT_NAME; the answer is one JSON line on stdout prefixed with RESULT_MARKER.
 
 The measurement is one run on this machine: the original and the quantized model each in a fresh session,
 fed the same inputs (the version's example and inputs generated from it, a fixed seed), timed over several
@@ -44,7 +44,7 @@ def sibling(name: str):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if root not in sys.path:
             sys.path.append(root)
-    return importlib.import_module(name if name == "marketplace.tokenization" else f"marketplace.sandbox.{name}")
+    return importlib.import_module(name if name.startswith("marketplace.") else f"marketplace.sandbox.{name}")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------

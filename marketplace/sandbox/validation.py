@@ -1,4 +1,4 @@
-"""Run `marketplace/sandbox/inspect_file.py` on a model file in a child process with memory, CPU and time limits.
+"""Run `inspect_file.py` on a model file in a confined child process with memory, CPU and time limits.
 
 The child gets an environment with nothing but a PATH and thread counts: no SECRET_KEY, DATABASE_URL or broker
 URLs can leak into a process that parses hostile files.

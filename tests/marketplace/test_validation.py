@@ -7,8 +7,8 @@ import json
 import pytest
 
 from marketplace import services
-from marketplace.sandbox import validation
 from marketplace.models import ModelVersion
+from marketplace.sandbox import validation
 
 from .conftest import onnx_model_bytes, torch_export_bytes, upload_file
 

@@ -60,6 +60,9 @@ class Ended:
     finished_at: datetime | None = None
     queue_ms: float | None = None
     compute_ms: float | None = None
+    # Generative models: the tokens the call used (its `usage`).
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 # --- beginnings ---------------------------------------------------------------------------------------------
@@ -138,6 +141,8 @@ def finish(ended: list[Ended]) -> None:
             "queue_ms": item.queue_ms,
             "compute_ms": item.compute_ms,
             "bytes_out": bytes_out,
+            "prompt_tokens": item.prompt_tokens,
+            "completion_tokens": item.completion_tokens,
         }
     model_of = {item.id: item.model_id for item in ended}
     with transaction.atomic():
@@ -232,7 +237,14 @@ def _account(ids: list) -> list[tuple]:
     id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
     table = quote(Prediction._meta.db_table)
     columns = ["id", "status", "user_id", "api_key_id", "version_id", "created_at", "compute_ms"]
-    columns += ["bytes_in", "bytes_out", "webhook", "webhook_events_filter"]
+    columns += [
+        "bytes_in",
+        "bytes_out",
+        "prompt_tokens",
+        "completion_tokens",
+        "webhook",
+        "webhook_events_filter",
+    ]
     returning = ", ".join(quote(column) for column in columns)
     id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(ENDED))
     # Table and column names come from the model; every value is a parameter.
@@ -246,8 +258,9 @@ def _account(ids: list) -> list[tuple]:
     usages = []
     for row in rows:
         _id, status, user_id, api_key_id, version_id, created_at, compute_ms, bytes_in, bytes_out = row[:9]
-        if row[9]:  # a webhook: nearly never, and then it is told how the prediction ended
-            _webhook_ended(_id, status, row[10])
+        prompt_tokens, completion_tokens = row[9] or 0, row[10] or 0
+        if row[11]:  # a webhook: nearly never, and then it is told how the prediction ended
+            _webhook_ended(_id, status, row[12])
         if isinstance(created_at, str):  # SQLite returns text from RETURNING
             created_at = datetime.fromisoformat(created_at)
         if timezone.is_naive(created_at):
@@ -262,6 +275,8 @@ def _account(ids: list) -> list[tuple]:
                 compute_ms=compute_ms or 0.0,
                 bytes_in=bytes_in or 0,
                 bytes_out=bytes_out or 0,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
             )
         )
     usage_record(usages)

@@ -88,6 +88,9 @@ class Prediction(models.Model):
     compute_ms = models.FloatField(null=True, blank=True)
     bytes_in = models.PositiveBigIntegerField(default=0)
     bytes_out = models.PositiveBigIntegerField(default=0)
+    # Generative models' usage, as their OpenAI-compatible answer reports it (a stream cut short included).
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     charged = models.BooleanField(default=False, help_text="Compute time was charged to the user's quota.")
     # Where to POST the record as it starts and ends (`inference.webhooks`), and for which events; blank
     # for nearly every prediction, which then costs the ledger nothing more.

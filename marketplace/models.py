@@ -18,6 +18,7 @@ class Task(models.TextChoices):
     TABULAR_REGRESSION = "tabular-regression"
     TEXT_CLASSIFICATION = "text-classification"
     FEATURE_EXTRACTION = "feature-extraction"
+    TEXT_GENERATION = "text-generation"
     OTHER = "other"
 
 
@@ -30,6 +31,7 @@ class Format(models.TextChoices):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     TORCH_EXPORT = "torch-export"
+    GGUF = "gguf"
 
 
 model_name_validator = RegexValidator(
@@ -156,6 +158,9 @@ class ModelVersion(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derivatives"
     )
     optimization = models.JSONField(default=dict, blank=True)
+    # GGUF chat models: what the sandbox read from the file's header (architecture, parameters, quantization,
+    # context_length, chat_template as a boolean); empty for every other format.
+    llm = models.JSONField(default=dict, blank=True)
     # Its top label agrees with the original's too rarely (MODEL_OPTIMIZATION_MIN_AGREEMENT): published, but
     # predict never picks it by default (`selectors.latest_ready_version`), only when asked for by number.
     low_agreement = models.BooleanField(default=False)

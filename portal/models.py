@@ -121,6 +121,9 @@ class Plan(models.Model):
     compute_seconds_per_month = models.PositiveIntegerField()
     max_upload_bytes = models.PositiveBigIntegerField()
     max_private_models = models.PositiveIntegerField()
+    # Generative models are metered in tokens (prompt plus completion).
+    tokens_per_minute = models.PositiveIntegerField(default=20_000)
+    tokens_per_day = models.PositiveIntegerField(default=200_000)
     is_default = models.BooleanField(default=False, help_text="New users get this plan.")
 
     class Meta:
@@ -163,6 +166,8 @@ class Quota(models.Model):
     compute_seconds_per_month = models.PositiveIntegerField(null=True, blank=True)
     max_upload_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     max_private_models = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True)
 
     LIMIT_FIELDS = (
         "requests_per_minute",
@@ -170,6 +175,8 @@ class Quota(models.Model):
         "compute_seconds_per_month",
         "max_upload_bytes",
         "max_private_models",
+        "tokens_per_minute",
+        "tokens_per_day",
     )
 
     def __str__(self) -> str:
@@ -202,6 +209,8 @@ class UsageDay(models.Model):
     compute_ms = models.FloatField(default=0)
     bytes_in = models.PositiveBigIntegerField(default=0)
     bytes_out = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-day"]

@@ -73,6 +73,8 @@ class Limits:
     compute_seconds_per_month: int
     max_upload_bytes: int
     max_private_models: int
+    tokens_per_minute: int
+    tokens_per_day: int
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -39,6 +39,8 @@ class Usage:
     compute_ms: float
     bytes_in: int
     bytes_out: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def usage_record(usages: list[Usage]) -> None:
@@ -51,7 +53,15 @@ def usage_record(usages: list[Usage]) -> None:
         return
     month = month_number(time.time())
     days: dict[tuple, dict] = defaultdict(
-        lambda: dict(requests=0, succeeded=0, compute_ms=0.0, bytes_in=0, bytes_out=0)
+        lambda: dict(
+            requests=0,
+            succeeded=0,
+            compute_ms=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+        )
     )
     compute_by_user: dict[int, int] = defaultdict(int)
     for usage in usages:
@@ -59,6 +69,8 @@ def usage_record(usages: list[Usage]) -> None:
         totals["requests"] += 1
         totals["bytes_in"] += usage.bytes_in
         totals["bytes_out"] += usage.bytes_out
+        totals["prompt_tokens"] += usage.prompt_tokens
+        totals["completion_tokens"] += usage.completion_tokens
         if usage.succeeded:
             totals["succeeded"] += 1
             totals["compute_ms"] += usage.compute_ms
@@ -89,12 +101,25 @@ def usage_keep_without_versions(version_ids) -> None:
                 compute_ms=row.compute_ms,
                 bytes_in=row.bytes_in,
                 bytes_out=row.bytes_out,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
             )
             row.delete()
 
 
 def _add_usage_day(
-    *, user_id, api_key_id, version_id, day, requests, succeeded, compute_ms, bytes_in, bytes_out
+    *,
+    user_id,
+    api_key_id,
+    version_id,
+    day,
+    requests,
+    succeeded,
+    compute_ms,
+    bytes_in,
+    bytes_out,
+    prompt_tokens=0,
+    completion_tokens=0,
 ):
     lookup = dict(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day)
     increments = dict(
@@ -103,6 +128,8 @@ def _add_usage_day(
         compute_ms=F("compute_ms") + compute_ms,
         bytes_in=F("bytes_in") + bytes_in,
         bytes_out=F("bytes_out") + bytes_out,
+        prompt_tokens=F("prompt_tokens") + prompt_tokens,
+        completion_tokens=F("completion_tokens") + completion_tokens,
     )
     if UsageDay.objects.filter(**lookup).update(**increments):
         return
@@ -115,6 +142,8 @@ def _add_usage_day(
                 compute_ms=compute_ms,
                 bytes_in=bytes_in,
                 bytes_out=bytes_out,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
             )
     except IntegrityError:  # another worker created the row first
         UsageDay.objects.filter(**lookup).update(**increments)

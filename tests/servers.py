@@ -27,7 +27,9 @@ APT_PACKAGES = {
     "prometheus": "prometheus",
     "openssl": "openssl",  # the webhook tests' certificate authority
     "ip": "iproute2",
+    "bwrap": "bubblewrap",  # the sandbox of runners and upload checks (`make system` has it for `make run`)
 }
+APT_LISTS = Path("/var/lib/apt/lists")
 
 
 def log(message: str) -> None:
@@ -55,7 +57,9 @@ def install_missing() -> None:
         sys.exit(f"Missing system packages {missing}; install them with apt-get (needs root).")
     log(f"installing {' '.join(missing)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    # Once: `make system` may have just updated the lists.
+    if not APT_LISTS.is_dir() or time.time() - APT_LISTS.stat().st_mtime > 3600:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import select
+import shutil
 import signal
-import subprocess
+import socket
 import tempfile
 import threading
 import time
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from marketplace.sandbox import confine
+from marketplace.sandbox.confine import Confinement
 
 from .limits import MemoryCgroup
 from .protocol import ChannelClosed, read_frame, write_frame
@@ -47,6 +48,9 @@ class ModelRef:
     outputs: tuple[str, ...]
     batchable: bool  # every input's first dimension is dynamic
     file_key: str = ""  # its data key's envelope when stored encrypted (decrypted by the trusted side)
+    # Whose model it is (the owner's name): a runner serves one tenant's models until it is replaced, so no
+    # model ever shares a process, its memory or its open files with another tenant's.
+    tenant: str = ""
 
 
 @dataclass
@@ -108,21 +112,25 @@ class RunnerSettings:
     threads: int = 1
     session_budget_mb: int = 512
     time_limit: float = 30.0
-    user: str = ""  # run runners as this user when started as root ("": the current user)
+    confinement: Confinement = field(default_factory=Confinement)
     start_timeout: float = 60.0
 
 
 class RunnerProcess:
-    """One runner: a child process with a clean environment, its own memory limit and a pair of pipes."""
+    """One runner: a confined child process (`confine.spawn`) with a clean environment, its own cgroup (memory
+    and pids), a pair of pipes for requests and replies, and a Unix socket on which the trusted side hands it
+    each model file as an open, read-only descriptor: a runner has no path to any stored file."""
 
     def __init__(self, name: str, config: RunnerSettings):
         self.name, self.config = name, config
-        self.process: subprocess.Popen | None = None
+        self.process = None
         self.cgroup: MemoryCgroup | None = None
         self.home: str | None = None
         self.to_runner = self.from_runner = -1
+        self.handoff: socket.socket | None = None
         self.rss = 0
         self.open_models: list[str] = []  # sha256s, as the runner last reported
+        self.tenant: str | None = None  # the tenant whose models it has opened, once it has
 
     @property
     def pid(self) -> int | None:
@@ -134,11 +142,17 @@ class RunnerProcess:
         self.cgroup = MemoryCgroup.create(self.name, limit)
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
-        self.home = tempfile.mkdtemp(prefix="modelport-runner-")
+        self.handoff, handoff_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if config.confinement.sandbox:
+            home = "/tmp"  # noqa: S108 - the runner's own tmpfs
+        else:
+            self.home = home = tempfile.mkdtemp(prefix="modelport-runner-")
+            if config.confinement.user and os.geteuid() == 0:
+                os.chown(self.home, *confine.runner_identity(config.confinement.user))
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": self.home,
-            "TMPDIR": self.home,
+            "HOME": home,
+            "TMPDIR": home,
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -146,11 +160,6 @@ class RunnerProcess:
             "MKL_NUM_THREADS": str(config.threads),
             **{name: os.environ[name] for name in INHERITED_ENV if name in os.environ},
         }
-        identity = {}
-        if config.user and os.geteuid() == 0:
-            entry = pwd.getpwnam(config.user)
-            os.chown(self.home, entry.pw_uid, entry.pw_gid)
-            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         try:
             runner = [
                 "-m",
@@ -159,39 +168,47 @@ class RunnerProcess:
                 str(request_read),
                 "--out-fd",
                 str(reply_write),
+                "--handoff-fd",
+                str(handoff_child.fileno()),
                 "--threads",
                 str(config.threads),
                 "--session-budget-mb",
                 str(config.session_budget_mb),
             ]
-            self.process = subprocess.Popen(
-                confine.command(
-                    runner,
-                    # Without a cgroup, an address-space limit; killed with the slot thread that starts it.
-                    address_space_mb=0 if self.cgroup else config.memory_mb,
-                    parent=os.getpid(),
-                ),
-                cwd=PROJECT_ROOT,
+            self.process = confine.spawn(
+                runner,
+                confinement=config.confinement,
                 env=env,
-                stdin=subprocess.DEVNULL,
-                pass_fds=(request_read, reply_write),
-                close_fds=True,
-                start_new_session=True,
-                **identity,
+                cwd=PROJECT_ROOT,  # `-m inference.runners.runner` (in the sandbox, the project's code alone)
+                # Without a cgroup, an address-space limit.
+                address_space_mb=0 if self.cgroup else config.memory_mb,
+                pass_fds=(request_read, reply_write, handoff_child.fileno()),
             )
         finally:
             os.close(request_read)
             os.close(reply_write)
+            handoff_child.close()
         self.to_runner, self.from_runner = request_write, reply_read
         if self.cgroup:
             self.cgroup.attach(self.process.pid)
         self.oom_kills_at_start = self.cgroup.oom_kills() if self.cgroup else 0
         header, _ = self._read(time.monotonic() + config.start_timeout)
+        if self.cgroup:
+            # bwrap may fork the runner before the first attach lands: every process of the tree goes in.
+            for pid in descendants(self.process.pid):
+                self.cgroup.attach(pid)
         self.rss = header.get("rss", 0)
         logger.info("runner %s started (pid %s)", self.name, self.process.pid)
 
     def call(self, header: dict, tensors: dict[str, np.ndarray], deadline: float):
+        """Run one request. `header["path"]` is the model's file on this side: when the runner does not hold
+        the model open, the file goes over as a read-only descriptor, never as a path."""
+        header = dict(header)
+        path = header.pop("path")
         try:
+            if header["sha256"] not in self.open_models:
+                header["handoff"] = True
+                self._hand_over(path)
             write_frame(self.to_runner, header, tensors)
         except OSError:
             raise self._died() from None
@@ -199,6 +216,13 @@ class RunnerProcess:
         self.rss = reply.get("rss", self.rss)
         self.open_models = reply.get("open", self.open_models)
         return reply, outputs
+
+    def _hand_over(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            socket.send_fds(self.handoff, [b"m"], [fd])
+        finally:
+            os.close(fd)
 
     def _read(self, deadline: float):
         # The runner's exit is looked for too, not only the end of its pipe: a process forked while the pipe
@@ -247,13 +271,29 @@ class RunnerProcess:
             if fd >= 0:
                 os.close(fd)
         self.to_runner = self.from_runner = -1
+        if self.handoff is not None:
+            self.handoff.close()
+            self.handoff = None
         if self.cgroup:
             self.cgroup.remove()
         if self.home:
-            import shutil
-
             shutil.rmtree(self.home, ignore_errors=True)
         self.process = None
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (the runner sits under bwrap and its init)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+        except OSError:  # ended meanwhile
+            continue
+    return found
 
 
 class Scheduler:
@@ -462,6 +502,11 @@ class RunnerSlot(threading.Thread):
         open_before: set[str] = set()
         try:
             runner = self.ensure_runner()
+            if runner.tenant not in (None, model.tenant):
+                # Another tenant's models were opened in this process: a fresh one, so nothing of theirs is.
+                self.replace("tenant")
+                runner = self.ensure_runner()
+            runner.tenant = model.tenant
             open_before = set(runner.open_models)
             deadline = (
                 time.monotonic() + self.pool.config.time_limit

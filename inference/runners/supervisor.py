@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 from django.conf import settings
 
+from marketplace.sandbox.validation import confinement
 from portal.metrics import metrics_dir_prune
 
 from .. import queue
@@ -43,6 +44,7 @@ def model_ref(header: dict) -> ModelRef:
         outputs=tuple(header["outputs"]),
         batchable=header["batchable"],
         file_key=header.get("file_key", ""),
+        tenant=header["model"].partition("/")[0],
     )
 
 
@@ -68,7 +70,7 @@ def pool_from_settings(name: str, observer: PoolObserver | None = None) -> Runne
             threads=settings.INFERENCE_THREADS_PER_RUNNER or max(1, (os.cpu_count() or 1) // runners),
             session_budget_mb=settings.INFERENCE_SESSION_MEMORY_MB,
             time_limit=settings.PREDICTION_TIME_LIMIT,
-            user=settings.INFERENCE_RUNNER_USER,
+            confinement=confinement(),
         ),
         resolve_path=lambda model: str(
             local_model_path(sha256=model.sha256, file_name=model.file_name, file_key=model.file_key)

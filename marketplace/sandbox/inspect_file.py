@@ -8,7 +8,7 @@ Order of checks, cheapest and safest first: magic bytes; for zip archives the ce
 (zip bomb) and a static scan of every pickle inside (`archives.py`: no pickle is ever unpickled); for
 ONNX the protobuf structure (external data, tensor sizes, operator domains) and `onnx.checker`.
 Only then does a runtime load the model, and a trial inference (`trials`) tries to run it. The answer is one
-JSON line on stdout prefixed with RESULT_MARKER.
+JSON line on the verdict descriptor (`verdict.py`); stdout goes to stderr.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import os
 import sys
 import zipfile
 
-RESULT_MARKER = "MODELPORT-SANDBOX-RESULT:"
-
 if not __package__:
     # Run as a script under `python -I`, which puts no folder on sys.path. The project's root goes last (never
     # this folder: its `selectors.py` would shadow the standard library's).
     sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from marketplace.sandbox.archives import Rejected, check_zip, classify_archive, refusal, scan_archive, sniff  # noqa: E402
+from marketplace.sandbox.verdict import verdict_channel, verdict_send  # noqa: E402
 
 
 def runtime_domains() -> set[str]:
@@ -457,6 +456,7 @@ def inspect(request: dict) -> dict:
 
 
 def main() -> int:
+    verdict = verdict_channel(int(os.environ["MODELPORT_VERDICT_FD"]))
     # The request is a file: an `example` can be larger than one command-line argument may be.
     with open(sys.argv[1], encoding="utf-8") as handle:
         request = json.load(handle)
@@ -468,8 +468,7 @@ def main() -> int:
         answer = {"ok": False, "reason": "The model needs more memory than validation allows."}
     except RecursionError:
         answer = {"ok": False, "reason": "The model is nested too deeply to inspect."}
-    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(answer) + "\n")
-    sys.stdout.flush()
+    verdict_send(verdict, answer)
     os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
 
 

@@ -3,7 +3,8 @@
 Run as a script (`python -I optimize_file.py request.json`) by `marketplace.optimization`, under the same
 `confine.py` limits and secret-free environment as the upload check (`inspect_file.py`): the input is
 an uploaded file. Nothing here imports Django. The quantized model is written into the working folder (the
-child's cwd) as OUTPUT_NAME; the answer is one JSON line on stdout prefixed with RESULT_MARKER.
+child's cwd) as OUTPUT_NAME; the answer is one JSON line on the verdict
+descriptor (`verdict.py`).
 
 The measurement is one run on this machine: the original and the quantized model each in a fresh session,
 fed the same inputs (the version's example and inputs generated from it, a fixed seed), timed over several
@@ -21,7 +22,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-RESULT_MARKER = "MODELPORT-OPTIMIZE-RESULT:"
 OUTPUT_NAME = "optimized.onnx"
 METHODS = ("dynamic-int8", "static-int8")
 # Rows per generated batch (models with a dynamic batch dimension), and feeds for models without one.
@@ -408,6 +408,8 @@ def optimize(request: dict) -> dict:
 
 
 def main() -> int:
+    verdict = sibling("verdict")
+    channel = verdict.verdict_channel(int(os.environ["MODELPORT_VERDICT_FD"]))
     with open(sys.argv[1], encoding="utf-8") as handle:
         request = json.load(handle)
     try:
@@ -418,8 +420,7 @@ def main() -> int:
         answer = {"ok": False, "reason": "The model needs more memory than optimization allows."}
     except RecursionError:
         answer = {"ok": False, "reason": "The model is nested too deeply to optimize."}
-    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(answer) + "\n")
-    sys.stdout.flush()
+    verdict.verdict_send(channel, answer)
     os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
 
 

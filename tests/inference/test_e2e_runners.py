@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -75,19 +77,27 @@ RUNNER_COMMAND = sys.executable.encode() + b"\0-m\0inference.runners.runner\0"
 
 
 def runner_pids(worker: WorkerProcess) -> list[int]:
-    found = []
+    """The worker's runners: below it (under bwrap and its init, in their own PID namespace), started
+    (`confine.py` has exec'd the runner itself), not being set up."""
+    parents, commands = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        # Started (`confine.py` has exec'd the runner itself), not being set up.
-        if parent == worker.process.pid and command.startswith(RUNNER_COMMAND):
-            found.append(int(entry.name))
-    return found
+
+    def below_worker(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == worker.process.pid:
+                return True
+        return False
+
+    runners = [pid for pid, command in commands.items() if command.startswith(RUNNER_COMMAND)]
+    return [pid for pid in runners if below_worker(pid)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -146,7 +156,75 @@ def test_a_runner_has_no_secrets_and_no_database_connection(own_worker):
         names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
         assert not names & {"DATABASE_URL", "SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "METRICS_TOKEN"}
         assert not any(secret and secret in environ for secret in secrets)
-        assert not [link for link in open_files(pid) if link.startswith("socket:")]
+        # Its one socket is the Unix socket its pool hands model files over; no TCP connection of any kind.
+        unix_sockets = {
+            line.split()[6] for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
+        }
+        sockets = [link[len("socket:[") : -1] for link in open_files(pid) if link.startswith("socket:")]
+        assert len(sockets) == 1 and Path(f"/proc/{pid}/net/tcp").read_text().count("\n") == 1
+        assert (
+            sockets[0] in unix_sockets or not unix_sockets
+        )  # (a socketpair is listed only where it was made)
+
+
+def test_a_runner_runs_unprivileged_without_network_and_sees_only_the_runtime(own_worker):
+    worker = own_worker()
+    listener = socket.create_server(("127.0.0.1", 0))  # stands for the web, Redis or PostgreSQL
+    port = listener.getsockname()[1]
+    try:
+        for pid in runner_pids(worker):
+            status = dict(
+                line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            )
+            assert int(status["Uid"].split()[0]) != 0 and int(status["Gid"].split()[0]) != 0
+            assert status["CapEff"].strip() == "0000000000000000"
+            assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+            for namespace in ("net", "pid", "mnt"):
+                assert os.readlink(f"/proc/{pid}/ns/{namespace}") != os.readlink(f"/proc/self/ns/{namespace}")
+            # From inside its network namespace, the web's port is unreachable: there is no route at all.
+            attempt = subprocess.run(
+                [
+                    "nsenter",
+                    f"--net=/proc/{pid}/ns/net",
+                    sys.executable,
+                    "-c",
+                    f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert attempt.returncode != 0 and "Error" in attempt.stderr, attempt.stderr
+            # Its filesystem: the runtime, read-only; nothing of the project but the runner's own code, no
+            # data folder, no stored model, no database.
+            root = Path(f"/proc/{pid}/root")
+            runtime = {
+                "bin",
+                "dev",
+                "etc",
+                "lib",
+                "lib64",
+                "proc",
+                "root",
+                "sbin",
+                "sys",
+                "tmp",
+                "usr",
+                "work",
+            }
+            assert {entry.name for entry in root.iterdir()} <= runtime
+            project = root / Path(django_settings.BASE_DIR).relative_to("/")
+            assert {entry.name for entry in project.iterdir()} - {".venv"} == {"inference", "marketplace"}
+            assert not (project / "portal").exists()
+            for private in (
+                django_settings.MEDIA_ROOT,
+                django_settings.INFERENCE_MODEL_CACHE_DIR,
+                "/etc/shadow",
+            ):
+                assert not (root / Path(private).relative_to("/")).exists(), private
+            assert {entry.name for entry in (root / "etc").iterdir()} <= {"ld.so.cache", "localtime"}
+    finally:
+        listener.close()
 
 
 def open_files(pid: int) -> list[str]:

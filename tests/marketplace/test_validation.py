@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from marketplace import services
@@ -22,14 +20,23 @@ def test_the_sandbox_child_gets_no_secrets_and_a_memory_limit(tmp_path, monkeypa
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import json, os, resource\n"
+        "def no_terminal():\n"
+        "    try:\n"
+        "        open('/dev/tty').close()\n"
+        "    except OSError:\n"
+        "        return True\n"
+        "    return False\n"
         "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
         "print(json.dumps({'env': sorted(os.environ), 'as': resource.getrlimit(resource.RLIMIT_AS)[0],\n"
         "    'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0],\n"
         "    'core': resource.getrlimit(resource.RLIMIT_CORE)[0],\n"
-        "    'no_new_privs': status['NoNewPrivs'].strip(), 'session': os.getsid(0) == os.getpid()}))"
+        "    'no_new_privs': status['NoNewPrivs'].strip(), 'session': no_terminal()}),\n"
+        "    file=os.fdopen(int(os.environ['MODELPORT_VERDICT_FD']), 'w'))"
     )
-    result = validation.run_sandboxed([str(probe)], workdir=str(tmp_path), timeout=30)
-    answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    result = validation.run_sandboxed(
+        [str(probe)], workdir=str(tmp_path), timeout=30, read_only=(str(probe),)
+    )
+    answer = result.verdict
     assert not {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "MODEL_ENCRYPTION_KEY"} & set(
         answer["env"]
     )

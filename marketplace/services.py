@@ -390,7 +390,9 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
     if inspection.ok:
         version.status = ModelVersion.Status.READY
         version.format = inspection.format
-        version.signature = inspection.signature
+        # A GGUF model's header summary comes with its signature from the sandbox; it is kept apart.
+        version.signature = dict(inspection.signature)
+        version.llm = version.signature.pop("llm", {})
         # A ready version's reason is its caveat, e.g. "trial run skipped: … — give an `example` to check it".
         version.reason = inspection.note
     else:
@@ -399,7 +401,11 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
         version.signature = {}
     with transaction.atomic():
         updated = ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.VALIDATING).update(
-            status=version.status, format=version.format, signature=version.signature, reason=version.reason
+            status=version.status,
+            format=version.format,
+            signature=version.signature,
+            reason=version.reason,
+            llm=version.llm,
         )
         if updated and inspection.ok:
             latest = latest_ready_version(version.model)

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Greatest
 from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 
@@ -59,6 +60,8 @@ LIMIT_DESCRIPTIONS = {
     "key_requests_per_minute": "requests per minute for this API key",
     "key_requests_per_day": "requests per day for this API key",
     "compute_seconds_per_month": "compute seconds per month",
+    "tokens_per_minute": "tokens per minute",
+    "tokens_per_day": "tokens per day",
 }
 
 
@@ -520,3 +523,154 @@ def compute_used_ms(user, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     row = UsageCounter.objects.filter(key=compute_counter_key(user.pk)).values_list("window", "used").first()
     return int(row[1]) if row and row[0] == month_number(now) else 0
+
+
+# --- Tokens (generative models) -----------------------------------------------------------------------------
+
+
+@dataclass
+class TokenReservation:
+    """Tokens set aside for one generative call at admission: its prompt plus its max_tokens. The call gives
+    back what it did not use (`tokens_settle`), so a user's calls together never pass a token limit."""
+
+    windows: list[Window]
+    tokens: int
+    settled: bool = False
+
+
+def token_windows(user, limits: Limits, now: float) -> list[Window]:
+    to_minute_end, to_day_end = 60 - int(now % 60), 86400 - int(now % 86400)
+    return [
+        Window(
+            "tokens_per_minute",
+            f"u:{user.pk}",
+            "tokens-minute",
+            limits.tokens_per_minute,
+            minute_number(now),
+            to_minute_end,
+        ),
+        Window(
+            "tokens_per_day", f"u:{user.pk}", "tokens-day", limits.tokens_per_day, day_number(now), to_day_end
+        ),
+    ]
+
+
+# KEYS: the token windows. ARGV: the tokens, then each window's limit and expiry. Returns {0, used…} when
+# reserved, {i, used_i} when window i has not that many tokens left (nothing is reserved then).
+RESERVE_TOKENS_SCRIPT = """
+local tokens = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used + tokens > tonumber(ARGV[2 * i]) then return {i, used} end
+end
+local result = {0}
+for i = 1, #KEYS do
+  local used = redis.call('INCRBY', KEYS[i], tokens)
+  if used == tokens then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+  result[i + 1] = used
+end
+return result
+"""
+# KEYS: the token windows the reservation counted in; ARGV: the tokens given back.
+RETURN_TOKENS_SCRIPT = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], ARGV[1]) end
+end
+return 0
+"""
+
+
+def tokens_reserve(*, user, tokens: int) -> TokenReservation:
+    """Set `tokens` aside in the user's token windows (minute and day), all or nothing, or raise
+    QuotaExceeded reserving nothing."""
+    now = time.time()
+    windows = token_windows(user, effective_limits(user), now)
+    state = current_request_state.get()
+    try:
+        if quota_backend() == "redis":
+            args: list = [tokens]
+            for w in windows:
+                args += [w.limit, w.reset + 5]
+            result = redis_script("reserve_tokens", RESERVE_TOKENS_SCRIPT)(
+                keys=[w.redis_key for w in windows], args=args
+            )
+            if result[0]:
+                full = windows[result[0] - 1]
+                full.used = int(result[1])
+                raise _window_rejection(full, windows)
+            for window, used in zip(windows, result[1:], strict=True):
+                window.used = int(used)
+        else:
+            with transaction.atomic():
+                for window in windows:
+                    if not _add_to_counter(window, tokens):
+                        window.used = _counter_used(window)
+                        raise _window_rejection(window, windows)
+            for window in windows:
+                window.used = _counter_used(window)
+    except QuotaExceeded as rejection:
+        if state is not None:
+            state.rejection = rejection
+        raise
+    except RedisError as error:
+        logger.error("token reservation failed: Redis is unavailable (%s)", type(error).__name__)
+        raise QuotaUnavailable() from None
+    return TokenReservation(windows=windows, tokens=tokens)
+
+
+def tokens_settle(reservation: TokenReservation, *, used: int) -> None:
+    """The call is over and used `used` tokens: give the rest of its reservation back (once)."""
+    if reservation.settled:
+        return
+    reservation.settled = True
+    unused = max(0, reservation.tokens - used)
+    if not unused:
+        return
+    try:
+        if quota_backend() == "redis":
+            redis_script("return_tokens", RETURN_TOKENS_SCRIPT)(
+                keys=[w.redis_key for w in reservation.windows], args=[unused]
+            )
+            return
+        for window in reservation.windows:
+            UsageCounter.objects.filter(key=window.counter_key, window=window.number).update(
+                used=Greatest(F("used") - unused, Value(0))
+            )
+    except RedisError as error:  # the tokens stay counted: the limit errs on the safe side
+        logger.error("could not give back %d tokens: Redis is unavailable (%s)", unused, type(error).__name__)
+
+
+def _add_to_counter(window: Window, amount: int) -> bool:
+    """Add `amount` to the window's counter if that stays within its limit (a new window starts at it)."""
+    if amount > window.limit:
+        return False
+
+    def add() -> bool:
+        return bool(
+            UsageCounter.objects.filter(key=window.counter_key)
+            .filter(~Q(window=window.number) | Q(used__lte=window.limit - amount))
+            .update(
+                used=Case(When(window=window.number, then=F("used") + amount), default=Value(amount)),
+                window=Value(window.number),
+            )
+        )
+
+    if add():
+        return True
+    UsageCounter.objects.bulk_create(
+        [UsageCounter(key=window.counter_key, window=window.number, used=0)], ignore_conflicts=True
+    )
+    return add()
+
+
+def current_token_windows(user, *, now: float | None = None) -> list[Window]:
+    """The user's token windows (minute, day) with what is used in them now, reservations included."""
+    now = time.time() if now is None else now
+    windows = token_windows(user, effective_limits(user), now)
+    if quota_backend() == "redis":
+        for window, value in zip(windows, redis_client().mget([w.redis_key for w in windows]), strict=True):
+            window.used = int(value or 0)
+    else:
+        for window in windows:
+            window.used = _counter_used(window)
+    return windows

@@ -10,7 +10,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from .models import UsageDay
-from .quotas import Limits, compute_used_ms, current_windows, effective_limits
+from .quotas import Limits, compute_used_ms, current_token_windows, current_windows, effective_limits
 
 
 @dataclass
@@ -21,6 +21,8 @@ class UsageSummary:
     compute_seconds_this_month: float
     minute_resets_in: int
     day_resets_in: int
+    tokens_this_minute: int = 0
+    tokens_today: int = 0
 
     def as_dict(self) -> dict:
         limits = self.limits
@@ -28,6 +30,8 @@ class UsageSummary:
             "requests_per_minute": self.requests_this_minute,
             "requests_per_day": self.requests_today,
             "compute_seconds_per_month": round(self.compute_seconds_this_month, 3),
+            "tokens_per_minute": self.tokens_this_minute,
+            "tokens_per_day": self.tokens_today,
         }
         return {
             "plan": limits.plan,
@@ -39,14 +43,22 @@ class UsageSummary:
                 "compute_seconds_per_month": round(
                     max(0.0, limits.compute_seconds_per_month - self.compute_seconds_this_month), 3
                 ),
+                "tokens_per_minute": max(0, limits.tokens_per_minute - self.tokens_this_minute),
+                "tokens_per_day": max(0, limits.tokens_per_day - self.tokens_today),
             },
-            "reset": {"requests_per_minute": self.minute_resets_in, "requests_per_day": self.day_resets_in},
+            "reset": {
+                "requests_per_minute": self.minute_resets_in,
+                "requests_per_day": self.day_resets_in,
+                "tokens_per_minute": self.minute_resets_in,
+                "tokens_per_day": self.day_resets_in,
+            },
         }
 
 
 def usage_summary(user) -> UsageSummary:
     now = time.time()
     minute, day = current_windows(user, now=now)[:2]
+    token_minute, token_day = current_token_windows(user, now=now)
     return UsageSummary(
         limits=effective_limits(user),
         requests_this_minute=minute.used,
@@ -54,6 +66,8 @@ def usage_summary(user) -> UsageSummary:
         compute_seconds_this_month=compute_used_ms(user, now=now) / 1000,
         minute_resets_in=minute.reset,
         day_resets_in=day.reset,
+        tokens_this_minute=token_minute.used,
+        tokens_today=token_day.used,
     )
 
 

@@ -49,6 +49,8 @@ def quota_set(
     requests_per_minute: int | None = None,
     requests_per_day: int | None = None,
     compute_seconds_per_month: int | None = None,
+    tokens_per_minute: int | None = None,
+    tokens_per_day: int | None = None,
 ) -> Limits:
     """Set a user's plan and overrides (None leaves a field as it is); returns the effective limits."""
     with transaction.atomic():
@@ -62,6 +64,8 @@ def quota_set(
             ("requests_per_minute", requests_per_minute),
             ("requests_per_day", requests_per_day),
             ("compute_seconds_per_month", compute_seconds_per_month),
+            ("tokens_per_minute", tokens_per_minute),
+            ("tokens_per_day", tokens_per_day),
         ):
             if value is not None:
                 setattr(quota, name, value)

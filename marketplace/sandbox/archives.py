@@ -63,13 +63,15 @@ class Rejected(Exception):
 
 
 def sniff(head: bytes) -> str:
-    """`pickle`, `zip`, `protobuf` or `unknown`, from the first bytes only (also used by the web process)."""
+    """`pickle`, `zip`, `gguf`, `protobuf` or `unknown`, from the first bytes (also used by the web)."""
     if not head:
         return "empty"
     if head[0] == 0x80 and len(head) > 1 and 1 <= head[1] <= 5:
         return "pickle"
     if head.startswith(b"PK\x03\x04"):
         return "zip"
+    if head.startswith(b"GGUF"):
+        return "gguf"
     # An ONNX ModelProto starts with a field key: ir_version (1, varint) or a length-delimited field.
     key = head[0]
     field, wire = key >> 3, key & 7

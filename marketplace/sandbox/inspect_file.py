@@ -452,6 +452,10 @@ def inspect(request: dict) -> dict:
         if request.get("scan_only"):
             return {"format": "onnx", "signature": {}}
         return inspect_onnx(path, request)
+    if kind == "gguf":
+        from marketplace.sandbox.inspect_gguf import inspect_gguf
+
+        return inspect_gguf(path, request)
     raise Rejected(refusal("unknown"))
 
 

@@ -1,4 +1,5 @@
-"""`quota <username> [--requests-per-minute N] [--requests-per-day N] [--compute-seconds-per-month N]`."""
+"""`quota <username> [--requests-per-minute N] [--requests-per-day N] [--compute-seconds-per-month N]
+[--tokens-per-minute N] [--tokens-per-day N]`."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -23,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--requests-per-minute", type=non_negative)
         parser.add_argument("--requests-per-day", type=non_negative)
         parser.add_argument("--compute-seconds-per-month", type=non_negative)
+        parser.add_argument("--tokens-per-minute", type=non_negative)
+        parser.add_argument("--tokens-per-day", type=non_negative)
         parser.add_argument("--plan", help="move the user to this plan (by name)")
 
     def handle(self, *args, username: str, plan: str | None, **options):
@@ -37,7 +40,13 @@ class Command(BaseCommand):
                 raise CommandError(f"No plan named {plan!r}. Plans: {names}.")
         overrides = {
             name: options[name]
-            for name in ("requests_per_minute", "requests_per_day", "compute_seconds_per_month")
+            for name in (
+                "requests_per_minute",
+                "requests_per_day",
+                "compute_seconds_per_month",
+                "tokens_per_minute",
+                "tokens_per_day",
+            )
             if options[name] is not None
         }
         limits = (
@@ -51,3 +60,5 @@ class Command(BaseCommand):
         self.stdout.write(f"  compute seconds per month: {limits.compute_seconds_per_month}")
         self.stdout.write(f"  max upload bytes:          {limits.max_upload_bytes}")
         self.stdout.write(f"  max private models:        {limits.max_private_models}")
+        self.stdout.write(f"  tokens per minute:         {limits.tokens_per_minute}")
+        self.stdout.write(f"  tokens per day:            {limits.tokens_per_day}")

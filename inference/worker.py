@@ -14,6 +14,7 @@ from celery import bootsteps
 from celery.signals import celeryd_after_setup
 from django.conf import settings
 
+from marketplace.sandbox.validation import refuse_unconfined
 from portal.startup import refuse_to_start
 
 from .pools import served_pools
@@ -36,6 +37,7 @@ class InferenceWorkerStep(bootsteps.StartStopStep):
     def __init__(self, worker, **kwargs):
         # Encrypted model files and no key (or the wrong one): the worker does not start, and says why.
         refuse_to_start()
+        refuse_unconfined()
         self.socket_dir = tempfile.mkdtemp(prefix="modelport-supervisor-")
         os.environ[SOCKET_ENV] = os.path.join(self.socket_dir, "jobs.sock")
         self.supervisor: Supervisor | None = None

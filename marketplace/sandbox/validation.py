@@ -63,6 +63,28 @@ def confinement() -> confine.Confinement:
     return confine.Confinement(sandbox=settings.INFERENCE_SANDBOX, user=settings.INFERENCE_RUNNER_USER)
 
 
+def refuse_unconfined() -> None:
+    """At the worker's start: ImproperlyConfigured, saying why, when the children that open uploaded files
+    could not be confined as the settings ask (no bwrap, namespaces refused, root without a runner user)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    confined = confinement()
+    try:
+        if os.geteuid() == 0:
+            if not confined.user:
+                raise confine.SandboxUnavailable(
+                    "the worker runs as root and INFERENCE_RUNNER_USER is not set: untrusted model code "
+                    "would run as root"
+                )
+            confine.runner_identity(confined.user)
+        if confined.sandbox and (problem := confine.sandbox_problem()):
+            raise confine.SandboxUnavailable(
+                f"{problem}. Set INFERENCE_SANDBOX=off to run uploaded models unconfined (development only)"
+            )
+    except confine.SandboxUnavailable as exc:
+        raise ImproperlyConfigured(f"Refusing to run uploaded models: {exc}") from None
+
+
 def sniff_upload(head: bytes) -> str | None:
     """A reason to refuse the file at once from its first bytes (web process), or None to let the worker
     decide."""

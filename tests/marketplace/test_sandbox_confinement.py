@@ -127,3 +127,34 @@ def test_a_model_that_prints_a_forged_verdict_and_dies_is_rejected(tmp_path):
     )
     assert not inspection.ok
     assert "and now the model dies" in inspection.reason
+
+
+def test_a_root_worker_without_a_runner_user_refuses_to_start(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.INFERENCE_RUNNER_USER = ""
+    if os.geteuid() != 0:  # a user's own worker: its children keep its uid
+        validation.refuse_unconfined()
+        return
+    with pytest.raises(ImproperlyConfigured, match="INFERENCE_RUNNER_USER is not set"):
+        validation.refuse_unconfined()
+    settings.INFERENCE_RUNNER_USER = "no-such-account-here"
+    with pytest.raises(ImproperlyConfigured, match="is not an account"):
+        validation.refuse_unconfined()
+    settings.INFERENCE_RUNNER_USER = "root"
+    with pytest.raises(ImproperlyConfigured, match="is root"):
+        validation.refuse_unconfined()
+
+
+def test_a_worker_that_cannot_confine_refuses_to_start_unless_told_to_run_unconfined(settings, monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    confine.sandbox_problem.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    try:
+        with pytest.raises(ImproperlyConfigured, match="bubblewrap"):
+            validation.refuse_unconfined()
+        settings.INFERENCE_SANDBOX = False
+        validation.refuse_unconfined()  # development only: it starts, and warns
+    finally:
+        confine.sandbox_problem.cache_clear()

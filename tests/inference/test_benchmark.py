@@ -152,3 +152,22 @@ def test_without_bentoml_its_checks_fail_and_say_how_to_install_it():
     assert "no BentoML figure" in lines[0]
     assert "pip install '.[bench]'" in format_table(results)[-1]
     assert format_noisy(None, "the server refused")[0] == "noisy neighbour: not measured: the server refused"
+
+
+def test_the_benchmark_measures_a_confined_runner_next_to_an_unconfined_one():
+    from django.conf import settings
+
+    from inference.benchmarking.confinement import format_confinement, measure_confinement
+
+    rows = measure_confinement(
+        data=onnx_models.mlp(),
+        input_name=onnx_models.MLP_INPUT,
+        sample=np.random.default_rng(0).random((1, 64), dtype=np.float32),
+        user=settings.INFERENCE_RUNNER_USER,
+        starts=1,
+        calls=20,
+    )
+    assert [row.mode for row in rows] == ["unconfined, the worker's user", "bubblewrap + seccomp, own user"]
+    assert all(0 < row.call_p50_ms <= row.call_p99_ms and row.start_ms > 0 for row in rows)
+    lines = format_confinement(rows, "benchmark/mlp")
+    assert lines[-1].startswith("  cost of confinement: start ")

@@ -7,8 +7,9 @@ uploaded through `POST /api/v1/models`), it measures:
 - a BentoML service with adaptive batching on the same ONNX file (`pip install '.[bench]'`), started and
   stopped by the command;
 - Modelport's `/api/v1` predict, `/v2` infer with JSON, and `/v2` infer with binary tensor data;
-then a noisy neighbour (another user's model kept busy with ~10 s calls while the MLP's p50 is measured). It
-prints one table, the noisy-neighbour figures and issue 9's "Done when" checks as PASS/FAIL lines, and exits 0
+then a noisy neighbour (another user's model kept busy with ~10 s calls while the MLP's p50 is measured), and
+what kernel confinement costs a runner (its start and a call, sandbox on and off). It prints one table, the
+noisy-neighbour figures and issue 9's "Done when" checks as PASS/FAIL lines, and exits 0
 either way: it is a measurement. It reads and writes the server's database directly (users, keys, quotas,
 model rows), so run it with the server's settings.
 """
@@ -25,11 +26,13 @@ from io import StringIO
 from urllib.parse import urlsplit
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.benchmarking import bento, onnx_models
+from inference.benchmarking.confinement import format_confinement, measure_confinement
 from inference.benchmarking.load import Measurement, Target, measure_http, measure_onnxruntime
 from inference.benchmarking.noisy import NoisyTenant
 from inference.benchmarking.report import (
@@ -159,12 +162,20 @@ class Command(BaseCommand):
         results = Results()
         if bento_missing:
             results.missing[BENTOML] = bento_missing
-        steps = sum(1 + (0 if bento_missing else 1) * len(c.levels) + 3 * len(c.levels) for c in cases) + 2
+        steps = sum(1 + (0 if bento_missing else 1) * len(c.levels) + 3 * len(c.levels) for c in cases) + 3
         progress = Progress(steps, sys.stderr)
         for case in cases:
             self.measure_case(case, key, results, progress)
         noisy = self.noisy_neighbour(cases[0], key, noisy_key, progress)
+        mlp = cases[0]
+        confinement = measure_confinement(
+            data=mlp.data, input_name=mlp.input_name, sample=mlp.sample, user=settings.INFERENCE_RUNNER_USER
+        )
+        progress.step("confinement")
         self.report(cases, results, noisy)
+        self.stdout.write("")
+        for line in format_confinement(confinement, mlp.slug):
+            self.stdout.write(line)
 
     # --- setup ---------------------------------------------------------------------------------------------
 

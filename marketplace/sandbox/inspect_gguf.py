@@ -26,6 +26,9 @@ MAX_ARRAY_ITEMS = 1 << 24  # vocabularies reach ~256k entries
 MAX_DIMS = 4
 MAX_TENSOR_NAME_BYTES = 256
 TRIAL_TOKENS = 4
+ALIGNMENT = (
+    32  # GGUF's default tensor data alignment (a file may set a larger one: then this bound is looser)
+)
 # Each GGUF value type's size in bytes (strings and arrays are walked).
 SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 STRING, ARRAY = 8, 9
@@ -95,6 +98,7 @@ def walk_header(path: str) -> None:
         for _ in range(keys):
             key = walk.string(MAX_KEY_BYTES, "metadata key").decode("utf-8", "replace")
             walk.value(walk.number("I"), key)
+        extents = []
         for _ in range(tensors):
             name = walk.string(MAX_TENSOR_NAME_BYTES, "tensor name").decode("utf-8", "replace")
             dims = walk.number("I")
@@ -108,7 +112,20 @@ def walk_header(path: str) -> None:
                 elements *= extent
                 if not 0 < extent or elements > size * 8:  # at most 8 elements per byte (sub-byte types)
                     raise Rejected(f"The GGUF tensor {name!r} is larger than the file could hold.")
-            walk.skip(4 + 8)  # its type and its data offset, checked with the reader's sizes
+            extents.append((name, elements, walk.number("I"), walk.number("Q")))
+        tensors_within_file(extents, data_start=-(-handle.tell() // ALIGNMENT) * ALIGNMENT, size=size)
+
+
+def tensors_within_file(extents: list[tuple], *, data_start: int, size: int) -> None:
+    import gguf
+
+    for name, elements, kind, offset in extents:
+        try:
+            block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            raise Rejected(f"The GGUF tensor {name!r} has an unknown type ({kind}).") from None
+        if data_start + offset + elements // block * block_bytes > size:
+            raise Rejected(f"The GGUF file is truncated: the tensor {name!r} runs past its end.")
 
 
 def model_summary(path: str) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import openai
 import pytest
@@ -24,8 +25,10 @@ HELLO = [{"role": "user", "content": "Name three colors."}]
 
 @pytest.fixture
 def smol(alice):
-    publish_smollm2(owner=alice, name="smol")
-    return "alice/smol"
+    # A new name in every test: the live servers cache look-ups by name for a few seconds.
+    name = f"smol-{uuid.uuid4().hex[:8]}"
+    publish_smollm2(owner=alice, name=name)
+    return f"alice/{name}"
 
 
 @pytest.fixture
@@ -135,9 +138,10 @@ def test_it_rejects_a_missing_or_wrong_key(live_web, smol):
 
 
 def test_a_private_model_is_404_to_others(client, alice):
-    publish_smollm2(owner=alice, name="secret", visibility="private")
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    publish_smollm2(owner=alice, name=name, visibility="private")
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="alice/secret", messages=HELLO, max_tokens=2)
+        client.chat.completions.create(model=f"alice/{name}", messages=HELLO, max_tokens=2)
     assert caught.value.body["code"] == "model_not_found"
 
 
@@ -230,7 +234,7 @@ def test_a_client_that_hangs_up_stops_its_generation_and_is_recorded(live_web, c
     assert cut.prompt_tokens > 0
 
 
-def test_embeddings_of_a_text_model(live_web, alice, client):
+def test_embeddings_of_a_text_model(live_web, celery_worker_process, alice, client):
     from . import builders
     from .text_builders import tiny_encoder_onnx, wordpiece_tokenizer_json
 
@@ -238,7 +242,7 @@ def test_embeddings_of_a_text_model(live_web, alice, client):
     response = requests.post(
         f"{live_web.url}/api/v1/models",
         headers={"Authorization": f"Bearer {key}"},
-        data={"name": "enc", "task": "feature-extraction", "example": "the cat sat"},
+        data={"name": f"enc-{uuid.uuid4().hex[:8]}", "task": "feature-extraction", "example": "the cat sat"},
         files={
             "file": ("encoder.onnx", tiny_encoder_onnx()),
             "tokenizer": ("tokenizer.json", wordpiece_tokenizer_json().encode()),
@@ -247,7 +251,7 @@ def test_embeddings_of_a_text_model(live_web, alice, client):
     )
     assert response.status_code == 201, response.text
     assert builders  # the encoder above is the text models' own test encoder
-    answer = client.embeddings.create(model="alice/enc", input=["the cat sat", "on the mat"])
+    answer = client.embeddings.create(model=response.json()["slug"], input=["the cat sat", "on the mat"])
     assert [d.index for d in answer.data] == [0, 1]
     assert len(answer.data[0].embedding) > 1
     assert answer.usage.prompt_tokens > 0

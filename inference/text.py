@@ -1,31 +1,21 @@
 """Text models on the trusted side of the pipeline: texts become token tensors before `prediction_submit`, and
 the outcome's token states become embeddings (feature-extraction) or labels per text (text-classification).
 
-The runners only ever see the int tensors the model's signature asks for: tokenizers run in the web process,
-loaded with the `tokenizers` library from the version's tokenizer.json and kept per process by its sha256.
+The runners only ever see the int tensors the model's signature asks for: the version's tokenizer.json runs
+in a confined child process under a time limit (`marketplace.sandbox.tokenizing`), never on a web thread.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from marketplace import files
 from marketplace.models import Task
-from marketplace.tokenization import (
-    TextError,
-    TextPlan,
-    TokenizerError,
-    encode_texts,
-    text_plan,
-    texts_of,
-    tokenizer_configure,
-    tokenizer_load,
-)
+from marketplace.sandbox.tokenizing import tokenizers
+from marketplace.tokenization import TextError, texts_of
 
 from .codec import DATATYPES, TensorError, decode_oip_tensors, top_classes
 
@@ -34,34 +24,6 @@ OIP_TEXT_INPUT = "text"
 # Extra output on /v2 for feature-extraction: the pooled, normalized vectors (the `embeddings` of /api/v1).
 OIP_EMBEDDINGS_OUTPUT = "embeddings"
 MAX_TEXTS = 256
-CACHED_TOKENIZERS = 32
-
-_tokenizers: OrderedDict[tuple, tuple[object, TextPlan]] = OrderedDict()
-_tokenizers_lock = threading.Lock()
-
-
-def tokenizer_for(target) -> tuple[object, TextPlan]:
-    """The version's tokenizer configured for its model (padding, truncation), and the plan. Cached per
-    process by the tokenizer's sha256 (which names its content: versions are immutable) and the model's
-    inputs, which the configuration depends on."""
-    inputs = target.signature.get("inputs", [])
-    key = (target.tokenizer_sha256, json.dumps(inputs, sort_keys=True))
-    with _tokenizers_lock:
-        cached = _tokenizers.get(key)
-        if cached is not None:
-            _tokenizers.move_to_end(key)
-            return cached
-    try:
-        tokenizer = tokenizer_load(files.read_bytes(target.tokenizer_name, key=target.tokenizer_key))
-    except TokenizerError as exc:
-        raise TextError(f"this version's tokenizer does not load here: {exc}") from None
-    plan = text_plan(tokenizer, inputs)
-    loaded = (tokenizer_configure(tokenizer, plan), plan)
-    with _tokenizers_lock:
-        _tokenizers[key] = loaded
-        while len(_tokenizers) > CACHED_TOKENIZERS:
-            _tokenizers.popitem(last=False)
-    return loaded
 
 
 @dataclass
@@ -81,8 +43,15 @@ def text_request(target, value) -> TextRequest:
     texts = texts_of(value)
     if len(texts) > MAX_TEXTS:
         raise TextError(f"at most {MAX_TEXTS} texts per request; {len(texts)} given")
-    tokenizer, plan = tokenizer_for(target)
-    tensors, mask = encode_texts(tokenizer, plan, texts)
+    inputs = target.signature.get("inputs", [])
+    tensors, mask = tokenizers().encode(
+        # The tokenizer's sha256 names its content (versions are immutable); its configuration depends on
+        # the model's inputs.
+        key=f"{target.tokenizer_sha256}:{json.dumps(inputs, sort_keys=True)}",
+        load=lambda: files.read_bytes(target.tokenizer_name, key=target.tokenizer_key),
+        inputs=inputs,
+        texts=texts,
+    )
     return TextRequest(texts=texts, tensors=tensors, attention_mask=mask, single=isinstance(value, str))
 
 

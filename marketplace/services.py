@@ -24,9 +24,9 @@ from portal.usage import usage_keep_without_versions
 from . import encryption, files
 from .files import StoredFile, UploadTooLarge, check_upload_size
 from .models import AccessRequest, Model, ModelVersion, Task, Visibility
+from .sandbox.tokenizing import tokenizer_check
 from .sandbox.validation import Inspection, inspect_model_file, sniff_upload
 from .selectors import access_cache_key, latest_ready_version
-from .tokenization import tokenizer_check
 
 logger = logging.getLogger(__name__)
 

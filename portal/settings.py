@@ -469,6 +469,9 @@ INFERENCE_SANDBOX = env_str("INFERENCE_SANDBOX", "on").lower() not in {"off", "0
 # The unprivileged account those processes run as when the worker is root (required then: nothing runs an
 # uploaded file as root). A non-root worker's children keep its uid, in a user namespace.
 INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
+# An uploaded tokenizer.json runs in a confined child too (marketplace/sandbox/tokenizing.py); past this many
+# seconds on one call it is stopped and the caller told so (a 400).
+INFERENCE_TOKENIZER_TIME_LIMIT = env_float("INFERENCE_TOKENIZER_TIME_LIMIT", 5.0)
 INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
 INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))

@@ -91,11 +91,18 @@ def test_v2_rejects_a_text_input_that_is_not_bytes(client, alice_key, encoder):
 
 
 @pytest.mark.django_db
-def test_tokenizers_are_loaded_once_per_process_and_content(alice):
+def test_tokenizers_are_sent_to_their_confined_child_once_per_content(alice, monkeypatch):
     from inference import services, text
+    from marketplace import files
 
     first = publish_text_model(owner=alice, name="one", task="feature-extraction")
     second = publish_text_model(owner=alice, name="two", task="feature-extraction")
     assert first.tokenizer_sha256 == second.tokenizer_sha256
     targets = [services.target_find(owner="alice", name=n, number=None, user=alice) for n in ("one", "two")]
-    assert text.tokenizer_for(targets[0])[0] is text.tokenizer_for(targets[1])[0]
+    reads = []
+    read_bytes = files.read_bytes
+    monkeypatch.setattr(files, "read_bytes", lambda *a, **k: reads.append(a) or read_bytes(*a, **k))
+    one, two = (text.text_request(target, "the same words") for target in targets)
+    assert len(reads) == 1
+    assert one.tensors.keys() == two.tensors.keys()
+    assert all((one.tensors[name] == two.tensors[name]).all() for name in one.tensors)

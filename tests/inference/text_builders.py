@@ -128,7 +128,7 @@ def local_embeddings(onnx: bytes, tokenizer_json: str, texts: list[str]) -> tupl
 
 
 def publish_text_model(
-    *, owner, name: str, task: str, labels=None, onnx: bytes | None = None
+    *, owner, name: str, task: str, labels=None, onnx: bytes | None = None, tokenizer_json: str | None = None
 ) -> ModelVersion:
     """Catalog rows as validation leaves them for a text model: a ready version with its tokenizer stored."""
     version = publish(
@@ -138,7 +138,7 @@ def publish_text_model(
         task=task,
         labels=labels,
     )
-    raw = wordpiece_tokenizer_json().encode()
+    raw = (tokenizer_json or wordpiece_tokenizer_json()).encode()
     sha = hashlib.sha256(raw).hexdigest()
     path = f"tokenizers/{sha[:2]}/{sha}.json"
     if not default_storage.exists(path):

@@ -100,36 +100,51 @@ def output_specs(tensors: list, *, batch_dynamic: bool) -> list[dict]:
 # --- ONNX ---------------------------------------------------------------------------------------------------
 
 
-def iter_tensors(graph):
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-    for node in graph.node:
-        for attribute in node.attribute:
+def iter_bodies(model):
+    """Every list of nodes the model holds: its graph, its local functions, and every subgraph (an If's or
+    a Loop's body, or one in a function's default attributes) inside either, however deep."""
+    pending = [model.graph, *model.functions]
+    while pending:
+        body = pending.pop()
+        yield body
+        for attribute in body_attributes(body):
+            if attribute.HasField("g"):
+                pending.append(attribute.g)
+            pending.extend(attribute.graphs)
+
+
+def body_attributes(body):
+    for node in body.node:
+        yield from node.attribute
+    yield from getattr(body, "attribute_proto", ())  # a function's default attribute values
+
+
+def iter_tensors(model):
+    for body in iter_bodies(model):
+        yield from getattr(body, "initializer", ())
+        sparse = list(getattr(body, "sparse_initializer", ()))
+        for attribute in body_attributes(body):
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from iter_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from iter_tensors(subgraph)
+            if attribute.HasField("sparse_tensor"):
+                sparse.append(attribute.sparse_tensor)
+            sparse.extend(attribute.sparse_tensors)
+        for tensor in sparse:
+            yield tensor.values
+            yield tensor.indices
 
 
-def iter_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from iter_nodes(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from iter_nodes(subgraph)
+def iter_nodes(model):
+    for body in iter_bodies(model):
+        yield from body.node
 
 
 def check_onnx_structure(model) -> None:
     import numpy as np
     from onnx import TensorProto, helper
 
-    for tensor in iter_tensors(model.graph):
+    for tensor in iter_tensors(model):
         if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             raise Rejected(
@@ -155,11 +170,13 @@ def check_onnx_structure(model) -> None:
         if stored != elements:
             raise Rejected(f"The tensor {tensor.name!r} claims {elements} elements but holds {stored}.")
     local_functions = {(f.domain, f.name) for f in model.functions}
+    local_domains = {domain for domain, _name in local_functions}
     domains = runtime_domains()
-    for opset in model.opset_import:
-        if opset.domain not in domains and not any(d == opset.domain for d, _ in local_functions):
+    opsets = [*model.opset_import, *(opset for f in model.functions for opset in f.opset_import)]
+    for opset in opsets:
+        if opset.domain not in domains and opset.domain not in local_domains:
             raise Rejected(f"The operator domain {opset.domain!r} is not supported by the runtime.")
-    for node in iter_nodes(model.graph):
+    for node in iter_nodes(model):
         if node.domain not in domains and (node.domain, node.op_type) not in local_functions:
             raise Rejected(f"The operator {node.domain}.{node.op_type} is not supported by the runtime.")
 

@@ -51,9 +51,15 @@ def _load_key(prefix: str) -> ApiKey | None:
     entry = process_cache.cached(key_cache_key(prefix), load, settings.ACCESS_CACHE_SECONDS)
     if entry is None:
         return None
-    key = ApiKey.from_db("default", KEY_FIELDS, entry["key"])
-    key.user = get_user_model().from_db("default", USER_FIELDS, entry["user"])
+    key = ApiKey.from_db("default", KEY_FIELDS, _from_json(ApiKey, KEY_FIELDS, entry["key"]))
+    user_model = get_user_model()
+    key.user = user_model.from_db("default", USER_FIELDS, _from_json(user_model, USER_FIELDS, entry["user"]))
     return key
+
+
+def _from_json(model, names: list[str], values: list) -> list:
+    # The shared cache holds JSON: datetimes come back from it as ISO strings.
+    return [model._meta.get_field(name).to_python(value) for name, value in zip(names, values, strict=True)]
 
 
 _last_touched: dict[int, float] = {}

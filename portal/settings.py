@@ -143,8 +143,13 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            # A Redis host that stopped answering fails a request in 2 s (a 503), instead of holding it.
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 2},
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # A Redis host that stopped answering fails a request in 2 s (a 503), instead of holding it.
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                # JSON, never a pickle: whoever can write to Redis must not run code in the web.
+                "SERIALIZER": "portal.cache_serializer.JSONSerializer",
+            },
         }
     }
 else:

@@ -477,6 +477,8 @@ INFERENCE_RUNNER_USER = env_str("INFERENCE_RUNNER_USER", "")
 # An uploaded tokenizer.json runs in a confined child too (marketplace/sandbox/tokenizing.py); past this many
 # seconds on one call it is stopped and the caller told so (a 400).
 INFERENCE_TOKENIZER_TIME_LIMIT = env_float("INFERENCE_TOKENIZER_TIME_LIMIT", 5.0)
+# The largest answer the worker reads from a runner: a model that returns more fails (the runner is replaced).
+INFERENCE_MAX_OUTPUT_MB = env_int("INFERENCE_MAX_OUTPUT_MB", 256)
 INFERENCE_SESSION_MEMORY_MB = env_int("INFERENCE_SESSION_MEMORY_MB", 512)  # open models kept per runner
 INFERENCE_THREADS_PER_RUNNER = env_int("INFERENCE_THREADS_PER_RUNNER", 0)  # 0: cores / runners
 INFERENCE_MODEL_CACHE_DIR = Path(env_str("INFERENCE_MODEL_CACHE_DIR", str(DATA_DIR / "model-cache")))
@@ -493,7 +495,11 @@ INFERENCE_DECRYPTED_MODEL_DIR = Path(
         else str(INFERENCE_MODEL_CACHE_DIR / "decrypted")
     )
 )
+# Each process keeps the version look-ups of this many models (least recently used go first), each for this
+# long: a model's change is heard at once (portal/process_cache.py), and an expired entry is served while one
+# caller reloads it.
 INFERENCE_LOOKUP_CACHE_SECONDS = env_float("INFERENCE_LOOKUP_CACHE_SECONDS", 5)
+INFERENCE_LOOKUP_CACHE_ENTRIES = env_int("INFERENCE_LOOKUP_CACHE_ENTRIES", 4096)
 INFERENCE_MAX_BATCH = env_int("INFERENCE_MAX_BATCH", 64)  # requests per batched call of one model
 # Records of interactive calls are written in bulk at most this often (seconds) by the worker.
 INFERENCE_RECORD_INTERVAL = env_float("INFERENCE_RECORD_INTERVAL", 0.25)

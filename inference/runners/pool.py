@@ -27,7 +27,7 @@ from marketplace.sandbox import confine
 from marketplace.sandbox.confine import Confinement
 
 from .limits import MemoryCgroup
-from .protocol import ChannelClosed, read_frame, write_frame
+from .protocol import ChannelClosed, FrameTooLarge, read_frame, write_frame
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class RunnerSettings:
     time_limit: float = 30.0
     confinement: Confinement = field(default_factory=Confinement)
     start_timeout: float = 60.0
+    max_output_mb: int = 256  # the largest answer read from a runner
 
 
 class RunnerProcess:
@@ -241,7 +242,20 @@ class RunnerProcess:
                     restart_cause="time",
                 )
         try:
-            return read_frame(self.from_runner)
+            return read_frame(self.from_runner, limit=self.config.max_output_mb << 20, deadline=deadline)
+        except TimeoutError:
+            raise RunnerFailed(
+                f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
+                server_fault=True,
+                restart_cause="time",
+            ) from None
+        except FrameTooLarge as exc:
+            raise RunnerFailed(
+                f"The model's answer ({exc.size >> 20} MB) is larger than the {self.config.max_output_mb} MB "
+                "a prediction may return (INFERENCE_MAX_OUTPUT_MB).",
+                server_fault=False,
+                restart_cause="output",
+            ) from None
         except (ChannelClosed, OSError):
             raise self._died() from None
 

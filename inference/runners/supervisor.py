@@ -71,6 +71,7 @@ def pool_from_settings(name: str, observer: PoolObserver | None = None) -> Runne
             session_budget_mb=settings.INFERENCE_SESSION_MEMORY_MB,
             time_limit=settings.PREDICTION_TIME_LIMIT,
             confinement=confinement(),
+            max_output_mb=settings.INFERENCE_MAX_OUTPUT_MB,
         ),
         resolve_path=lambda model: str(
             local_model_path(sha256=model.sha256, file_name=model.file_name, file_key=model.file_key)

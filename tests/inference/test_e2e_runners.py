@@ -57,7 +57,11 @@ def own_worker(monkeypatch, settings, tmp_path, django_db_setup):
         worker.start()
         workers.append(worker)
         wait_for(queue.serving, 120, lambda: f"the worker's supervisor never served: {alive_keys()}")
-        wait_for(lambda: len(runner_pids(worker)) == RUNNERS, 60, "the runners never started")
+        wait_for(
+            lambda: len(runner_pids(worker)) == RUNNERS,
+            60,
+            lambda: f"{len(runner_pids(worker))} of {RUNNERS} runners started:\n{worker.log()[-4000:]}",
+        )
         return worker
 
     yield start
@@ -235,6 +239,31 @@ def open_files(pid: int) -> list[str]:
         except FileNotFoundError:  # closed since it was listed (the runner reads /proc/self/statm)
             pass
     return links
+
+
+def test_an_answer_over_the_output_limit_fails_clearly_and_the_next_call_succeeds(
+    client, alice, alice_key, own_worker
+):
+    from onnx import TensorProto, helper
+
+    own_worker(INFERENCE_MAX_OUTPUT_MB="1")
+    # x repeated n times: a 4-byte input, an answer of 4·n bytes.
+    builders.publish(
+        owner=alice,
+        name="flood",
+        data=builders.onnx_model(
+            [helper.make_node("Tile", ["x", "n"], ["y"])],
+            [("x", TensorProto.FLOAT, [1]), ("n", TensorProto.INT64, [1])],
+            [("y", TensorProto.FLOAT, [-1])],
+        ),
+    )
+    url = "/api/v1/models/alice/flood/predict"
+    flood = post_json(client, url, {"inputs": {"x": [1.5], "n": [1_000_000]}}, alice_key)
+    assert flood.status_code < 500, flood.content
+    assert flood.json()["status"] == "failed"
+    assert "larger than the 1 MB a prediction may return" in flood.json()["error"]
+    small = post_json(client, url, {"inputs": {"x": [1.5], "n": [3]}}, alice_key)
+    assert small.status_code == 200 and small.json()["outputs"][0]["data"] == [1.5, 1.5, 1.5], small.content
 
 
 def test_a_model_over_the_memory_limit_fails_clearly_and_other_users_keep_their_answers(

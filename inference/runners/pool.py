@@ -31,6 +31,10 @@ from .protocol import ChannelClosed, FrameTooLarge, read_frame, write_frame
 
 logger = logging.getLogger(__name__)
 
+# How long the model first in line may wait while a runner takes its own tenant's work instead: about what
+# replacing the runner for another tenant costs.
+AFFINITY_WAIT = 0.5
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Variables a runner may inherit: none of them carries a secret.
 INHERITED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ")
@@ -311,7 +315,9 @@ def descendants(pid: int) -> list[int]:
 
 
 class Scheduler:
-    """Which model a free runner takes next: round-robin over models with work, each under its cap.
+    """Which model a free runner takes next: round-robin over models with work, each under its cap, preferring
+    the runner's own tenant (a runner that takes another tenant's model is replaced first, which costs a
+    start) unless the model first in line has waited AFFINITY_WAIT already.
 
     Work waits where it came from: in a local deque (jobs), or in its Redis queue, which a `Source.fetch`
     drains only when a runner is free for that model, so a busy model's backlog stays shareable and visible.
@@ -326,12 +332,15 @@ class Scheduler:
         self.wakeups = 0
         self.order: OrderedDict[str, None] = OrderedDict()
         self.busy: dict[str, int] = {}
+        self.tenants: dict[str, str] = {}  # sha256 -> its tenant, as its requests say
+        self.waiting_since: dict[str, float] = {}  # sha256 -> when it came (back) to the line
         self.stopped = False
 
     def put(self, request: Request) -> None:
         with self.cond:
             self.local.setdefault(request.model.sha256, deque()).append(request)
-            self.order[request.model.sha256] = None
+            self.tenants[request.model.sha256] = request.model.tenant
+            self._line_up(request.model.sha256)
             self.cond.notify()
 
     def wake(self, source: Source, shas) -> None:
@@ -343,7 +352,7 @@ class Scheduler:
                 # number a runner still fetching saw, or that runner would drop the new wake-up too.
                 self.wakeups += 1
                 self.remote[sha] = (source, self.wakeups)
-                self.order[sha] = None
+                self._line_up(sha)
             self.cond.notify(len(shas))
 
     def stop(self) -> None:
@@ -359,17 +368,33 @@ class Scheduler:
                 pending.setdefault(source, []).append(sha)
             return pending
 
-    def _pick(self) -> str | None:
-        for sha in self.order:
-            if self.busy.get(sha, 0) < self.cap:
-                return sha
-        return None
+    def _line_up(self, sha: str) -> None:
+        if sha not in self.order:
+            self.order[sha] = None
+            self.waiting_since[sha] = time.monotonic()
 
-    def take(self) -> tuple[str, list[Request]] | None:
-        """The next batch for a free runner (blocks); None once stopped. Call `release(sha)` after it."""
+    def _leave(self, sha: str) -> None:
+        self.order.pop(sha, None)
+        self.waiting_since.pop(sha, None)
+
+    def _pick(self, tenant: str | None) -> str | None:
+        first = None
+        for sha in self.order:
+            if self.busy.get(sha, 0) >= self.cap:
+                continue
+            if first is None:
+                first = sha
+            if tenant is None or self.tenants.get(sha) == tenant:
+                waited = time.monotonic() - self.waiting_since.get(first, time.monotonic())
+                return sha if sha == first or waited < AFFINITY_WAIT else first
+        return first
+
+    def take(self, tenant: str | None = None) -> tuple[str, list[Request]] | None:
+        """The next batch for a free runner (blocks); None once stopped. Call `release(sha)` after it.
+        `tenant`: whose models the runner has open, if any."""
         while True:
             with self.cond:
-                while (sha := self._pick()) is None:
+                while (sha := self._pick(tenant)) is None:
                     if self.stopped:
                         return None
                     self.cond.wait(1)
@@ -377,13 +402,14 @@ class Scheduler:
                     return None
                 self.busy[sha] = self.busy.get(sha, 0) + 1
                 self.order.move_to_end(sha)
+                self.waiting_since[sha] = time.monotonic()
                 queue = self.local.get(sha)
                 if queue:
                     batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                     if not queue:
                         del self.local[sha]
                         if sha not in self.remote:
-                            self.order.pop(sha, None)
+                            self._leave(sha)
                     return sha, batch
                 source, generation = self.remote[sha]
             try:
@@ -392,6 +418,8 @@ class Scheduler:
                 logger.exception("could not fetch queued requests for %s", sha[:12])
                 batch = []
             if batch:
+                with self.cond:
+                    self.tenants[sha] = batch[0].model.tenant
                 return sha, batch
             with self.cond:
                 self._unbusy(sha)
@@ -399,7 +427,7 @@ class Scheduler:
                 if self.remote.get(sha, (None, -1))[1] == generation:
                     del self.remote[sha]
                     if sha not in self.local:
-                        self.order.pop(sha, None)
+                        self._leave(sha)
 
     def release(self, sha: str) -> None:
         with self.cond:
@@ -449,7 +477,7 @@ class RunnerSlot(threading.Thread):
             self.ensure_runner()  # warm: the first request does not wait for a runner to start
         except Exception:
             logger.exception("runner slot %s could not start its runner", self.index)
-        while (work := self.pool.scheduler.take()) is not None:
+        while (work := self.pool.scheduler.take(self.runner.tenant if self.runner else None)) is not None:
             sha, requests = work
             try:
                 results = self.execute(requests)

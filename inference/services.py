@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,8 @@ from django.utils import timezone
 
 from marketplace import files, selectors
 from marketplace.models import Model, ModelVersion
+from marketplace.services import MODEL_CACHE_PREFIX
+from portal import process_cache
 from portal.logs import request_note
 from portal.quotas import admit_prediction
 
@@ -104,30 +108,79 @@ class Target:
         )
 
 
-_targets: dict[tuple, tuple[float, Target | None]] = {}
-_targets_lock = threading.Lock()
+class TargetCache:
+    """Version look-ups kept in this process, so the hot path does not query the catalog on every call.
+
+    Bounded (INFERENCE_LOOKUP_CACHE_ENTRIES, the least recently used go first); a miss is never kept (anyone
+    can ask for names that do not exist); a model's entries are forgotten when it changes (`model_changed`
+    in marketplace.services, heard through `portal.process_cache`); and an expired entry is reloaded by one
+    caller while the others keep getting it, so a refresh never stalls the calls in flight."""
+
+    def __init__(self):
+        self.entries: OrderedDict[tuple, tuple[float, Target]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.reloading: set[tuple] = set()
+        # Bumped by every forget: a load that overlapped one may hold what was just changed, and is not kept.
+        self.generation = 0
+
+    def get(self, key: tuple, load: Callable[[], Target | None]) -> Target | None:
+        live = process_cache.sync()
+        now = time.monotonic()
+        with self.lock:
+            entry = self.entries.get(key) if live else None
+            if entry is not None:
+                self.entries.move_to_end(key)
+                expires, target = entry
+                if expires > now or key in self.reloading:
+                    return target
+                self.reloading.add(key)
+            generation = self.generation
+        try:
+            target = load()
+        finally:
+            if entry is not None:
+                with self.lock:
+                    self.reloading.discard(key)
+        with self.lock:
+            if target is None:
+                self.entries.pop(key, None)
+            elif live and generation == self.generation:
+                self.entries[key] = (time.monotonic() + settings.INFERENCE_LOOKUP_CACHE_SECONDS, target)
+                self.entries.move_to_end(key)
+                while len(self.entries) > settings.INFERENCE_LOOKUP_CACHE_ENTRIES:
+                    self.entries.popitem(last=False)
+        return target
+
+    def forget(self, keys: list[str] | None) -> None:
+        """Drop the entries of the models named by `keys` (`marketplace.services.model_cache_key`), or all."""
+        model_ids = None if keys is None else {int(key.rpartition(":")[2]) for key in keys}
+        with self.lock:
+            self.generation += 1
+            for cached_key, (_expires, target) in list(self.entries.items()):
+                if model_ids is None or target.model_id in model_ids:
+                    del self.entries[cached_key]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+_targets = TargetCache()
+process_cache.on_forget(MODEL_CACHE_PREFIX, _targets.forget)
 
 
 def targets_forget() -> None:
     """Drop cached look-ups (rows recreated under the same names, as in tests)."""
-    with _targets_lock:
-        _targets.clear()
+    _targets.forget(None)
 
 
 def target_find(*, owner: str, name: str, number: int | None, user, to_run: bool = False) -> Target:
     """The ready version `number` (or the latest ready one) of owner/name, if `user` may see the model.
 
     `to_run`: the caller is about to run it (or asks whether it can): GateClosed unless `user` may run it.
-    The look-up is cached for a few seconds; the grant is not part of it, so a revoked one counts at once."""
-    key = (owner, name.lower(), number)
-    now = time.monotonic()
-    cached = _targets.get(key)
-    if cached is None or cached[0] < now:
-        target = _target_load(owner=owner, name=name, number=number)
-        with _targets_lock:
-            _targets[key] = (now + settings.INFERENCE_LOOKUP_CACHE_SECONDS, target)
-    else:
-        target = cached[1]
+    The look-up is cached (`TargetCache`); the grant is not part of it, so a revoked one counts at once."""
+    target = _targets.get(
+        (owner, name.lower(), number), lambda: _target_load(owner=owner, name=name, number=number)
+    )
     if target is None or not target.visible_to(user):
         raise VersionNotFound(
             f"No model {owner}/{name}" + (f" version {number}" if number else "") + " to run."

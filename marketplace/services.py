@@ -215,6 +215,19 @@ UPLOAD_FIELDS = (
 )
 
 
+MODEL_CACHE_PREFIX = "marketplace:model:"
+
+
+def model_cache_key(model_id: int) -> str:
+    return f"{MODEL_CACHE_PREFIX}{model_id}"
+
+
+def model_changed(*, model_id: int) -> None:
+    """Forget what every process keeps about the model (the version look-up of `inference.services`), now and
+    at commit: a published version, a visibility or gate change, or a deletion counts on the next call."""
+    process_cache.forget([model_cache_key(model_id)])
+
+
 def model_create_from_upload(*, owner, data: dict, stored: StoredFile, tokenizer: StoredFile | None):
     """`model_create` from an upload's cleaned fields (a form's `cleaned_data`, a serializer's
     `validated_data`)."""
@@ -412,6 +425,7 @@ def validate_version(*, version_id: int) -> ModelVersion | None:
             Model.objects.filter(pk=version.model_id).update(
                 latest_format=latest.format if latest else "", updated_at=timezone.now()
             )
+            model_changed(model_id=version.model_id)
     logger.info("validated version id=%s (%s): %s %s", version.pk, version, version.status, inspection.reason)
     if updated:
         metrics.validations_total.labels(version.status).inc()
@@ -498,6 +512,7 @@ def model_update(*, model: Model, **fields) -> Model:
     # Only the edited columns: the counters (downloads, runs) are bumped concurrently by other requests, and
     # writing back the values read here would lose those increments.
     model.save(update_fields=[*fields, "updated_at"])
+    model_changed(model_id=model.pk)
     return model
 
 
@@ -506,6 +521,7 @@ def model_delete(*, model: Model) -> None:
     names = list(model.versions.values_list("file", "tokenizer"))
     with transaction.atomic():
         usage_keep_without_versions(model.versions.values_list("id", flat=True))
+        model_changed(model_id=model.pk)
         model.delete()
     for name, tokenizer in names:
         discard_stored_file(name)

@@ -6,6 +6,9 @@ and, at commit, publishes their names on a Redis channel every process subscribe
 its subscription before every look-up, so a revoked key or a changed plan is gone on the next request. A
 process serves copies only while subscribed: when the subscription breaks, it drops them all and reads
 through to the shared cache until it is back. Without Redis there is no channel, so no copies are kept.
+
+Other in-process caches (the version look-up of `inference.services`) hear the same changes through
+`on_forget()`, and call `sync()` before they serve an entry.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -24,6 +28,23 @@ from .outages import outage_of
 logger = logging.getLogger(__name__)
 
 CHANNEL = "portal:forget"
+
+# (prefix, callback): called with the forgotten keys that start with `prefix`, or with None when every entry
+# must go (the subscription broke, so changes may have been missed).
+_listeners: list[tuple[str, Callable[[list[str] | None], None]]] = []
+
+
+def on_forget(prefix: str, callback: Callable[[list[str] | None], None]) -> None:
+    """Have `callback` hear every forgotten key starting with `prefix`, in this process."""
+    _listeners.append((prefix, callback))
+
+
+def _tell_listeners(keys: list[str] | None) -> None:
+    for prefix, callback in _listeners:
+        if keys is None:
+            callback(None)
+        elif matching := [key for key in keys if key.startswith(prefix)]:
+            callback(matching)
 
 
 class _Copies:
@@ -45,6 +66,7 @@ class _Copies:
         if self.pid != os.getpid():  # a forked child: its parent's subscription and copies are not its own
             self.pid, self.pubsub = os.getpid(), None
             self.entries.clear()
+            _tell_listeners(None)
         try:
             if self.pubsub is None:
                 if time.monotonic() < self.retry_at:
@@ -59,14 +81,21 @@ class _Copies:
                 self.pubsub = pubsub
             while (message := self.pubsub.get_message(timeout=0)) is not None:
                 if message["type"] == "message":
-                    for key in message["data"].decode().split("\n"):
+                    keys = message["data"].decode().split("\n")
+                    for key in keys:
                         self.entries.pop(key, None)
+                    _tell_listeners(keys)
             return True
         except Exception as exc:
             logger.warning("process cache: no subscription (%s); serving no copies", type(exc).__name__)
             self.entries.clear()
+            _tell_listeners(None)
             self.pubsub, self.retry_at = None, time.monotonic() + 1
             return False
+
+    def sync(self) -> bool:
+        with self.lock:
+            return self._sync()
 
     def get(self, key: str):
         with self.lock:
@@ -93,6 +122,15 @@ _copies = _Copies()
 
 def enabled() -> bool:
     return bool(settings.REDIS_URL)
+
+
+def sync() -> bool:
+    """Apply the changes published so far, in this process and its `on_forget` listeners. False when entries
+    must not be served from memory (Redis is configured but the subscription is down). Without Redis: True,
+    changes reach this process's listeners from its own `forget()` only."""
+    if not enabled():
+        return True
+    return _copies.sync()
 
 
 def cached(key: str, load, seconds: float):
@@ -130,6 +168,7 @@ def forget(keys: list[str]) -> None:
         return
 
     def drop() -> None:
+        _tell_listeners(keys)
         cache.delete_many(keys)
         if enabled():
             _copies.drop(keys)

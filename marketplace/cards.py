@@ -69,3 +69,13 @@ def render_card(text: str) -> SafeString:
         strip_comments=True,
     )
     return mark_safe(clean)  # noqa: S308 - nh3 has just removed everything that could run
+
+
+def card_summary(text: str, limit: int = 140) -> str:
+    """The card's first paragraph as one line of plain text (a catalog tile's description)."""
+    for block in (text or "").split("\n\n"):
+        line = " ".join(block.split())
+        if line and not line.startswith(("#", "|", "```", "<", "!", "-", "*")):
+            plain = nh3.clean(markdown.markdown(line), tags=set()).strip()
+            return plain if len(plain) <= limit else plain[: limit - 1].rsplit(" ", 1)[0] + "…"
+    return ""

@@ -9,6 +9,7 @@ urlpatterns = [
     path("models/", views.browse, name="browse"),
     path("models/new/", views.model_upload, name="model-upload"),
     path(MODEL, views.model_detail, name="model-detail"),
+    path(f"{MODEL}settings/", views.model_settings, name="model-settings"),
     path(f"{MODEL}versions/new/", views.version_upload, name="version-upload"),
     path(f"{MODEL}versions/<int:number>/optimize/", views.version_optimize, name="version-optimize"),
     path(f"{MODEL}edit/", views.model_edit, name="model-edit"),

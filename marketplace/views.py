@@ -6,10 +6,10 @@ import json
 from functools import wraps
 from urllib.parse import urlencode
 
-import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -19,8 +19,8 @@ from django.views.decorators.http import require_POST
 from portal.middleware import declared_body_length
 
 from . import optimizing, services
-from .cards import render_card
-from .filters import ModelFilterSet
+from .cards import card_summary, render_card
+from .filters import ModelFilterSet, facet_options, filters_to_drop
 from .forms import ModelEditForm, ModelUploadForm, VersionUploadForm
 from .models import AccessRequest, Format, Model, ModelVersion, Visibility
 from .optimization import METHODS, optimization_summary
@@ -36,25 +36,36 @@ from .selectors import (
     versions_visible_to,
     visible_model_or_404,
 )
-from .snippets import code_snippets
+from .snippets import KEY_VARIABLE, code_snippets, named_example
 
 BROWSE_PAGE_SIZE = 20
 
 
 def home(request):
     public = listed_models(None)
+    # "Most used" holds only models someone ran or downloaded, so on a new site it does not repeat "Newest".
+    used = public.filter(Q(runs__gt=0) | Q(downloads__gt=0))
     return render(
         request,
         "marketplace/home.html",
         {
-            "most_used": public.order_by("-runs", "-downloads", "-id")[:6],
-            "newest": public.order_by("-created_at", "-id")[:6],
+            "most_used": with_summaries(used.order_by("-runs", "-downloads", "-id")[:6]),
+            "newest": with_summaries(public.order_by("-created_at", "-id")[:6]),
         },
     )
 
 
+def with_summaries(models) -> list[Model]:
+    """The models, each with `summary`: its card's first line, for the catalog's tiles."""
+    models = list(models)
+    for model in models:
+        model.summary = card_summary(model.description)
+    return models
+
+
 def browse(request):
-    filterset = ModelFilterSet(request.GET, queryset=listed_models(request.user), request=request)
+    listed = listed_models(request.user)
+    filterset = ModelFilterSet(request.GET, queryset=listed, request=request)
     # Page numbers stop at MODEL_BROWSE_MAX_ROWS (a deeper OFFSET gets slow); the page says so, and a number
     # past the last page shows the last one.
     paginator = CatalogPaginator(filterset.qs, BROWSE_PAGE_SIZE, max_rows=settings.MODEL_BROWSE_MAX_ROWS)
@@ -67,7 +78,10 @@ def browse(request):
         {
             "filterset": filterset,
             "page": page,
+            "models": with_summaries(page),
             "query": query.urlencode(),
+            "facets": facet_options(request.GET, listed),
+            "drops": filters_to_drop(request.GET) if not page.paginator.count else [],
         },
     )
 
@@ -77,21 +91,7 @@ def model_detail(request, owner: str, name: str):
     return render_model_page(request, model)
 
 
-def named_example(version: ModelVersion | None) -> dict:
-    """The version's example as input name -> nested list (the widget's form), whatever form it came in."""
-    example = version.example_inputs if version else None
-    if isinstance(example, dict):
-        return example
-    named = {}
-    for tensor in example or []:
-        try:
-            named[tensor["name"]] = np.asarray(tensor["data"], dtype=object).reshape(tensor["shape"]).tolist()
-        except (KeyError, TypeError, ValueError):
-            return {}
-    return named
-
-
-def render_model_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
+def render_model_page(request, model: Model, *, status: int = 200):
     editable = model.is_editable_by(request.user)
     versions = list(versions_visible_to(request.user, model))
     for version in versions:
@@ -129,9 +129,8 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
             "versions": versions,
             "latest": latest,
             "signature": signature,
-            "snippets": code_snippets(slug=model.slug, base_url=base_url, signature=signature)
-            if latest
-            else {},
+            "snippets": code_snippets(model=model, version=latest, base_url=base_url) if latest else [],
+            "key_variable": KEY_VARIABLE,
             "try_it": try_it,
             "editable": editable,
             "optimization_methods": METHODS,
@@ -139,9 +138,28 @@ def render_model_page(request, model: Model, *, version_form=None, edit_form=Non
             "pending_versions": any(
                 v.status == ModelVersion.Status.VALIDATING and v.derived_from_id for v in versions
             ),
-            "version_form": version_form or (VersionUploadForm() if editable else None),
-            "edit_form": edit_form or (ModelEditForm(instance=model) if editable else None),
             **gate_context(request.user, model, editable=editable),
+        },
+        status=status,
+    )
+
+
+@login_required
+def model_settings(request, owner: str, name: str):
+    model = editable_model_or_404(request.user, owner=owner, name=name)
+    return render_settings_page(request, model)
+
+
+def render_settings_page(request, model: Model, *, version_form=None, edit_form=None, status: int = 200):
+    """The owner's settings of a model: a new version, the card and details, visibility, delete."""
+    return render(
+        request,
+        "marketplace/model_settings.html",
+        {
+            "model": model,
+            "editable": True,
+            "version_form": version_form or VersionUploadForm(),
+            "edit_form": edit_form or ModelEditForm(instance=model),
         },
         status=status,
     )
@@ -265,37 +283,37 @@ def version_upload(request, owner: str, name: str):
     except services.UploadTooLarge as exc:
         form = VersionUploadForm()
         form.add_error(None, str(exc))
-        return render_model_page(request, model, version_form=form, status=413)
+        return render_settings_page(request, model, version_form=form, status=413)
     try:
         form = VersionUploadForm(request.POST, request.FILES)
         services.refuse_stopped_upload(request)
     except services.UploadTooLarge as exc:
         form = VersionUploadForm()
         form.add_error(None, str(exc))
-        return render_model_page(request, model, version_form=form, status=413)
+        return render_settings_page(request, model, version_form=form, status=413)
     if not form.is_valid():
-        return render_model_page(request, model, version_form=form, status=400)
+        return render_settings_page(request, model, version_form=form, status=400)
     try:
         tokenizer = tokenizer_store(form.cleaned_data.get("tokenizer"), task=model.task)
     except services.TokenizerNotForTask as exc:
         form.add_error("tokenizer", str(exc))
-        return render_model_page(request, model, version_form=form, status=400)
+        return render_settings_page(request, model, version_form=form, status=400)
     except services.UploadTooLarge as exc:
         form.add_error("tokenizer", str(exc))
-        return render_model_page(request, model, version_form=form, status=413)
+        return render_settings_page(request, model, version_form=form, status=413)
     except services.UnsupportedModelFile as exc:
         form.add_error("tokenizer", str(exc))
-        return render_model_page(request, model, version_form=form, status=415)
+        return render_settings_page(request, model, version_form=form, status=415)
     try:
         stored = services.store_upload(file=form.cleaned_data["file"], limit=limit)
     except services.UploadTooLarge as exc:
         services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         form.add_error("file", str(exc))
-        return render_model_page(request, model, version_form=form, status=413)
+        return render_settings_page(request, model, version_form=form, status=413)
     except services.UnsupportedModelFile as exc:
         services.discard_stored_tokenizer(tokenizer.name if tokenizer else "")
         form.add_error("file", str(exc))
-        return render_model_page(request, model, version_form=form, status=415)
+        return render_settings_page(request, model, version_form=form, status=415)
     version = services.version_create(
         model=model,
         stored=stored,
@@ -307,7 +325,7 @@ def version_upload(request, owner: str, name: str):
     version = services.version_publish(version=version)
     if version.status == ModelVersion.Status.REJECTED:
         form.add_error("file", f"Version {version.number} was rejected: {version.reason}")
-        return render_model_page(request, model, version_form=form, status=415)
+        return render_settings_page(request, model, version_form=form, status=415)
     if version.status == ModelVersion.Status.READY:
         messages.success(request, f"Version {version.number} is ready.")
     else:
@@ -349,12 +367,12 @@ def model_edit(request, owner: str, name: str):
     model = editable_model_or_404(request.user, owner=owner, name=name)
     form = ModelEditForm(request.POST, instance=model)
     if not form.is_valid():
-        return render_model_page(request, model, edit_form=form, status=400)
+        return render_settings_page(request, model, edit_form=form, status=400)
     try:
         services.model_update(model=model, **form.cleaned_data)
     except services.PrivateModelLimitReached as exc:
         form.add_error("visibility" if "visibility" in form.fields else None, str(exc))
-        return render_model_page(request, model, edit_form=form, status=400)
+        return render_settings_page(request, model, edit_form=form, status=400)
     messages.success(request, "Saved.")
     return HttpResponseRedirect(model.get_absolute_url())
 
@@ -370,7 +388,7 @@ def model_toggle_visibility(request, owner: str, name: str):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{model.slug} is now {visibility}.")
-    return HttpResponseRedirect(model.get_absolute_url())
+    return HttpResponseRedirect(reverse("model-settings", kwargs={"owner": owner, "name": name}))
 
 
 @login_required

@@ -989,6 +989,8 @@
       if (version > 0) requestBody.version = version;
       runButton.disabled = true;
       setStatus("sending", "Running…");
+      // The page's code samples (snippets.js) follow what the widget sends.
+      section.dispatchEvent(new CustomEvent("try-it:sent", { bubbles: true, detail: { body: requestBody } }));
       apiRequest("POST", predictUrl(model), requestBody).then(function (response) {
         if (response.status === 200 && response.data && response.data.status === "failed") {
           fail("The prediction failed: " + (errorWords(response.data.error) || "no reason given."));

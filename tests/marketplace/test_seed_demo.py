@@ -13,7 +13,12 @@ pytestmark = pytest.mark.django_db
 def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     call_command("seed_demo", "--no-text")
     demo = Model.objects.filter(owner__username="demo")
-    assert sorted(demo.values_list("name", flat=True)) == ["digits", "digits-torchscript", "wine"]
+    assert sorted(demo.values_list("name", flat=True)) == [
+        "digits",
+        "digits-torchscript",
+        "smollm2-chat",
+        "wine",
+    ]
     assert not demo.first().owner.has_usable_password()
     for model in demo:
         version = model.versions.get(number=1)
@@ -49,5 +54,5 @@ def test_seed_demo_loads_ready_models_with_measured_accuracy(client):
     assert "Optimized from v1 (dynamic-int8)" in page and "smaller" in page
 
     call_command("seed_demo", "--no-text")  # idempotent
-    assert Model.objects.filter(owner__username="demo").count() == 3
-    assert ModelVersion.objects.filter(model__owner__username="demo").count() == 4
+    assert Model.objects.filter(owner__username="demo").count() == 4
+    assert ModelVersion.objects.filter(model__owner__username="demo").count() == 5

@@ -10,6 +10,7 @@ supervisors (`alive` of any): with none, the web does not wait on the queue but 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -20,6 +21,8 @@ from django.conf import settings
 
 from .codec import pack_tensors, unpack_tensors
 from .pools import default_pool
+
+logger = logging.getLogger(__name__)
 
 REPLY_TTL_SECONDS = 120
 
@@ -166,8 +169,10 @@ def accept(call: PendingCall, depth: int, *, model: str, pool: str) -> None:
 def wait(call: PendingCall, timeout: float) -> tuple[dict, dict[str, np.ndarray]] | None:
     try:
         item = waiting_client().blpop([key("r", call.id)], timeout=max(timeout, 0.01))
-    except redis.RedisError as exc:
-        raise Unavailable(f"The request queue is unavailable ({exc}); retry.") from None
+    except redis.RedisError:
+        # The caller and the ledger get a fixed message: Redis's own names its host and port.
+        logger.warning("request queue: waiting for a reply failed", exc_info=True)
+        raise Unavailable("The request queue is unavailable; retry.") from None
     if item is None:
         return None
     return unpack_tensors(item[1])

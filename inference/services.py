@@ -495,8 +495,10 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
             )
         else:
             reply, outputs = run(header, ledger.inputs_from_json(prediction.inputs))
-    except (OSError, EOFError) as exc:
-        ledger.fail(prediction.id, f"The worker's runner pool did not answer ({exc}); it can be retried.")
+    except (OSError, EOFError):
+        # The detail (a socket's path, an errno) goes to the log; the ledger row says what the caller may do.
+        logger.warning("prediction %s: the runner pool did not answer", prediction.id, exc_info=True)
+        ledger.fail(prediction.id, "The worker's runner pool did not answer; it can be retried.")
         return
     if reply["status"] == Prediction.Status.SUCCEEDED:
         ended.outputs = outputs

@@ -20,6 +20,7 @@ opens a stored file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import tempfile
@@ -38,6 +39,8 @@ from django.core.files.uploadhandler import FileUploadHandler, StopFutureHandler
 from django.http import FileResponse
 
 from . import encryption
+
+logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 HEAD_SIZE = 512
@@ -326,6 +329,15 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
 
     A file stored encrypted (`key`, its envelope) is decrypted into INFERENCE_DECRYPTED_MODEL_DIR (in memory
     by default), never into the model cache on disk (INFERENCE_MODEL_CACHE_DIR)."""
+    try:
+        return _local_copy(name=name, sha256=sha256, key=key)
+    except OSError as exc:
+        # Its message names this machine's folders: the detail goes to the log, never to a caller.
+        logger.error("the local copy of %s failed: %r", sha256, exc)
+        raise FileUnavailable("the model's file cannot be copied to this server's cache") from exc
+
+
+def _local_copy(*, name: str, sha256: str, key: str) -> Path:
     cache_dir = _private_folder(Path(settings.INFERENCE_DECRYPTED_MODEL_DIR)) if key else None
     cache_dir = cache_dir or Path(settings.INFERENCE_MODEL_CACHE_DIR)
     path = cache_dir / sha256
@@ -347,7 +359,9 @@ def local_copy(*, name: str, sha256: str, key: str = "") -> Path:
             raise
         except Exception as exc:  # a missing file, a storage that does not answer
             os.unlink(part.name)
-            raise FileUnavailable(f"the stored file is not available: {exc}") from exc
+            # Storage errors name paths, hosts and ports: the detail goes to the log, never to a caller.
+            logger.warning("the stored file %s is not available: %r", name, exc)
+            raise FileUnavailable("the stored file is not available") from exc
     if digest.hexdigest() != sha256:
         os.unlink(part.name)
         raise FileMismatch("the stored file does not match its sha256")
@@ -392,9 +406,8 @@ def _private_folder(folder: Path) -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     found = os.lstat(folder)
     if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
-        raise FileUnavailable(
-            f"{folder} is not a folder of this user's: decrypted model files are not kept there"
-        )
+        logger.error("%s is not a folder of this user's: decrypted model files are not kept there", folder)
+        raise FileUnavailable("the folder of decrypted model files is not a folder of this user's")
     os.chmod(folder, 0o700)
     return folder
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from functools import wraps
 from urllib.parse import urlencode
@@ -17,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from portal.middleware import declared_body_length
+from portal.models import ApiKey
 
 from . import optimizing, services
 from .cards import card_summary, render_card
@@ -51,6 +53,9 @@ def home(request):
         {
             "most_used": with_summaries(used.order_by("-runs", "-downloads", "-id")[:6]),
             "newest": with_summaries(public.order_by("-created_at", "-id")[:6]),
+            # A member who has no key yet is shown the way from the browser to their own code.
+            "first_steps": request.user.is_authenticated
+            and not ApiKey.objects.filter(user=request.user).exists(),
         },
     )
 
@@ -142,6 +147,22 @@ def render_model_page(request, model: Model, *, status: int = 200):
         },
         status=status,
     )
+
+
+def near_models(request) -> list[Model]:
+    """For a 404 at /models/<owner>/<name>/: the visible models whose slug is close to the one asked for."""
+    parts = request.path.strip("/").split("/")
+    if len(parts) < 3 or parts[0] != "models":
+        return []
+    owner, name = parts[1], parts[2]
+    listed = listed_models(request.user)
+    candidates = {m.slug: m for m in listed.filter(owner__username=owner)[:NEAR_MODELS_SCANNED]}
+    candidates.update({m.slug: m for m in listed.filter(name__iexact=name)[:NEAR_MODELS_SCANNED]})
+    close = difflib.get_close_matches(f"{owner}/{name}", list(candidates), n=3, cutoff=0.6)
+    return [candidates[slug] for slug in close]
+
+
+NEAR_MODELS_SCANNED = 2000
 
 
 @login_required

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every request gets its id and its log line, whatever answers it.
     "portal.logs.RequestLogMiddleware",
+    "portal.error_pages.SiteErrorPagesMiddleware",  # the site's 404/500 pages under DEBUG too
     "django.middleware.security.SecurityMiddleware",
     "portal.security.ContentSecurityPolicyMiddleware",  # django-csp, with a fixed policy for the APIs
     "whitenoise.middleware.WhiteNoiseMiddleware",

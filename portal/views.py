@@ -9,6 +9,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .charts import stacked_bars
@@ -56,8 +57,9 @@ def locked_out(request, original_response=None, credentials=None):
 
 @require_http_methods(["GET", "POST"])
 def signup(request):
+    next_url = safe_next_url(request)
     if request.user.is_authenticated:
-        return redirect("/")
+        return redirect(next_url or "/")
     if request.method == "POST":
         limit = settings.SIGNUPS_PER_HOUR
         refusal = count_request(request, "signup", limit=limit, window=HOUR)
@@ -74,8 +76,17 @@ def signup(request):
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome to Modelport, {user.username}.")
-        return redirect(request.GET.get("next") or "/")
-    return render(request, "registration/signup.html", {"form": form})
+        return redirect(next_url or "/")
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+def safe_next_url(request) -> str:
+    """Where to go after signing up: `next` when it is a path on this site, else nothing."""
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    allowed = url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return candidate if candidate and allowed else ""
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -106,7 +117,14 @@ def api_error(request, status: int, message: str) -> JsonResponse | None:
 
 
 def page_not_found(request, exception=None):
-    return api_error(request, 404, "Not found.") or render(request, "404.html", status=404)
+    return api_error(request, 404, "Not found.") or site_not_found_page(request)
+
+
+def site_not_found_page(request) -> HttpResponse:
+    """The site's own 404 page, with the models whose name is close to a mistyped one."""
+    from marketplace.views import near_models
+
+    return render(request, "404.html", {"near_models": near_models(request)}, status=404)
 
 
 def server_error(request):

@@ -9,7 +9,7 @@ ARGS ?=
 # runs them as this unprivileged account, which `make system` creates.
 RUNNER_USER := $(if $(filter 0,$(shell id -u)),modelport-runner,)
 
-.PHONY: run test test-fast lint format install clean system
+.PHONY: run test test-fast lint format install clean system createapikey
 
 $(INSTALLED): pyproject.toml requirements/demo-weights.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(INSTALLED) system
 # Everything but the slow end-to-end modules.
 test-fast: $(INSTALLED) system
 	INFERENCE_RUNNER_USER=$${INFERENCE_RUNNER_USER:-$(RUNNER_USER)} $(PY) -m tests.servers -m "not e2e" $(ARGS)
+
+# An API key for a user of the `make run` site, printed alone on the last line:
+#   export MODELPORT_KEY=$$(make -s createapikey USER=demo | tail -1)
+# USER given on the command line names the user (the shell's own $$USER does not count); demo by default.
+KEY_USER := $(if $(filter command line,$(origin USER)),$(USER),demo)
+createapikey: $(INSTALLED)
+	@DEBUG=$${DEBUG:-1} $(PY) manage.py createapikey $(KEY_USER) --scopes $${SCOPES:-read,predict,upload}
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,9 @@ from django.contrib import admin
 
 from .models import Prediction, WebhookDelivery
 
+# The admin's words for the model (Django would write "Webhook deliverys").
+WebhookDelivery._meta.verbose_name_plural = "webhook deliveries"
+
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
@@ -14,8 +17,8 @@ class PredictionAdmin(admin.ModelAdmin):
         "source",
         "status",
         "created_at",
-        "queue_ms",
-        "compute_ms",
+        "queue_time",
+        "compute_time",
         "bytes_in",
         "bytes_out",
         "attempts",
@@ -33,6 +36,18 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="queue (ms)", ordering="queue_ms")
+    def queue_time(self, prediction: Prediction) -> str:
+        return rounded_ms(prediction.queue_ms)
+
+    @admin.display(description="compute (ms)", ordering="compute_ms")
+    def compute_time(self, prediction: Prediction) -> str:
+        return rounded_ms(prediction.compute_ms)
+
+
+def rounded_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 @admin.register(WebhookDelivery)

@@ -14,6 +14,10 @@ from .services import key_revoke
 
 User = get_user_model()
 
+admin.site.site_header = "Modelport administration"
+admin.site.site_title = "Modelport admin"
+admin.site.index_title = "Users, plans, keys, models and usage"
+
 
 def month_start():
     return timezone.now().date().replace(day=1)

@@ -159,6 +159,15 @@ def authenticate_bearer(header: str, *, client: str | None = None) -> ApiKey:
     return key
 
 
+# The 401 of a call that sent no credentials says how to send a key and where to make one (DRF's own words,
+# "Authentication credentials were not provided.", say neither). DRF raises NotAuthenticated itself, with no
+# hook to word it per view: its default is the one place.
+exceptions.NotAuthenticated.default_detail = (
+    "No API key was sent. Send one as the header `Authorization: Bearer <key>`; "
+    "make a key on /settings/keys/ (or with `make createapikey USER=<you>` in development)."
+)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")

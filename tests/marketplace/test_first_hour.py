@@ -71,3 +71,18 @@ def test_a_new_member_is_offered_the_next_steps_until_they_make_a_key(client, al
 
     ApiKey.issue(user=alice, name="laptop", scopes=["read", "predict"])
     assert "Your next steps" not in client.get("/").content.decode()
+
+
+def test_a_call_without_a_key_is_told_how_to_send_one_and_where_to_make_it(client):
+    response = client.get("/api/v1/usage")
+    assert response.status_code == 401
+    detail = response.json()["detail"]
+    assert "Authorization: Bearer <key>" in detail and "/settings/keys/" in detail
+
+
+def test_the_admin_is_branded_and_names_things_well(client, django_user_model):
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "a-long-pass-25")
+    client.force_login(staff)
+    page = client.get("/admin/").content.decode()
+    assert "Modelport administration" in page and "Django administration" not in page
+    assert "Webhook deliveries" in page and "deliverys" not in page

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from marketplace.files import FileUnavailable
 from marketplace.sandbox import confine
 from marketplace.sandbox.confine import Confinement
 
@@ -481,9 +482,15 @@ class RunnerSlot(threading.Thread):
             sha, requests = work
             try:
                 results = self.execute(requests)
-            except Exception as exc:  # never lose a caller: whatever broke, they get an answer
+            except (
+                Exception
+            ):  # never lose a caller: whatever broke, they get an answer (the detail is logged)
                 logger.exception("runner slot %s", self.index)
-                results = [Result(error=f"The server could not run this request: {exc}", server_fault=True)]
+                results = [
+                    Result(
+                        error="The server could not run this request; it can be retried.", server_fault=True
+                    )
+                ]
                 results *= len(requests)
             finally:
                 self.pool.scheduler.release(sha)
@@ -529,8 +536,12 @@ class RunnerSlot(threading.Thread):
         model = requests[0].model
         try:
             path = self.pool.resolve_path(model)
-        except Exception as exc:
+        except FileUnavailable as exc:  # its message is written for callers: it names no path or host
             return [Result(error=str(exc), server_fault=True)] * len(requests)
+        except Exception:
+            logger.exception("runner slot %s could not have the file of %s", self.index, model.sha256[:12])
+            error = "The model's file could not be had on this worker; the request can be retried."
+            return [Result(error=error, server_fault=True)] * len(requests)
         header = {
             "sha256": model.sha256,
             "path": path,

@@ -108,10 +108,12 @@ def test_editing_a_plan_applies_to_its_users_at_once(admin_client, alice):
             "compute_seconds_per_month": 3600,
             "max_upload_bytes": plan.max_upload_bytes,
             "max_private_models": 10,
+            "tokens_per_minute": plan.tokens_per_minute,
+            "tokens_per_day": plan.tokens_per_day,
             "is_default": "on",
         },
     )
-    assert response.status_code == 302
+    assert response.status_code == 302, response.context["adminform"].form.errors
     with pytest.raises(QuotaExceeded):
         admit_prediction(user=alice, api_key=None)
 

@@ -13,3 +13,10 @@ class MarketplaceConfig(AppConfig):
 
         # No process starts with master keys that do not open the stored model files (portal.startup).
         checks.register(check_encryption_keys, STARTUP_TAG)
+
+        from portal.views import NOT_FOUND_CONTEXT
+
+        from .views import near_models
+
+        # A mistyped model page's 404 says "did you mean" the models of a close name.
+        NOT_FOUND_CONTEXT.append(lambda request: {"near_models": near_models(request)})

@@ -1,5 +1,6 @@
 import csv
 import sys
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -7,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -120,11 +121,17 @@ def page_not_found(request, exception=None):
     return api_error(request, 404, "Not found.") or site_not_found_page(request)
 
 
-def site_not_found_page(request) -> HttpResponse:
-    """The site's own 404 page, with the models whose name is close to a mistyped one."""
-    from marketplace.views import near_models
+# What the apps above this one add to the 404 page, each a function of the request giving template context
+# (the catalog registers the models whose name is close to a mistyped one): the portal imports no app above.
+NOT_FOUND_CONTEXT: list[Callable[[HttpRequest], dict]] = []
 
-    return render(request, "404.html", {"near_models": near_models(request)}, status=404)
+
+def site_not_found_page(request) -> HttpResponse:
+    """The site's own 404 page, with what the apps suggest (e.g. "did you mean")."""
+    context = {}
+    for provide in NOT_FOUND_CONTEXT:
+        context.update(provide(request))
+    return render(request, "404.html", context, status=404)
 
 
 def server_error(request):

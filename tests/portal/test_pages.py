@@ -26,7 +26,7 @@ def test_navigation_shows_admin_only_to_staff(client, alice, admin_user):
 def test_admin_is_on(admin_client):
     response = admin_client.get("/admin/")
     assert response.status_code == 200
-    assert b"Site administration" in response.content
+    assert b"Modelport administration" in response.content
 
 
 def test_static_files_are_served_locally(live_server):

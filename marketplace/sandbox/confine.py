@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1
@@ -48,6 +49,15 @@ CHILD_CODE = (
 )
 # Host files a runtime reads, when present: the dynamic linker's cache (libraries in multiarch folders).
 RUNTIME_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/sys/devices/system/cpu")
+
+
+# A fork() in another thread while Popen waits for its child's exec copies Popen's error pipe into a process
+# that never execs (a Celery pool process), and Popen then waits for that process to exit. So Python-level
+# forks wait for the spawns in progress (Popen itself forks without running these hooks).
+_spawning = threading.RLock()
+os.register_at_fork(
+    before=_spawning.acquire, after_in_parent=_spawning.release, after_in_child=_spawning.release
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -162,17 +172,7 @@ def spawn(
     child = [*(["-I"] if isolated else []), *program]
     if not confinement.sandbox or confinement.measuring_baseline:
         argv = [sys.executable, "-I", __file__, *limits, f"--parent={os.getpid()}", "--", *child]
-        return subprocess.Popen(  # noqa: S603 - argv, no shell
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            pass_fds=pass_fds,
-            close_fds=True,
-            start_new_session=True,
-        )
+        return _popen(argv, cwd=cwd, env=env, pass_fds=pass_fds, stdout=stdout, stderr=stderr)
     filter_fd = seccomp_memfd()
     try:
         argv = [
@@ -189,18 +189,24 @@ def spawn(
             "--",
             *child,
         ]
+        return _popen(argv, cwd=None, env=env, pass_fds=(*pass_fds, filter_fd), stdout=stdout, stderr=stderr)
+    finally:
+        os.close(filter_fd)
+
+
+def _popen(argv: list[str], *, cwd, env, pass_fds, stdout, stderr) -> subprocess.Popen:
+    with _spawning:
         return subprocess.Popen(  # noqa: S603 - argv, no shell
             argv,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            pass_fds=(*pass_fds, filter_fd),
+            pass_fds=pass_fds,
             close_fds=True,
             start_new_session=True,
         )
-    finally:
-        os.close(filter_fd)
 
 
 def exit_signal(returncode: int | None) -> int:

@@ -81,6 +81,11 @@ def refuse_unconfined() -> None:
             raise confine.SandboxUnavailable(
                 f"{problem}. Set INFERENCE_SANDBOX=off to run uploaded models unconfined (development only)"
             )
+        if confined.sandbox:
+            # Compiled now, in the main thread before Celery forks its pool: loading libseccomp runs
+            # `ldconfig -p`, and a pool process forked meanwhile would hold its pipe open, stalling the runner
+            # slot thread that first needed the filter until that process exits.
+            confine.seccomp_program()
     except confine.SandboxUnavailable as exc:
         raise ImproperlyConfigured(f"Refusing to run uploaded models: {exc}") from None
 

@@ -155,7 +155,8 @@ def test_sealed_files_are_served_survive_a_key_rotation_and_a_wrong_key_stops_th
     for secret in (MODEL, tiny_encoder_onnx(), wordpiece_tokenizer_json().encode()):
         assert [path for path in at_rest if shares_a_run(secret, path.read_bytes())] == []
     decrypted = files_under(tmp_path / "first" / "decrypted")
-    assert decrypted and all(path.stat().st_mode & 0o077 == 0 for path in decrypted)
+    # The worker's, read-only, and readable by the runners' group only: nobody else reads the plaintext.
+    assert decrypted and all(path.stat().st_mode & 0o227 == 0 for path in decrypted)
 
     # The database holds the wrapped keys, never the master key, in any encoding.
     dump = pg_dump()

@@ -13,7 +13,6 @@ JSON line on the verdict descriptor (`verdict.py`); stdout goes to stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import zipfile
@@ -24,7 +23,7 @@ if not __package__:
     sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from marketplace.sandbox.archives import Rejected, check_zip, classify_archive, refusal, scan_archive, sniff  # noqa: E402
-from marketplace.sandbox.verdict import verdict_channel, verdict_send  # noqa: E402
+from marketplace.sandbox.verdict import verdict_main  # noqa: E402
 
 
 def runtime_domains() -> set[str]:
@@ -476,22 +475,9 @@ def inspect(request: dict) -> dict:
     raise Rejected(refusal("unknown"))
 
 
-def main() -> int:
-    verdict = verdict_channel(int(os.environ["MODELPORT_VERDICT_FD"]))
-    # The request is a file: an `example` can be larger than one command-line argument may be.
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        request = json.load(handle)
-    try:
-        answer = {"ok": True, **inspect(request)}
-    except Rejected as exc:
-        answer = {"ok": False, "reason": str(exc)[:2000]}
-    except MemoryError:
-        answer = {"ok": False, "reason": "The model needs more memory than validation allows."}
-    except RecursionError:
-        answer = {"ok": False, "reason": "The model is nested too deeply to inspect."}
-    verdict_send(verdict, answer)
-    os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
+def main() -> None:
+    verdict_main(inspect, refusal=Rejected, limits="validation", verb="inspect")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

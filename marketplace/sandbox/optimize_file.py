@@ -14,7 +14,6 @@ repetitions; the speed-up is the ratio of the median times.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import statistics
@@ -407,22 +406,9 @@ def optimize(request: dict) -> dict:
     return {"method": method, "output": OUTPUT_NAME, **measured}
 
 
-def main() -> int:
-    verdict = sibling("verdict")
-    channel = verdict.verdict_channel(int(os.environ["MODELPORT_VERDICT_FD"]))
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        request = json.load(handle)
-    try:
-        answer = {"ok": True, **optimize(request)}
-    except Failed as exc:
-        answer = {"ok": False, "reason": str(exc)[:2000]}
-    except MemoryError:
-        answer = {"ok": False, "reason": "The model needs more memory than optimization allows."}
-    except RecursionError:
-        answer = {"ok": False, "reason": "The model is nested too deeply to optimize."}
-    verdict.verdict_send(channel, answer)
-    os._exit(0)  # skip interpreter teardown: runtimes' destructors are slow and irrelevant here
+def main() -> None:
+    sibling("verdict").verdict_main(optimize, refusal=Failed, limits="optimization", verb="optimize")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

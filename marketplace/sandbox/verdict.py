@@ -41,3 +41,23 @@ def verdict_parse(data: bytes) -> dict | None:
             return None
         return answer if isinstance(answer, dict) else None
     return None
+
+
+def verdict_main(work, *, refusal: type[Exception], limits: str, verb: str) -> None:
+    """A confined child's whole run: its request from the file named by argv[1], `work(request)`'s answer (or
+    the reason a `refusal` gives) as its verdict, then an immediate exit (runtimes' destructors are slow and
+    irrelevant here). `limits` and `verb` name the child in its messages ("validation", "inspect")."""
+    fd = verdict_channel(int(os.environ["MODELPORT_VERDICT_FD"]))
+    # The request is a file: an `example` can be larger than one command-line argument may be.
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        request = json.load(handle)
+    try:
+        answer = {"ok": True, **work(request)}
+    except refusal as exc:
+        answer = {"ok": False, "reason": str(exc)[:2000]}
+    except MemoryError:
+        answer = {"ok": False, "reason": f"The model needs more memory than {limits} allows."}
+    except RecursionError:
+        answer = {"ok": False, "reason": f"The model is nested too deeply to {verb}."}
+    verdict_send(fd, answer)
+    os._exit(0)

@@ -1,0 +1,87 @@
+"""The data plane's ASGI application (`python manage.py dataplane` serves it with uvicorn).
+
+Django is set up at start-up, in a thread (the start-up checks query the database, which Django refuses to do
+from the event loop); a server that must not start (`portal.startup.refuse_to_start`) stops uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+logger = logging.getLogger(__name__)
+
+
+class DataPlane:
+    def __init__(self):
+        self.site = None  # portal.wsgi.application, once Django is set up
+        self.predictions = None  # handlers.PredictionHandler
+        self.wants_prediction_handler = None
+        self.body_limit = 0
+        # Two pools: prediction threads mostly wait on runners and rarely touch the database; the site's
+        # keep a database connection each, so they are as many as one gunicorn worker's threads.
+        self.prediction_threads: ThreadPoolExecutor | None = None
+        self.site_threads: ThreadPoolExecutor | None = None
+
+    def setup(self) -> None:
+        from django.conf import settings
+
+        import portal.wsgi  # sets Django up and refuses to start when it must (encryption keys)
+
+        from .handlers import PredictionHandler, wants_prediction_handler
+
+        self.site = portal.wsgi.application
+        self.predictions = PredictionHandler()
+        self.wants_prediction_handler = wants_prediction_handler
+        self.body_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+        self.prediction_threads = ThreadPoolExecutor(
+            settings.DATA_PLANE_PREDICTION_THREADS, thread_name_prefix="predict"
+        )
+        self.site_threads = ThreadPoolExecutor(settings.DATA_PLANE_SITE_THREADS, thread_name_prefix="site")
+
+    def shutdown(self) -> None:
+        from portal.metrics import process_exited
+
+        for pool in (self.prediction_threads, self.site_threads):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        process_exited(os.getpid())
+
+    async def __call__(self, scope, receive, send) -> None:
+        from .bridge import serve
+
+        kind = scope["type"]
+        if kind == "http":
+            if self.wants_prediction_handler(scope["method"], scope["path"], scope["headers"]):
+                threads, limit = self.prediction_threads, self.body_limit
+                await serve(self.predictions, scope, receive, send, threads, read_whole=limit)
+            else:
+                await serve(self.site, scope, receive, send, self.site_threads)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def lifespan(self, receive, send) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await loop.run_in_executor(None, self.setup)
+                except BaseException as exc:  # noqa: BLE001 - SystemExit from refuse_to_start included
+                    logger.error("the data plane cannot start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await loop.run_in_executor(None, self.shutdown)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = DataPlane()

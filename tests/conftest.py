@@ -157,9 +157,10 @@ class ChildProcess:
         self.environ = environ
         self.process: subprocess.Popen | None = None
 
-    def spawn(self, command: list[str]) -> None:
+    def spawn(self, command: list[str], extra_environ: dict | None = None) -> None:
         base = os.environ if self.environ is None else self.environ
         env = dict(base, DATABASE_URL=database_url_for_test_db(), PYTHONUNBUFFERED="1")
+        env.update(extra_environ or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", *command],
             cwd=PROJECT_ROOT,
@@ -248,20 +249,22 @@ def free_port() -> int:
 
 
 class WebServer(ChildProcess):
-    """`gunicorn portal.wsgi` with several worker processes, on the test database; `url` is its address."""
+    """The web on the test database, several worker processes; `url` is its address.
 
-    def __init__(self, log_path: Path, workers: int = 2, threads: int = 8, environ=None):
+    By default the data plane (`python manage.py dataplane`, as `make run` serves), which answers every path;
+    `server="gunicorn"` is the control plane alone (`gunicorn portal.wsgi`)."""
+
+    def __init__(self, log_path: Path, workers: int = 2, threads: int = 8, environ=None, server="dataplane"):
         super().__init__(log_path, environ)
         self.workers = workers
         self.threads = threads
+        self.server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        import requests
-
-        self.spawn(
-            [
+    def command(self) -> list[str]:
+        if self.server == "gunicorn":
+            return [
                 "gunicorn",
                 "portal.wsgi",
                 "--bind",
@@ -276,17 +279,36 @@ class WebServer(ChildProcess):
                 "120",
                 "--no-control-socket",
             ]
-        )
+        return [
+            "django",
+            "dataplane",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+
+    def serving_pids(self) -> list[int]:
+        """The processes that answer requests: the workers of a master, or the server itself when it has none
+        (uvicorn with one worker)."""
+        pid = self.process.pid
+        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return children or [pid]
+
+    def start(self) -> None:
+        import requests
+
+        self.spawn(self.command(), extra_environ={"DATA_PLANE_SITE_THREADS": str(self.threads)})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log()}")
+                raise RuntimeError(f"the web server exited:\n{self.log()}")
             try:
                 if requests.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not come up:\n{self.log()}")
+        raise RuntimeError(f"the web server did not come up:\n{self.log()}")
 
 
 @pytest.fixture(scope="session")

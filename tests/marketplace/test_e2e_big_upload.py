@@ -67,11 +67,6 @@ def bytes_written(pid: int) -> int:
     raise AssertionError(f"no wchar for {pid}")
 
 
-def gunicorn_workers(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
-
-
 @pytest.mark.parametrize("storage", ["filesystem", "s3"])
 def test_a_gigabyte_upload_streams_with_flat_memory(storage, alice, tmp_path, monkeypatch, request):
     quota = quota_for(alice)
@@ -96,7 +91,7 @@ def test_a_gigabyte_upload_streams_with_flat_memory(storage, alice, tmp_path, mo
     web = WebServer(tmp_path / "gunicorn.log", workers=1, threads=2)
     web.start()
     try:
-        [worker] = gunicorn_workers(web.process.pid)
+        [worker] = web.serving_pids()
         boundary = uuid.uuid4().hex
         head, tail, length = multipart_upload(boundary)
         digest = hashlib.sha256()

@@ -208,7 +208,7 @@ def test_sealed_files_are_served_survive_a_key_rotation_and_a_wrong_key_stops_th
             worker.start()
         assert "MODEL_ENCRYPTION_KEY is the wrong key" in worker.log_text()
         web = WebServer(wrong / "gunicorn.log")
-        with pytest.raises(RuntimeError, match="gunicorn exited"):
+        with pytest.raises(RuntimeError, match="the web server exited"):
             web.start()
         assert "MODEL_ENCRYPTION_KEY is the wrong key" in web.log_text()
     grpc = manage("grpcserver", "--port", "0", MODEL_ENCRYPTION_KEY=old_key)

@@ -1,4 +1,5 @@
-"""`make run`: migrate, ensure an admin and a demo user, load the demo catalog, serve web, worker and gRPC."""
+"""`make run`: migrate, ensure an admin and a demo user, load the demo catalog, then serve it all: the data
+plane (every HTTP path), a Celery worker and the gRPC server."""
 
 import os
 import secrets
@@ -29,8 +30,8 @@ def ensure_user(username: str, *, staff: bool, password_env: str) -> str | None:
 
 class Command(BaseCommand):
     help = (
-        "Migrate, bootstrap users and the demo catalog, then run gunicorn, a Celery worker and the "
-        "gRPC server until Ctrl-C."
+        "Migrate, bootstrap users and the demo catalog, then run the data plane (every HTTP path), a Celery "
+        "worker and the gRPC server until Ctrl-C."
     )
 
     def add_arguments(self, parser):
@@ -59,23 +60,11 @@ class Command(BaseCommand):
         env = dict(os.environ, PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(settings.METRICS_DIR))
         bin_dir = os.path.dirname(sys.executable)
         processes = [
+            # The data plane answers every path: predictions on its fast path, the rest as the site.
             subprocess.Popen(
-                [
-                    os.path.join(bin_dir, "gunicorn"),
-                    "portal.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--worker-class",
-                    "gthread",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "8",
-                    "--access-logfile",
-                    "-",
-                    "--no-control-socket",
-                ],
+                [sys.executable, "manage.py", "dataplane", "--host", "127.0.0.1", "--port", str(port)],
                 env=env,
+                cwd=settings.BASE_DIR,
             ),
             subprocess.Popen(
                 [

@@ -40,12 +40,35 @@ def record_finished() -> int:
             written += len(records)
         except BaseException as exc:
             # PostgreSQL is down (or the process is stopping): the records go back, to be written later.
-            # Any other error is a batch that would fail again and block every later one: dropped, as before.
             if outage_of(exc) is not None or not isinstance(exc, Exception):
                 queue.records_put_back(records)
-            raise
+                raise
+            # A record that cannot be written (its model or user deleted mid-flight) must not take the
+            # others with it: one at a time, each in its own transaction (a row written twice is ignored).
+            written += _record_each(records)
         finally:
             queue.records_done()
+    return written
+
+
+def _record_each(records) -> int:
+    from portal.outages import outage_of
+
+    from . import ledger, queue
+    from .runners.supervisor import ended_from_record
+
+    written = 0
+    for position, (header, outputs) in enumerate(records):
+        try:
+            ledger.finish([ended_from_record(header, outputs)])
+            written += 1
+        except Exception as exc:
+            if outage_of(exc) is not None:
+                queue.records_put_back(records[position:])
+                raise
+            logger.error(
+                "dropped the record of prediction %s, which cannot be written: %s", header.get("id"), exc
+            )
     return written
 
 

@@ -99,3 +99,17 @@ def test_records_go_back_in_their_order(own_queue, alice):
     again = queue.records_take()
     queue.records_done()
     assert [header["id"] for header, _ in again] == [record["id"] for record in records]
+
+
+def test_a_record_whose_model_was_deleted_does_not_take_the_others_with_it(own_queue, alice):
+    kept = builders.publish(owner=alice, name="kept", data=builders.mixed_onnx())
+    deleted = builders.publish(owner=alice, name="deleted", data=builders.digits_onnx())
+    records = [finished_call(kept, alice), finished_call(deleted, alice), finished_call(kept, alice)]
+    push_records(records)
+    deleted.model.delete()  # mid-flight: its call ended, its record is not written yet
+
+    assert record_finished() == 2
+    written = set(Prediction.objects.values_list("id", flat=True))
+    assert {str(i) for i in written} == {records[0]["id"], records[2]["id"]}
+    assert not queue.records_pending()
+    assert record_finished() == 0

@@ -31,6 +31,7 @@ from .queue import ModelBusy, Unavailable
 from .services import (
     GateClosed,
     VersionNotFound,
+    VersionValidating,
     outcome_outputs_json,
     outcome_top,
     prediction_submit,
@@ -362,6 +363,9 @@ class PredictView(APIView):
                 "(the detail says how to ask).",
             ),
             404: OpenApiResponse(ERROR_SCHEMA, description="No such model (or a private one)."),
+            409: OpenApiResponse(
+                ERROR_SCHEMA, description="No version is ready yet: one is validating; see Retry-After."
+            ),
             413: OpenApiResponse(ERROR_SCHEMA, description="A request body over the limit."),
             429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit or quota exhausted; see Retry-After."),
             503: OpenApiResponse(ERROR_SCHEMA, description="No worker answered in time; retry."),
@@ -374,6 +378,9 @@ class PredictView(APIView):
             target = target_find(
                 owner=owner, name=name, number=data.get("version"), user=request.user, to_run=True
             )
+        except VersionValidating as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT, headers=headers)
         except VersionNotFound as exc:
             raise NotFound(str(exc)) from None
         except GateClosed as exc:

@@ -34,7 +34,14 @@ from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
-from .services import GateClosed, VersionNotFound, prediction_submit, prediction_wait, target_find
+from .services import (
+    GateClosed,
+    VersionNotFound,
+    VersionValidating,
+    prediction_submit,
+    prediction_wait,
+    target_find,
+)
 from .text import TextError, oip_text_request, with_text_outputs
 from .v2 import (
     SERVER_NAME,
@@ -146,11 +153,12 @@ def rpc(method):
     return handler
 
 
-def caller(context, *, scope: str | None):
-    """The key's user and key from `authorization: Bearer …` metadata; (None, None) without one."""
+def caller(context, *, scope: str, key_required: bool):
+    """The key's user and key from `authorization: Bearer …` metadata; (None, None) without one, when none is
+    required. A key sent must have `scope`."""
     header = next((value for key, value in context.invocation_metadata() if key == "authorization"), "")
     if not header:
-        if scope:
+        if key_required:
             raise RpcError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "This call needs an API key: metadata authorization: Bearer <key>.",
@@ -160,7 +168,7 @@ def caller(context, *, scope: str | None):
         key = authenticate_bearer(header)
     except AuthenticationFailed as exc:
         raise RpcError(grpc.StatusCode.UNAUTHENTICATED, str(exc.detail)) from None
-    if scope and not key.has_scope(scope):
+    if not key.has_scope(scope):
         raise RpcError(grpc.StatusCode.PERMISSION_DENIED, f"This API key lacks the '{scope}' scope.")
     return key.user, key
 
@@ -179,10 +187,11 @@ def version_number(version: str) -> int | None:
     return number
 
 
-def find(context, name: str, version: str, *, scope: str | None = None, to_run: bool = False):
+def find(context, name: str, version: str, *, to_run: bool = False, infer: bool = False):
     """The caller, and the ready version of `owner/name` if they may see it (else NOT_FOUND) and, `to_run`,
-    run it (else PERMISSION_DENIED, as the 403 of /v2)."""
-    user, key = caller(context, scope=scope)
+    run it (else PERMISSION_DENIED, as the 403 of /v2). As on /v2: metadata and ready need no key, but a key
+    sent needs `read`; inference needs a key with `predict`."""
+    user, key = caller(context, scope="predict" if infer else "read", key_required=infer)
     owner, _, model = name.partition("/")
     if not owner or not model or "/" in model:
         raise RpcError(grpc.StatusCode.NOT_FOUND, f"No model {name!r}: model names are <owner>/<name>.")
@@ -190,6 +199,9 @@ def find(context, name: str, version: str, *, scope: str | None = None, to_run: 
         target = target_find(
             owner=owner, name=model, number=version_number(version), user=user, to_run=to_run
         )
+    except VersionValidating as exc:
+        trailers = (("retry-after", str(exc.retry_after)),)
+        raise RpcError(grpc.StatusCode.UNAVAILABLE, str(exc), trailers) from None
     except VersionNotFound as exc:
         raise RpcError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
     except GateClosed as exc:
@@ -272,9 +284,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     def ModelInfer(self, request, context):
-        user, key, target = find(
-            context, request.model_name, request.model_version, scope="predict", to_run=True
-        )
+        user, key, target = find(context, request.model_name, request.model_version, to_run=True, infer=True)
         try:
             described, binary = request_inputs(request)
             text = oip_text_request(described, binary, target)

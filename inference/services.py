@@ -45,6 +45,18 @@ class VersionNotFound(LookupError):
     pass
 
 
+class VersionValidating(VersionNotFound):
+    """Nothing ready to run yet, but a version is being validated: 409 with Retry-After (UNAVAILABLE on
+    gRPC); the caller may retry in a few seconds. A subclass: a protocol that does not tell them apart says
+    404."""
+
+    retry_after = 5
+
+    def __init__(self, *, owner: str, name: str, number: int):
+        super().__init__(f"Version {number} of {owner}/{name} is validating; retry in a few seconds.")
+        self.number = number
+
+
 # A gated model the caller may see but was not granted: 403 on /api/v1 and /v2, PERMISSION_DENIED on gRPC.
 GateClosed = selectors.GateClosed
 
@@ -181,6 +193,8 @@ def target_find(*, owner: str, name: str, number: int | None, user, to_run: bool
     target = _targets.get(
         (owner, name.lower(), number), lambda: _target_load(owner=owner, name=name, number=number)
     )
+    if target is None:
+        _refuse_validating(owner=owner, name=name, number=number, user=user)
     if target is None or not target.visible_to(user):
         raise VersionNotFound(
             f"No model {owner}/{name}" + (f" version {number}" if number else "") + " to run."
@@ -189,6 +203,26 @@ def target_find(*, owner: str, name: str, number: int | None, user, to_run: bool
         raise GateClosed(owner=target.owner, name=target.name)
     request_note(model=target.slug, version=target.number)
     return target
+
+
+def _refuse_validating(*, owner: str, name: str, number: int | None, user) -> None:
+    """VersionValidating when `user` may see owner/name and the version asked for (or, without a number, any)
+    is still being validated. Only on a look-up miss, which is never cached: one more query then."""
+    model = (
+        Model.objects.filter(owner__username=owner, name__iexact=name)
+        .values("id", "owner_id", "visibility", "name")
+        .first()
+    )
+    if model is None or not selectors.is_visible_to(
+        user, owner_id=model["owner_id"], visibility=model["visibility"]
+    ):
+        return
+    validating = ModelVersion.objects.filter(model_id=model["id"], status=ModelVersion.Status.VALIDATING)
+    if number is not None:
+        validating = validating.filter(number=number)
+    found = validating.order_by("-number").values_list("number", flat=True).first()
+    if found is not None:
+        raise VersionValidating(owner=owner, name=model["name"], number=found)
 
 
 def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:

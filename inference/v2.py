@@ -20,7 +20,14 @@ from . import queue
 from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from .models import Prediction
 from .runtimes import platform_of
-from .services import GateClosed, VersionNotFound, prediction_submit, prediction_wait, target_find
+from .services import (
+    GateClosed,
+    VersionNotFound,
+    VersionValidating,
+    prediction_submit,
+    prediction_wait,
+    target_find,
+)
 from .statistics import model_stats
 from .text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
 
@@ -90,8 +97,8 @@ SERVER_NAME = "modelport"
 SERVER_VERSION = "1.0.0"
 
 
-def error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+def error(message: str, status: int, headers: dict | None = None) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status, headers=headers)
 
 
 def unavailable(message: str) -> JsonResponse:
@@ -108,31 +115,37 @@ def server_metadata(request):
 
 
 class V2Error(Exception):
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
-def _caller(request, *, scope: str | None):
-    """The key's user (or None without a key). A key is required when `scope` is given."""
+def _caller(request, *, scope: str, key_required: bool):
+    """The key's user (or None without a key, when none is required). A key sent must have `scope`."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if not header:
-        if scope:
+        if key_required:
             raise V2Error("This endpoint needs an API key: Authorization: Bearer <key>.", 401)
         return None, None
     try:
         key = authenticate_bearer(header)
     except AuthenticationFailed as exc:
         raise V2Error(str(exc.detail), 401) from None
-    if scope and not key.has_scope(scope):
+    if not key.has_scope(scope):
         raise V2Error(f"This API key lacks the '{scope}' scope.", 403)
     return key.user, key
 
 
-def _target(request, owner, name, number, *, scope=None, to_run=False):
-    user, key = _caller(request, scope=scope)
+def _target(request, owner, name, number, *, to_run=False, infer=False):
+    """Metadata, ready and stats are public for public models; a key sent for them needs `read`. Inference
+    needs a key with `predict`."""
+    scope = "predict" if infer else "read"
+    user, key = _caller(request, scope=scope, key_required=infer)
     try:
         return user, key, target_find(owner=owner, name=name, number=number, user=user, to_run=to_run)
+    except VersionValidating as exc:
+        raise V2Error(str(exc), 409, {"Retry-After": str(exc.retry_after)}) from None
     except VersionNotFound as exc:
         raise V2Error(str(exc), 404) from None
     except GateClosed as exc:
@@ -144,7 +157,7 @@ def v2_view(view):
         try:
             return view(request, *args, **kwargs)
         except V2Error as exc:
-            return error(str(exc), exc.status)
+            return error(str(exc), exc.status, exc.headers)
 
     wrapper.__name__ = view.__name__
     wrapper.__doc__ = view.__doc__
@@ -181,7 +194,7 @@ def model_ready(request, owner: str, name: str, number: int | None = None):
 def model_infer(request, owner: str, name: str, number: int | None = None):
     if request.method != "POST":
         return error("Use POST.", 405)
-    user, key, target = _target(request, owner, name, number, scope="predict", to_run=True)
+    user, key, target = _target(request, owner, name, number, to_run=True, infer=True)
     body = request.body
     header_length = request.headers.get("Inference-Header-Content-Length")
     binary = None

@@ -175,6 +175,26 @@ def test_a_key_without_the_predict_scope_is_permission_denied(client, alice, mix
     assert "predict" in message
 
 
+def test_metadata_needs_no_key_but_a_key_sent_needs_the_read_scope(client, alice, mixed_model):
+    name = mixed_model.model.slug
+    assert client.get_model_metadata(name, as_json=True)["name"] == name
+    _, predict_only = ApiKey.issue(user=alice, name="predict", scopes=["predict"])
+    code, message = status_of(lambda: client.get_model_metadata(name, headers=bearer(predict_only)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "'read'" in message
+
+
+def test_a_model_still_validating_is_unavailable_with_retry_after(client, alice, alice_key):
+    from marketplace.models import ModelVersion
+
+    version = builders.publish(owner=alice, name=unique("fresh"), data=plus_one_onnx())
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.VALIDATING)
+    code, message = status_of(
+        lambda: client.infer(version.model.slug, plus_one_input(), headers=bearer(alice_key))
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert message == f"Version 1 of {version.model.slug} is validating; retry in a few seconds."
+
+
 def test_another_users_private_model_is_not_found(
     client, celery_worker_process, alice, bob, bob_key, alice_key
 ):

@@ -69,3 +69,39 @@ def test_with_redis_down_a_keyed_read_is_answered_from_the_database_and_a_call_i
     refused = post_json(client, "/v2/models/alice/mixed/infer", body, alice_key)
     assert refused.status_code == 503 and int(refused["Retry-After"]) > 0
     assert "cache" in refused.json()["error"]
+
+
+def test_metadata_is_public_but_a_key_sent_for_it_needs_the_read_scope(client, alice, mixed):
+    from portal.models import ApiKey
+
+    predict_only = ApiKey.issue(user=alice, name="p", scopes=["predict"])[1]
+    reader = ApiKey.issue(user=alice, name="r", scopes=["read"])[1]
+    for path in ("/v2/models/alice/mixed", "/v2/models/alice/mixed/ready", "/v2/models/alice/mixed/stats"):
+        assert client.get(path).status_code in (200, 503), path  # ready: 503 when no worker serves
+        refused = client.get(path, HTTP_AUTHORIZATION=f"Bearer {predict_only}")
+        assert refused.status_code == 403, path
+        assert refused.json() == {"error": "This API key lacks the 'read' scope."}
+        assert client.get(path, HTTP_AUTHORIZATION=f"Bearer {reader}").status_code in (200, 503), path
+
+
+def test_a_model_still_validating_answers_409_with_retry_after(client, alice, bob, alice_key, bob_key):
+    from marketplace.models import ModelVersion
+
+    version = builders.publish(owner=alice, name="fresh", data=builders.mixed_onnx())
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.VALIDATING)
+    body = {"inputs": oip_inputs(builders.mixed_inputs(batch=1))}
+    for path in ("/v2/models/alice/fresh/infer", "/v2/models/alice/fresh/versions/1/infer"):
+        response = post_json(client, path, body, alice_key)
+        assert response.status_code == 409, path
+        assert response.json() == {"error": "Version 1 of alice/fresh is validating; retry in a few seconds."}
+        assert response["Retry-After"] == "5"
+    named = post_json(
+        client, "/api/v1/models/alice/fresh/predict", {"inputs": {"x": [[1.0, 2.0]]}}, alice_key
+    )
+    assert named.status_code == 409 and "is validating" in named.json()["detail"]
+    assert named["Retry-After"] == "5"
+    # A version that does not exist is still a 404; so is another user's private model, validating or not.
+    assert post_json(client, "/v2/models/alice/fresh/versions/2/infer", body, alice_key).status_code == 404
+    version.model.visibility = "private"
+    version.model.save()
+    assert post_json(client, "/v2/models/alice/fresh/infer", body, bob_key).status_code == 404

@@ -29,7 +29,7 @@ from marketplace.models import Model, ModelVersion
 from marketplace.services import MODEL_CACHE_PREFIX
 from portal import process_cache
 from portal.logs import request_note
-from portal.quotas import admit_prediction
+from portal.quotas import admission_refund, admit_prediction
 
 from . import ledger, queue
 from .codec import encode_outputs_json, top_classes
@@ -342,6 +342,8 @@ def prediction_submit(
         queue.accept(call, admission.pushed[0], model=target.slug, pool=target.queue)
         submission.call = call
     except queue.ModelBusy:
+        # Refused, not served: it is recorded (every admitted request is) but costs no quota.
+        admission_refund(admission)
         ledger.failed_create(header, "Refused: the model's queue was full.")
         raise
     except queue.NoConsumer:  # no worker is serving the queue now: the job path waits for one

@@ -327,6 +327,36 @@ def admit_prediction(*, user, api_key: ApiKey | None, then: list[tuple[str, byte
     return admission
 
 
+# Give back one request in each window, never below zero, and only in the window it was counted in (a
+# window that has since ended is another count).
+REFUND_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
+
+
+def admission_refund(admission: Admission) -> None:
+    """Give back what an admission counted: the request was refused after all (its model's queue was full),
+    so it costs no quota. Best effort: a counter store hiccup leaves the request counted."""
+    windows = admission.windows
+    try:
+        if quota_backend() == "redis":
+            redis_script("refund", REFUND_SCRIPT)(keys=[w.redis_key for w in windows], args=[])
+        else:
+            for window in windows:
+                UsageCounter.objects.filter(key=window.counter_key, window=window.number, used__gt=0).update(
+                    used=F("used") - 1
+                )
+    except Exception as error:
+        logger.error("could not give back a refused request's quota (%s)", type(error).__name__)
+        return
+    for window in windows:
+        window.used = max(0, window.used - 1)
+
+
 def _compute_rejection(windows: list[Window], compute_limit_ms: int, now: float) -> QuotaExceeded:
     return QuotaExceeded(
         limit_name="compute_seconds_per_month",

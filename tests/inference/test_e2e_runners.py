@@ -24,6 +24,7 @@ from django.db.models import Sum
 from inference import queue
 from inference.models import Prediction
 from portal.models import UsageDay
+from portal.quotas import current_windows
 from portal.services import quota_set
 from tests.conftest import WebServer, WorkerProcess
 
@@ -216,7 +217,8 @@ def test_a_runner_runs_unprivileged_without_network_and_sees_only_the_runtime(ow
                 "usr",
             }
             # plus the top folders of the project's checkout and of the Python installation, wherever they are
-            runtime |= {Path(place).parts[1] for place in (django_settings.BASE_DIR, sys.prefix, sys.base_prefix)}
+            places = (django_settings.BASE_DIR, sys.prefix, sys.base_prefix)
+            runtime |= {Path(place).parts[1] for place in places}
             assert {entry.name for entry in root.iterdir()} <= runtime
             project = root / Path(django_settings.BASE_DIR).relative_to("/")
             assert {entry.name for entry in project.iterdir()} - {".venv"} == {"inference", "marketplace"}
@@ -479,8 +481,11 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
         thread.start()
         time.sleep(0.3)
     wait_for(lambda: queue.depth(queue.client(), slow_model_sha(alice)) >= 2, 10, "the queue never filled")
+    counted = {w.redis_key: w.used for w in current_windows(alice)}
     refused = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
     assert refused.status_code == 503 and refused["Retry-After"] == "1"
+    # A refusal costs no quota: the windows count what they counted before it.
+    assert {w.redis_key: w.used for w in current_windows(alice)} == counted
     assert "requests waiting" in refused.json()["detail"]
     refused_v2 = post_json(
         client,
@@ -499,7 +504,7 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     assert post_json(client, "/api/v1/models/bob/digits/predict", DIGITS_BODY, bob_key).status_code == 200
     for thread in threads:
         thread.join(60)
-    # Refused requests were admitted (counted) and are recorded as failed, like every admitted request.
+    # Refused requests are recorded as failed, like every admitted request, though they cost no quota.
     refused_records = Prediction.objects.filter(user=alice, error__contains="queue was full")
     assert refused_records.count() == 2 and all(p.status == "failed" for p in refused_records)
 

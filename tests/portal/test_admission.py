@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portal.models import UsageCounter
-from portal.quotas import QuotaExceeded, admit_prediction, current_windows
+from portal.quotas import QuotaExceeded, admission_refund, admit_prediction, current_windows
 
 from .conftest import issue_key, limit
 
@@ -151,3 +151,19 @@ def test_it_answers_503_when_redis_is_down(settings, alice, monkeypatch, fresh_r
         admit_prediction(user=alice, api_key=None)
     assert unavailable.value.status_code == 503
     assert "retry" in str(unavailable.value.detail)
+
+
+def test_a_refund_gives_back_one_request_in_every_window_it_counted_in(quota_backend, alice):
+    limit(alice, requests_per_minute=2, requests_per_day=100)
+    key, _ = issue_key(alice)
+    admit_prediction(user=alice, api_key=key)
+    refused_later = admit_prediction(user=alice, api_key=key)
+    admission_refund(refused_later)
+    assert [w.used for w in current_windows(alice, key)] == [1] * len(refused_later.windows)
+    # The minute's second request is available again, and a refund never goes below zero.
+    admit_prediction(user=alice, api_key=key)
+    with pytest.raises(QuotaExceeded):
+        admit_prediction(user=alice, api_key=key)
+    for _ in range(3):
+        admission_refund(refused_later)
+    assert [w.used for w in current_windows(alice, key)] == [0] * len(refused_later.windows)

@@ -300,9 +300,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             source=Prediction.Source.GRPC,
             bytes_in=request.ByteSize(),
         )
+        # Not past the client's own deadline: nobody would be there to take the answer.
+        remaining = context.time_remaining()
+        timeout = settings.PREDICTION_TIME_LIMIT + 5
         outcome = prediction_wait(
             submission=submission,
-            timeout=settings.PREDICTION_TIME_LIMIT + 5,
+            timeout=timeout if remaining is None else max(0.0, min(timeout, remaining)),
             fall_back_to_job=False,
             user=user,
             api_key=key,

@@ -25,6 +25,10 @@ from .pools import default_pool
 logger = logging.getLogger(__name__)
 
 REPLY_TTL_SECONDS = 120
+# Every command's answer, but a reply's wait, is due within this: a Redis that stopped answering fails the
+# call (a 503) instead of holding its thread.
+COMMAND_TIMEOUT_SECONDS = 5
+CONNECT_TIMEOUT_SECONDS = 2
 
 _client = None
 _waiting_client = None
@@ -92,19 +96,29 @@ def client() -> redis.Redis:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+                _client = redis.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=COMMAND_TIMEOUT_SECONDS,
+                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    health_check_interval=30,
+                )
     return _client
 
 
 def waiting_client() -> redis.Redis:
-    """For replies: a BLPOP waits as long as the server-side timeout says, longer than redis-py's default 5 s
-    socket timeout allows (a dead server is still noticed through TCP keepalive)."""
+    """For replies: a BLPOP waits as long as its own timeout says, at most the longest wait a caller may ask
+    for (PREDICTION_WAIT_MAX) or the prediction time limit; the socket's timeout is a little longer."""
     global _waiting_client
     if _waiting_client is None:
         with _client_lock:
             if _waiting_client is None:
+                longest = max(settings.PREDICTION_WAIT_MAX, settings.PREDICTION_TIME_LIMIT + 5)
                 _waiting_client = redis.Redis.from_url(
-                    settings.REDIS_URL, socket_timeout=None, socket_keepalive=True, health_check_interval=30
+                    settings.REDIS_URL,
+                    socket_timeout=longest + COMMAND_TIMEOUT_SECONDS,
+                    socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    socket_keepalive=True,
+                    health_check_interval=30,
                 )
     return _waiting_client
 

@@ -148,6 +148,8 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 # A Redis host that stopped answering fails a request in 2 s (a 503), instead of holding it.
                 "SOCKET_CONNECT_TIMEOUT": 2,
+                # …and one that stops answering mid-command, in 5 s (inference.queue's clients do the same).
+                "SOCKET_TIMEOUT": 5,
                 # JSON, never a pickle: whoever can write to Redis must not run code in the web.
                 "SERIALIZER": "portal.cache_serializer.JSONSerializer",
             },

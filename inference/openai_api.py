@@ -15,6 +15,7 @@ import time
 import numpy as np
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import APIException, AuthenticationFailed
@@ -64,7 +65,8 @@ class OpenAIError(Exception):
 
 
 def openai_view(methods):
-    """A view of this API: CSRF-exempt (keys, not cookies), its errors in OpenAI's shape."""
+    """A view of this API: its errors in OpenAI's shape. CSRF-exempt for keys; a page's session call is
+    checked in `caller`."""
 
     def decorate(view):
         def wrapped(request, *args, **kwargs):
@@ -94,9 +96,19 @@ def openai_view(methods):
     return decorate
 
 
-def caller(request, scope: str) -> tuple[object, ApiKey]:
+def caller(request, scope: str) -> tuple[object, ApiKey | None]:
+    """The key's user and key; or, for the chat on a model page, the signed-in visitor (no key) once the
+    request passes Django's CSRF check, as the site's own API calls from a page do."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if not header:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            check = CsrfViewMiddleware(lambda _: None)
+            check.process_request(request)  # reads the CSRF cookie, as DRF's session authentication does
+            refusal = check.process_view(request, None, (), {})
+            if refusal is not None:
+                raise OpenAIError(403, "CSRF check failed: send the page's X-CSRFToken header.", code="csrf")
+            return user, None
         raise OpenAIError(
             401, "No API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key"
         )
@@ -184,7 +196,7 @@ def _generate(request, *, chat: bool):
     checked = checks.chat_request(body) if chat else checks.completion_request(body)
     stream, include_usage = checks.stream_settings(body)
     target = runnable_target(user, body, task=Task.TEXT_GENERATION)
-    checked.source = Prediction.Source.API
+    checked.source = Prediction.Source.API if key is not None else Prediction.Source.WEB
     generation = generation_start(user=user, api_key=key, target=target, request=checked)
     answer_id = ("chatcmpl-" if chat else "cmpl-") + generation.id.replace("-", "")
     created = int(time.time())

@@ -105,6 +105,14 @@ class Command(BaseCommand):
             "--noisy-callers", type=int, default=2, help="concurrent noisy calls kept running"
         )
         parser.add_argument(
+            "--llm",
+            action="store_true",
+            help="instead: the SmolLM2 chat model (GGUF) in llama.cpp's own server and in Modelport's /v1",
+        )
+        parser.add_argument(
+            "--llm-tokens", type=int, default=128, help="with --llm: max_tokens of each stream"
+        )
+        parser.add_argument(
             "--catalog",
             action="store_true",
             help="also time catalog list and search (seed first: seed_catalog --count 100000)",
@@ -113,11 +121,14 @@ class Command(BaseCommand):
             "--catalog-size", type=int, help="with --catalog: first add synthetic models up to this many"
         )
 
-    def handle(self, *args, url: str, catalog: bool, **options):
+    def handle(self, *args, url: str, catalog: bool, llm: bool, **options):
         if catalog:
             self.print_catalog(options["catalog_size"])
         url = url.rstrip("/")
         self.url, self.options = url, options
+        if llm:
+            self.benchmark_llm(options["llm_tokens"])
+            return
         self.requests, self.max_seconds = options["requests"], options["seconds"]
         if self.requests < 1:
             raise CommandError("--requests must be at least 1")
@@ -177,6 +188,66 @@ class Command(BaseCommand):
         for line in format_confinement(confinement, mlp.slug):
             self.stdout.write(line)
 
+    # --- language models -------------------------------------------------------------------------------
+
+    def benchmark_llm(self, max_tokens: int) -> None:
+        from inference.benchmarking import llm
+        from inference.llm.generation import context_length_of
+        from inference.llm.hosts import spec_for
+        from marketplace.demo import smollm2_path
+
+        user, key = self.benchmark_user(BENCHMARK_USER)
+        path = smollm2_path()
+        version = self.publish_gguf(user, key, "smollm2", path)
+        spec = spec_for(sha256=version.sha256, path=str(path), context_length=context_length_of(version.id))
+        self.stdout.write(
+            f"{BENCHMARK_USER}/smollm2: SmolLM2-135M-Instruct, {path.stat().st_size / 2**20:.0f} MiB GGUF; "
+            f"both servers with {spec.threads} threads, {spec.slots} slots of {spec.context} tokens; "
+            f"max_tokens {max_tokens}, temperature 0"
+        )
+        body = llm.chat_body(f"{BENCHMARK_USER}/smollm2", max_tokens)
+        with llm.llama_server(
+            model=str(path), context=spec.context, slots=spec.slots, threads=spec.threads
+        ) as llama_url:
+            llama = llm.measure(llm.Endpoint.of(f"{llama_url}/v1/chat/completions"), body)
+        modelport = llm.measure(
+            llm.Endpoint.of(f"{self.url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}), body
+        )
+        self.stdout.write("")
+        for line in llm.format_llm_table(llama, modelport):
+            self.stdout.write(line)
+        for name, result in ((llm.LLAMA, llama), (llm.MODELPORT, modelport)):
+            if result.errors:
+                self.stdout.write(f"{name}: {len(result.errors)} errors, the first: {result.errors[0]}")
+        self.stdout.write("")
+        self.stdout.write("Issue 24, Done when:")
+        for check in llm.llm_checks(llama, modelport):
+            self.stdout.write(check.line())
+
+    def publish_gguf(self, user, key: str, name: str, path) -> ModelVersion:
+        """The GGUF as `user`'s chat model `name`, uploaded through the API unless it already is."""
+        import requests
+
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        versions = ModelVersion.objects.filter(model__owner=user, model__name=name, sha256=digest)
+        if not versions.filter(status=ModelVersion.Status.READY).exists():
+            fields = {"name": name, "task": "text-generation"}
+            upload = f"/api/v1/models/{user.username}/{name}/versions"
+            if not Model.objects.filter(owner=user, name=name).exists():
+                upload = "/api/v1/models"
+            response = requests.post(
+                f"{self.url}{upload}",
+                headers={"Authorization": f"Bearer {key}"},
+                data=fields if upload == "/api/v1/models" else {},
+                files={"file": (f"{name}.gguf", data)},
+                timeout=300,
+            )
+            if response.status_code not in (201, 202):
+                raise CommandError(f"POST {upload} answered {response.status_code}: {response.text[:300]}")
+            self.wait_ready(f"{user.username}/{name}", versions)
+        return versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
+
     # --- setup ---------------------------------------------------------------------------------------------
 
     def benchmark_user(self, username: str):
@@ -192,6 +263,10 @@ class Command(BaseCommand):
             "--requests-per-day",
             "1000000000",
             "--compute-seconds-per-month",
+            "1000000000",
+            "--tokens-per-minute",
+            "1000000000",
+            "--tokens-per-day",
             "1000000000",
             stdout=StringIO(),
         )

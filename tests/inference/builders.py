@@ -120,6 +120,16 @@ def mixed_inputs(batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def plus_one_onnx() -> bytes:
+    """y = x + 1, x of shape [-1, 3]: the model the documented examples fit."""
+    return onnx_model(
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        [("x", TensorProto.FLOAT, [-1, 3])],
+        [("y", TensorProto.FLOAT, [-1, 3])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+
+
 def digits_onnx(seed: int = 0) -> bytes:
     """An MLP 64 -> 32 -> 10 shaped like the demo digits model (logits out)."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,6 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from inference.models import Prediction
@@ -65,15 +64,6 @@ def unique(prefix: str) -> str:
 @pytest.fixture
 def mixed_model(alice):
     return builders.publish(owner=alice, name=unique("mixed"), data=builders.mixed_onnx())
-
-
-def plus_one_onnx() -> bytes:
-    return builders.onnx_model(
-        [helper.make_node("Add", ["x", "one"], ["y"])],
-        [("x", TensorProto.FLOAT, [-1, 3])],
-        [("y", TensorProto.FLOAT, [-1, 3])],
-        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
-    )
 
 
 def bearer(key: str) -> dict:
@@ -186,7 +176,7 @@ def test_metadata_needs_no_key_but_a_key_sent_needs_the_read_scope(client, alice
 def test_a_model_still_validating_is_unavailable_with_retry_after(client, alice, alice_key):
     from marketplace.models import ModelVersion
 
-    version = builders.publish(owner=alice, name=unique("fresh"), data=plus_one_onnx())
+    version = builders.publish(owner=alice, name=unique("fresh"), data=builders.plus_one_onnx())
     ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.VALIDATING)
     code, message = status_of(
         lambda: client.infer(version.model.slug, plus_one_input(), headers=bearer(alice_key))
@@ -198,7 +188,9 @@ def test_a_model_still_validating_is_unavailable_with_retry_after(client, alice,
 def test_another_users_private_model_is_not_found(
     client, celery_worker_process, alice, bob, bob_key, alice_key
 ):
-    version = builders.publish(owner=alice, name=unique("secret"), data=plus_one_onnx(), visibility="private")
+    version = builders.publish(
+        owner=alice, name=unique("secret"), data=builders.plus_one_onnx(), visibility="private"
+    )
     name = version.model.slug
     for call in (
         lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)),
@@ -215,7 +207,7 @@ def test_another_users_private_model_is_not_found(
 
 
 def test_a_wrong_shape_or_input_is_invalid_argument(client, celery_worker_process, alice, alice_key):
-    name = builders.publish(owner=alice, name=unique("plus"), data=plus_one_onnx()).model.slug
+    name = builders.publish(owner=alice, name=unique("plus"), data=builders.plus_one_onnx()).model.slug
     code, message = status_of(lambda: client.infer(name, plus_one_input((1, 4)), headers=bearer(alice_key)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "dimension 1 must be 3" in message
@@ -233,7 +225,7 @@ def test_a_wrong_shape_or_input_is_invalid_argument(client, celery_worker_proces
 def test_a_quota_hit_is_resource_exhausted_with_retry_after(
     grpc_server, celery_worker_process, alice, alice_key
 ):
-    name = builders.publish(owner=alice, name=unique("quota"), data=plus_one_onnx()).model.slug
+    name = builders.publish(owner=alice, name=unique("quota"), data=builders.plus_one_onnx()).model.slug
     quota_set(user=alice, requests_per_day=2, requests_per_minute=1000)
     client = grpcclient.InferenceServerClient(url=grpc_server.address)
     for _ in range(2):
@@ -268,7 +260,7 @@ def test_a_quota_hit_is_resource_exhausted_with_retry_after(
 def test_typed_contents_work_as_well_as_raw_bytes(grpc_server, celery_worker_process, alice, alice_key):
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    name = builders.publish(owner=alice, name=unique("typed"), data=plus_one_onnx()).model.slug
+    name = builders.publish(owner=alice, name=unique("typed"), data=builders.plus_one_onnx()).model.slug
     with grpc.insecure_channel(grpc_server.address) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         request = service_pb2.ModelInferRequest(
@@ -315,7 +307,7 @@ def test_a_gated_model_is_permission_denied_until_approved_and_again_after_revoc
     from marketplace import services as catalog
     from marketplace.models import AccessRequest, Model
 
-    version = builders.publish(owner=alice, name=unique("gated"), data=plus_one_onnx())
+    version = builders.publish(owner=alice, name=unique("gated"), data=builders.plus_one_onnx())
     Model.objects.filter(pk=version.model_id).update(gated=True)
     name = version.model.slug
     code, message = status_of(lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.core.management import call_command
 
 
@@ -23,3 +24,36 @@ def test_the_schema_is_served(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     assert "/api/v1/models/{owner}/{name}/predict" in response.json()["paths"]
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_open_inference_protocol_paths_are_documented_with_a_body_that_runs(
+    client, alice, alice_key, live_web, celery_worker_process
+):
+    import requests
+
+    from . import builders
+
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path in (
+        "/v2/models/{owner}/{name}/infer",
+        "/v2/models/{owner}/{name}/versions/{version}/infer",
+        "/v2/models/{owner}/{name}",
+        "/v2/models/{owner}/{name}/ready",
+        "/v2/health/live",
+    ):
+        assert path in schema["paths"], path
+    infer = schema["paths"]["/v2/models/{owner}/{name}/infer"]["post"]
+    assert {"200", "400", "401", "404", "409", "429", "503"} <= set(infer["responses"])
+    example = infer["requestBody"]["content"]["application/json"]["example"]
+    # The documented example, sent as it is to a model with one FP32 input x of shape [-1, 3], runs.
+    builders.publish(owner=alice, name="example-fit", data=builders.plus_one_onnx())
+    answer = requests.post(
+        f"{live_web.url}/v2/models/alice/example-fit/infer",
+        json=example,
+        headers={"Authorization": f"Bearer {alice_key}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == pytest.approx([1.1, 1.2, 1.3])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+import redis
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -24,13 +25,27 @@ from .runners.telemetry import status_pattern
 FAILURES_SHOWN = 20
 
 
-def workers_status() -> list[dict]:
-    """Each live worker's last published status (they expire a few seconds after its last heartbeat)."""
+# What the page says instead of an empty table when it cannot know.
+WORKERS_UNKNOWN_WITHOUT_REDIS = (
+    "Workers publish their runners and queues through Redis, and REDIS_URL is not set (the embedded "
+    "default): this page cannot show them. Calls run as jobs through the task queue."
+)
+WORKERS_UNKNOWN_REDIS_DOWN = (
+    "Redis is out of reach: workers, runners and queues cannot be shown until it is back."
+)
+
+
+def workers_status() -> tuple[list[dict] | None, str]:
+    """Each live worker's last published status (they expire a few seconds after its last heartbeat), or
+    None and the reason when they cannot be known."""
     if not queue.enabled():
-        return []
-    connection = queue.client()
-    keys = sorted(connection.scan_iter(match=status_pattern(), count=100))
-    blobs = connection.mget(keys) if keys else []
+        return None, WORKERS_UNKNOWN_WITHOUT_REDIS
+    try:
+        connection = queue.client()
+        keys = sorted(connection.scan_iter(match=status_pattern(), count=100))
+        blobs = connection.mget(keys) if keys else []
+    except redis.RedisError:
+        return None, WORKERS_UNKNOWN_REDIS_DOWN
     now = time.time()
     workers = []
     for blob in blobs:
@@ -38,7 +53,7 @@ def workers_status() -> list[dict]:
             status = json.loads(blob)
             status["age"] = round(now - status["seen_at"], 1)
             workers.append(status)
-    return workers
+    return workers, ""
 
 
 def recent_failures() -> list[dict]:
@@ -86,15 +101,19 @@ def validations_in_progress() -> list[dict]:
 
 
 def operations_status() -> dict:
-    workers = workers_status()
+    """The page's data. `workers` and `queues` are null, and `unknown` says why, when they cannot be known."""
+    workers, unknown = workers_status()
     queues: dict[str, int] = {}
-    for worker in workers:
+    for worker in workers or []:
         for model, depth in worker["queues"].items():
             queues[model] = max(queues.get(model, 0), depth)  # one Redis queue, seen by every worker
     return {
         "at": time.time(),
+        "unknown": unknown,
         "workers": workers,
-        "queues": [{"model": model, "depth": depth} for model, depth in sorted(queues.items())],
+        "queues": None
+        if workers is None
+        else [{"model": model, "depth": depth} for model, depth in sorted(queues.items())],
         "failures": recent_failures(),
         "validations": validations_in_progress(),
     }

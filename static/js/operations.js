@@ -40,7 +40,7 @@
 
   function draw(status) {
     var runners = [];
-    status.workers.forEach(function (worker) {
+    (status.workers || []).forEach(function (worker) {
       worker.runners.forEach(function (runner) {
         runners.push([
           worker.name + (worker.pools && worker.pools.length ? " (" + worker.pools.join(", ") + ")" : ""),
@@ -49,8 +49,10 @@
         ]);
       });
     });
-    fill("ops-runners", runners, "No worker is serving.", 7);
-    fill("ops-queues", status.queues.map(function (q) { return [q.model, q.depth]; }), "No queue.", 2);
+    // Unknown (no Redis, or Redis down) is said as such, never drawn as "no worker".
+    fill("ops-runners", runners, status.unknown || "No worker is serving.", 7);
+    fill("ops-queues", (status.queues || []).map(function (q) { return [q.model, q.depth]; }),
+      status.unknown ? "Unknown: see above." : "No queue.", 2);
     fill("ops-failures", status.failures.map(function (f) {
       return [f.at, f.model, f.version, f.error];
     }), "No failures.", 4);

@@ -69,4 +69,28 @@ def test_the_admin_index_links_to_the_operations_page(client, django_user_model)
     client.force_login(staff)
     assert b'href="/admin/operations/"' in client.get("/admin/").content
     status = client.get("/admin/operations/status.json").json()
-    assert set(status) == {"at", "workers", "queues", "failures", "validations"}
+    assert set(status) == {"at", "unknown", "workers", "queues", "failures", "validations"}
+
+
+def test_without_redis_or_with_redis_down_the_page_says_it_cannot_know_the_workers(
+    client, django_user_model, settings
+):
+    from inference import queue
+    from tests.portal.test_outages import closed_redis_url
+
+    staff = django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)
+    client.force_login(staff)
+    try:
+        settings.REDIS_URL = ""  # the embedded default
+        queue.reset_client()
+        unknown = client.get("/admin/operations/status.json").json()
+        assert unknown["workers"] is None and unknown["queues"] is None
+        assert "REDIS_URL is not set" in unknown["unknown"]
+        settings.REDIS_URL = closed_redis_url()
+        queue.reset_client()
+        down = client.get("/admin/operations/status.json").json()
+        assert down["workers"] is None and "Redis is out of reach" in down["unknown"]
+        # What the database knows is still shown.
+        assert down["failures"] == [] and down["validations"] == []
+    finally:
+        queue.reset_client()

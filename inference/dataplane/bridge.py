@@ -17,8 +17,10 @@ from concurrent.futures import Executor
 
 logger = logging.getLogger(__name__)
 
-# How long a thread waits for the event loop to take a chunk of a streamed answer before giving up.
+# How long a thread waits for the event loop to send a streamed answer's last chunks before giving up.
 SEND_TIMEOUT_SECONDS = 60
+# How many chunks of a streamed answer may wait to be sent before the application is held back.
+STREAM_WINDOW = 32
 
 
 class ClientGone(Exception):
@@ -130,7 +132,7 @@ class Exchange:
         self.app, self.scope, self.receive, self.send, self.loop = app, scope, receive, send, loop
         self.status = 500
         self.headers: list[tuple[bytes, bytes]] = []
-        self.started = False  # the response's start was sent
+        self.started = False  # the response has begun (its start is sent or on its way)
         self.gone = threading.Event()
 
     def start_response(self, status: str, headers, exc_info=None):
@@ -153,25 +155,41 @@ class Exchange:
                 close()
 
     def stream(self, result, body) -> None:
-        self.call(self.send_start())
-        watching = None
-        for chunk in result:
-            if watching is None and body.complete and not body.disconnected:
-                watching = asyncio.run_coroutine_threadsafe(self.watch_disconnect(), self.loop)
-            if self.gone.is_set() or body.disconnected:
-                raise ClientGone()
-            if chunk:
-                self.call(self.send({"type": "http.response.body", "body": chunk, "more_body": True}))
-        self.call(self.send({"type": "http.response.body", "body": b"", "more_body": False}))
-        if watching is not None:
-            watching.cancel()
+        """Send the answer's chunks as the application yields them. The thread does not wait for each send:
+        chunks go to a sender task on the event loop, at most STREAM_WINDOW ahead of it (a client that reads
+        slowly holds the application back, one that went away stops it)."""
+        outbox: asyncio.Queue = asyncio.Queue()
+        window = threading.Semaphore(STREAM_WINDOW)
+        sending = asyncio.run_coroutine_threadsafe(self.send_all(outbox, window), self.loop)
 
-    def call(self, coroutine) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(SEND_TIMEOUT_SECONDS)
+        def post(message: dict) -> None:
+            while not window.acquire(timeout=1):
+                if self.gone.is_set() or sending.done():
+                    raise ClientGone()
+            self.loop.call_soon_threadsafe(outbox.put_nowait, message)
 
-    async def send_start(self) -> None:
         self.started = True
-        await self.send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        watching = None
+        try:
+            post({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            for chunk in result:
+                if watching is None and body.complete and not body.disconnected:
+                    watching = asyncio.run_coroutine_threadsafe(self.watch_disconnect(), self.loop)
+                if self.gone.is_set() or body.disconnected:
+                    raise ClientGone()
+                if chunk:
+                    post({"type": "http.response.body", "body": chunk, "more_body": True})
+            post({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.loop.call_soon_threadsafe(outbox.put_nowait, None)
+            if watching is not None:
+                watching.cancel()
+        sending.result(SEND_TIMEOUT_SECONDS)
+
+    async def send_all(self, outbox: asyncio.Queue, window: threading.Semaphore) -> None:
+        while (message := await outbox.get()) is not None:
+            await self.send(message)
+            window.release()
 
     async def watch_disconnect(self) -> None:
         while True:

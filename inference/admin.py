@@ -19,6 +19,8 @@ class PredictionAdmin(admin.ModelAdmin):
         "created_at",
         "queue_time",
         "compute_time",
+        "prompt_tokens",
+        "completion_tokens",
         "bytes_in",
         "bytes_out",
         "attempts",

@@ -61,6 +61,7 @@ class UserWithQuotaAdmin(UserAdmin):
         "is_active",
         "plan",
         "requests_this_month",
+        "tokens_this_month",
         "compute_seconds_this_month",
     ]
     list_filter = [*UserAdmin.list_filter, "quota__plan"]
@@ -75,7 +76,12 @@ class UserWithQuotaAdmin(UserAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(month_requests=_month_total("requests"), month_compute_ms=_month_total("compute_ms"))
+            .annotate(
+                month_requests=_month_total("requests"),
+                month_compute_ms=_month_total("compute_ms"),
+                month_prompt_tokens=_month_total("prompt_tokens"),
+                month_completion_tokens=_month_total("completion_tokens"),
+            )
         )
 
     @admin.display(description="plan", ordering="quota__plan__name")
@@ -86,6 +92,10 @@ class UserWithQuotaAdmin(UserAdmin):
     @admin.display(description="requests this month", ordering="month_requests")
     def requests_this_month(self, user) -> int:
         return user.month_requests
+
+    @admin.display(description="tokens this month (prompt + completion)")
+    def tokens_this_month(self, user) -> str:
+        return f"{user.month_prompt_tokens or 0} + {user.month_completion_tokens or 0}"
 
     @admin.display(description="compute s this month", ordering="month_compute_ms")
     def compute_seconds_this_month(self, user) -> str:
@@ -99,6 +109,8 @@ class PlanAdmin(admin.ModelAdmin):
         "requests_per_minute",
         "requests_per_day",
         "compute_seconds_per_month",
+        "tokens_per_minute",
+        "tokens_per_day",
         "max_upload_bytes",
         "max_private_models",
         "is_default",
@@ -157,6 +169,8 @@ class UsageDayAdmin(admin.ModelAdmin):
         "requests",
         "succeeded",
         "compute_ms",
+        "prompt_tokens",
+        "completion_tokens",
         "bytes_in",
         "bytes_out",
     ]

@@ -89,6 +89,8 @@ def usage_per_day(user, *, days: int = 30) -> list[dict]:
             compute_ms=Sum("compute_ms"),
             bytes_in=Sum("bytes_in"),
             bytes_out=Sum("bytes_out"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
         )
     }
     series = []
@@ -102,6 +104,8 @@ def usage_per_day(user, *, days: int = 30) -> list[dict]:
                 "compute_seconds": round((row.get("compute_ms") or 0) / 1000, 3),
                 "bytes_in": row.get("bytes_in") or 0,
                 "bytes_out": row.get("bytes_out") or 0,
+                "prompt_tokens": row.get("prompt_tokens") or 0,
+                "completion_tokens": row.get("completion_tokens") or 0,
             }
         )
     return series

@@ -112,3 +112,18 @@ def test_deleting_a_model_keeps_its_usage_in_the_days_totals(client, alice, vers
     model_delete(model=other_model)  # its rows meet the first model's, now versionless, on the same day
     rows = UsageDay.objects.filter(user=alice)
     assert [(row.version_id, row.requests, row.succeeded) for row in rows] == [(None, 5, 5)]
+
+
+def test_the_page_and_the_admin_show_tokens_beside_requests(alice_client, alice, version, admin_client):
+    from portal.quotas import tokens_reserve, tokens_settle
+
+    chat = Usage(alice.pk, None, version.pk, timezone.now().date(), True, 5.0, 1, 1, 12, 30)
+    usage_record([chat, chat])
+    tokens_settle(tokens_reserve(user=alice, tokens=42), used=42)
+    html = alice_client.get("/settings/usage/").content.decode()
+    assert "Tokens today" in html and 'class="meter-used tokens-used">42<' in html
+    assert '<td class="tokens">24 + 60</td>' in html
+    users = admin_client.get("/admin/auth/user/").content.decode()
+    assert "Tokens this month (prompt + completion)" in users and "24 + 60" in users
+    days = admin_client.get("/admin/portal/usageday/").content.decode()
+    assert "Prompt tokens" in days and "Completion tokens" in days

@@ -73,6 +73,24 @@ compute_seconds = Histogram(
 batch_size = Histogram(
     "modelport_batch_size", "Requests run together in one call of a model.", ["model"], buckets=BATCH_BUCKETS
 )
+time_to_first_token = Histogram(
+    "modelport_time_to_first_token_seconds",
+    "Chat and completion calls: from the request to the first piece of the answer (prompt counted, admitted, "
+    "evaluated).",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+tokens_per_second = Histogram(
+    "modelport_generation_tokens_per_second",
+    "Chat and completion calls: the answer's tokens after the first, over the time after the first.",
+    ["model"],
+    buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 1000),
+)
+generated_tokens_total = Counter(
+    "modelport_tokens_total",
+    "Tokens of chat and completion calls, by kind (prompt, completion).",
+    ["model", "kind"],
+)
 queue_depth = Gauge(
     "modelport_queue_depth",
     "Requests waiting in a model's queue (as last seen by a live worker).",

@@ -25,6 +25,7 @@ from inference.models import Prediction
 from inference.queue import RequestHeader
 from marketplace import files
 from marketplace.models import ModelVersion
+from portal import metrics
 from portal.logs import request_note
 from portal.quotas import TokenReservation, admit_prediction, tokens_reserve, tokens_settle
 
@@ -73,6 +74,7 @@ class Generation:
     finish_reason: str | None = None
     error: str = ""
     first_piece_at: float | None = None
+    last_piece_at: float | None = None
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,8 +92,9 @@ class Generation:
                 if isinstance(count, int) and 0 <= count <= self.max_tokens:
                     self.completion_tokens = max(self.completion_tokens, count)
                 if isinstance(text, str) and text:
+                    self.last_piece_at = time.monotonic()
                     if self.first_piece_at is None:
-                        self.first_piece_at = time.monotonic()
+                        self.first_piece_at = self.last_piece_at
                     yield text
                 continue
             end = message.get("end")
@@ -152,6 +155,19 @@ class Generation:
             )
         finally:
             tokens_settle(self.reservation, used=self.prompt_tokens + self.completion_tokens)
+            self.observe()
+
+    def observe(self) -> None:
+        """Time to first token and decode rate, as Prometheus histograms (portal.metrics), and the tokens."""
+        model = metrics.model_label(self.target.slug)
+        metrics.generated_tokens_total.labels(model, "prompt").inc(self.prompt_tokens)
+        metrics.generated_tokens_total.labels(model, "completion").inc(self.completion_tokens)
+        if self.first_piece_at is None:
+            return
+        metrics.time_to_first_token.labels(model).observe(self.first_piece_at - self.started)
+        decoding = (self.last_piece_at or self.first_piece_at) - self.first_piece_at
+        if self.completion_tokens > 1 and decoding > 0:
+            metrics.tokens_per_second.labels(model).observe((self.completion_tokens - 1) / decoding)
 
 
 _contexts: dict[int, int] = {}
@@ -168,6 +184,7 @@ def context_length_of(version_id: int) -> int:
 def generation_start(*, user, api_key, target, request: GenerationRequest) -> Generation:
     """Admit one generative call and start it. Raises GenerationRefused (400), QuotaExceeded (429, nothing
     reserved or counted) or GenerationUnavailable (503)."""
+    began = time.monotonic()
     try:
         path = files.local_copy(name=target.file_name, sha256=target.sha256, key=target.file_key)
     except files.FileUnavailable as exc:
@@ -233,7 +250,7 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         reservation=reservation,
-        started=time.monotonic(),
+        started=began,
         started_at=started_at,
     )
 

@@ -223,3 +223,47 @@ def test_grpc_calls_count_in_the_same_metrics(stack, grpc_beside_stack, two_mode
         pixels.set_data_from_numpy(np.full((1, 64), 0.5, dtype=np.float32))
         client.infer("alice/seen-one", [pixels], headers={"authorization": f"Bearer {two_models}"})
     assert metric_value(stack, series) == before + N
+
+
+def test_prometheus_sees_time_to_first_token_tokens_per_second_and_tokens_of_chat_calls(
+    stack, prometheus, alice
+):
+    from .llm_builders import publish_smollm2
+
+    publish_smollm2(owner=alice, name="observed-chat")
+    quota_set(user=alice, tokens_per_minute=100_000, tokens_per_day=1_000_000)
+    key = ApiKey.issue(user=alice, name="chat", scopes=["read", "predict"])[1]
+    used = {"prompt": 0, "completion": 0}
+    for stream in (False, True):
+        body = {
+            "model": "alice/observed-chat",
+            "messages": [{"role": "user", "content": "Count to ten."}],
+            "max_tokens": 24,
+            "temperature": 0,
+        }
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        response = requests.post(
+            f"{stack.web.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        if stream:
+            chunks = [
+                json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+            ]
+            usage = chunks[-1]["usage"]
+        else:
+            usage = response.json()["usage"]
+        used["prompt"] += usage["prompt_tokens"]
+        used["completion"] += usage["completion_tokens"]
+    selector = 'model="alice/observed-chat"'
+    prometheus.wait_for(f"sum(modelport_time_to_first_token_seconds_count{{{selector}}})", 2)
+    prometheus.wait_for(f"sum(modelport_generation_tokens_per_second_count{{{selector}}})", 2)
+    prometheus.wait_for(f'sum(modelport_tokens_total{{{selector},kind="prompt"}})', used["prompt"])
+    prometheus.wait_for(f'sum(modelport_tokens_total{{{selector},kind="completion"}})', used["completion"])
+    # A first token within a minute, at a rate above one token a second: the finite buckets hold them.
+    prometheus.wait_for(f'sum(modelport_time_to_first_token_seconds_bucket{{{selector},le="60.0"}})', 2)
+    assert prometheus.value(f'sum(modelport_generation_tokens_per_second_bucket{{{selector},le="1.0"}})') == 0

@@ -200,7 +200,9 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
             raise GenerationUnavailable(str(exc)) from None
         reader = LineReader(connection)
         try:
-            connection.sendall(line_encode({"op": "count", "kind": request.kind, "body": request.body}))
+            # The user takes turns at the model's slots with the other users of its host (llm/fairness.py).
+            count = {"op": "count", "kind": request.kind, "body": request.body, "user": str(user.id)}
+            connection.sendall(line_encode(count))
             counted = reader.read()
             break
         except (HostGone, OSError):
@@ -269,6 +271,8 @@ def _tokens_of(counted: dict, request: GenerationRequest, context: int) -> tuple
             )
         if error.get("kind") == "request":
             raise GenerationRefused(f"The model refused the request: {message}")
+        if error.get("kind") == "busy":
+            raise GenerationUnavailable(f"The model is busy ({message}); retry in a few seconds.")
         raise GenerationUnavailable(f"The model failed: {message}")
     prompt_tokens = counted.get("prompt_tokens")
     if not isinstance(prompt_tokens, int) or not 0 <= prompt_tokens <= context:

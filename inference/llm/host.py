@@ -1,30 +1,45 @@
 """One GGUF model in llama.cpp's server engine (`xllamacpp.Server`), run confined (`hosts.py` starts it).
 
     python -m inference.llm.host --model PATH --listen-fd N --ready-fd N --workdir DIR --context N --slots N
-        --threads N --keep-alive S
+        --threads N --keep-alive S --queue-max N
 
 The model file is bind-mounted read-only; `--workdir` is its only writable folder. The engine's own HTTP
 listener is bound to a Unix socket in that folder, unreachable from outside the sandbox (its network
 namespace is empty and seccomp refuses every other socket family): requests arrive on the listening socket
 inherited as `--listen-fd`, one thread per connection (the engine batches the connections' sequences in its
 slots). A client that goes away stops its sequence: the next piece cannot be written, and the stream
-callback answers "stop". Idle (no connection) for `--keep-alive` seconds, the host exits.
+callback answers "stop". Calls take the slots in fair turns between users (`fairness.py`); past `--queue-max`
+waiting, a call is refused as busy. Idle (no connection) for `--keep-alive` seconds, the host exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
 import threading
 import time
 
+from inference.llm.fairness import Busy, FairGate
 from inference.llm.protocol import LineReader, line_encode
 
 
+def hung_up(connection: socket.socket) -> bool:
+    """The caller closed its end (nothing more is expected from it while its call waits)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 class Host:
-    def __init__(self, server, *, context: int, keep_alive: float):
+    def __init__(self, server, *, context: int, keep_alive: float, gate: FairGate):
         self.server = server
+        self.gate = gate
         self.context = context
         self.keep_alive = keep_alive
         self.lock = threading.Lock()
@@ -49,13 +64,24 @@ class Host:
                     os._exit(0)
 
     def converse(self, connection: socket.socket) -> None:
+        """One call: its first request takes a slot in turn (`fairness.FairGate`), held until it ends."""
         reader = LineReader(connection)
+        user, holding = "", False
         try:
             while True:
                 try:
                     request = reader.read()
                 except ConnectionError:
                     return
+                if not holding:
+                    user = str(request.get("user", ""))
+                    try:
+                        holding = self.gate.enter(user, lambda: hung_up(connection))
+                    except Busy as busy:
+                        connection.sendall(line_encode({"error": {"kind": "busy", "message": str(busy)}}))
+                        return
+                    if not holding:
+                        return
                 handle = (
                     self.server.handle_chat_completions
                     if request.get("kind") == "chat"
@@ -67,6 +93,8 @@ class Host:
                 else:
                     self.generate(connection, handle, body, chat=request.get("kind") == "chat")
         finally:
+            if holding:
+                self.gate.leave(user)
             connection.close()
             with self.lock:
                 self.connections -= 1
@@ -152,6 +180,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--keep-alive", type=float, required=True)
+    parser.add_argument("--queue-max", type=int, required=True, help="calls that may wait for a slot")
     args = parser.parse_args()
 
     import xllamacpp
@@ -169,7 +198,8 @@ def main() -> None:
     with os.fdopen(args.ready_fd, "wb") as ready:
         ready.write(line_encode({"ready": True, "context": args.context}))
     listener = socket.socket(fileno=args.listen_fd)
-    Host(server, context=args.context, keep_alive=args.keep_alive).serve(listener)
+    gate = FairGate(slots=args.slots, queue_max=args.queue_max)
+    Host(server, context=args.context, keep_alive=args.keep_alive, gate=gate).serve(listener)
 
 
 if __name__ == "__main__":

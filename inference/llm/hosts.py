@@ -53,6 +53,7 @@ class HostSpec:
     slots: int
     threads: int
     keep_alive: float
+    queue_max: int = 16
 
     @property
     def key(self) -> str:
@@ -71,6 +72,7 @@ def spec_for(*, sha256: str, path: str, context_length: int) -> HostSpec:
         slots=int(llm_setting("LLM_SLOTS", 4)),
         threads=threads,
         keep_alive=float(llm_setting("LLM_KEEP_ALIVE_SECONDS", 300)),
+        queue_max=int(llm_setting("LLM_QUEUE_MAX", 16)),
     )
 
 
@@ -79,8 +81,12 @@ class HostUnavailable(RuntimeError):
 
 
 def host_dir() -> Path:
+    """Where the hosts' sockets are: one folder per deployment (its data folder), so two deployments on one
+    machine (a test run beside `make run`) never share a host. Short, for Unix socket paths' 108 bytes."""
+    deployment = hashlib.sha256(str(Path(settings.DATA_DIR).resolve()).encode()).hexdigest()[:12]
     folder = Path(
-        llm_setting("LLM_HOST_DIR", "") or Path(tempfile.gettempdir()) / f"modelport-llm-{os.geteuid()}"
+        llm_setting("LLM_HOST_DIR", "")
+        or Path(tempfile.gettempdir()) / f"modelport-llm-{os.geteuid()}-{deployment}"
     )
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
@@ -152,6 +158,8 @@ def _start(spec: HostSpec, path: Path, timeout: float) -> None:
                 str(spec.threads),
                 "--keep-alive",
                 str(spec.keep_alive),
+                "--queue-max",
+                str(spec.queue_max),
             ],
             confinement=confined,
             env={

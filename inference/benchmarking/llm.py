@@ -7,7 +7,8 @@ host (`inference.llm.hosts.spec_for`). Both are called through their OpenAI-comp
 (`http.client`, Server-Sent Events read line by line):
 - time to first token: from sending the request to the first piece of content, one stream at a time;
 - decode tokens/s of one stream: the tokens after the first over the time after the first;
-- aggregate tokens/s of 4 concurrent streams: every stream's tokens over the wall time of all four.
+- aggregate tokens/s of 4 concurrent streams: every stream's tokens over the wall time of all four, summed
+  over three rounds.
 Tokens are counted as the content chunks that arrive (both servers send one per token).
 """
 
@@ -103,7 +104,7 @@ def stream_once(endpoint: Endpoint, body: dict, timeout: float = 300) -> Stream:
     return result
 
 
-def measure(endpoint: Endpoint, body: dict, *, singles: int = 5) -> LlmResult:
+def measure(endpoint: Endpoint, body: dict, *, singles: int = 5, rounds: int = 3) -> LlmResult:
     stream_once(endpoint, {**body, "max_tokens": 8})  # warm: the model loaded, the prompt cached alike
     alone = [stream_once(endpoint, body) for _ in range(singles)]
     together: list[Stream] = []
@@ -114,13 +115,15 @@ def measure(endpoint: Endpoint, body: dict, *, singles: int = 5) -> LlmResult:
         with lock:
             together.append(stream)
 
-    threads = [threading.Thread(target=one) for _ in range(STREAMS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = 0.0
+    for _ in range(rounds):
+        threads = [threading.Thread(target=one) for _ in range(STREAMS)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall += time.perf_counter() - started
     good = [s for s in alone if not s.error and s.tokens]
     errors = [s.error for s in alone + together if s.error]
     return LlmResult(

@@ -17,6 +17,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from marketplace.models import ModelVersion
+from portal import metrics
 
 from . import queue
 from .models import Prediction
@@ -100,6 +101,21 @@ def validations_in_progress() -> list[dict]:
     ]
 
 
+def chat_models() -> list[dict]:
+    """Chat models' time to first token and decode rate (medians, from the Prometheus histograms)."""
+    first = metrics.histogram_medians("modelport_time_to_first_token_seconds")
+    rates = metrics.histogram_medians("modelport_generation_tokens_per_second")
+    return [
+        {
+            "model": model,
+            "calls": calls,
+            "ttft_ms": None if ttft == float("inf") else round(ttft * 1000),
+            "tokens_per_second": None if model not in rates else rates[model][1],
+        }
+        for model, (calls, ttft) in sorted(first.items())
+    ]
+
+
 def operations_status() -> dict:
     """The page's data. `workers` and `queues` are null, and `unknown` says why, when they cannot be known."""
     workers, unknown = workers_status()
@@ -114,6 +130,7 @@ def operations_status() -> dict:
         "queues": None
         if workers is None
         else [{"model": model, "depth": depth} for model, depth in sorted(queues.items())],
+        "chat": chat_models(),
         "failures": recent_failures(),
         "validations": validations_in_progress(),
     }

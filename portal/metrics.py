@@ -204,3 +204,26 @@ def metrics_text() -> tuple[bytes, str]:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(settings.METRICS_DIR))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def histogram_medians(name: str) -> dict[str, tuple[int, float]]:
+    """Per model: (observations, median) of the histogram `name` over every process of the deployment. The
+    median is the upper bound of the bucket that holds it (inf past the last finite bucket)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(settings.METRICS_DIR))
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                buckets.setdefault(sample.labels["model"], []).append((bound, sample.value))
+    medians = {}
+    for model, cumulative in buckets.items():
+        cumulative.sort()
+        total = cumulative[-1][1] if cumulative else 0
+        if total:
+            median = next(bound for bound, count in cumulative if count >= total / 2)
+            medians[model] = (int(total), median)
+    return medians

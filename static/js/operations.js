@@ -53,6 +53,10 @@
     fill("ops-runners", runners, status.unknown || "No worker is serving.", 7);
     fill("ops-queues", (status.queues || []).map(function (q) { return [q.model, q.depth]; }),
       status.unknown ? "Unknown: see above." : "No queue.", 2);
+    fill("ops-chat", (status.chat || []).map(function (c) {
+      return [c.model, c.calls, c.ttft_ms === null ? "> 60 s" : "≤ " + c.ttft_ms + " ms",
+        c.tokens_per_second === null ? "" : "≤ " + c.tokens_per_second];
+    }), "No chat calls since the deployment started.", 4);
     fill("ops-failures", status.failures.map(function (f) {
       return [f.at, f.model, f.version, f.error];
     }), "No failures.", 4);

@@ -69,7 +69,7 @@ def test_the_admin_index_links_to_the_operations_page(client, django_user_model)
     client.force_login(staff)
     assert b'href="/admin/operations/"' in client.get("/admin/").content
     status = client.get("/admin/operations/status.json").json()
-    assert set(status) == {"at", "unknown", "workers", "queues", "failures", "validations"}
+    assert set(status) == {"at", "unknown", "workers", "queues", "chat", "failures", "validations"}
 
 
 def test_without_redis_or_with_redis_down_the_page_says_it_cannot_know_the_workers(

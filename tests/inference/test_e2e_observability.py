@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 import tritonclient.http as httpclient
+from django.test import override_settings
 
 from portal.models import ApiKey
 from portal.services import quota_set
@@ -267,3 +268,9 @@ def test_prometheus_sees_time_to_first_token_tokens_per_second_and_tokens_of_cha
     # A first token within a minute, at a rate above one token a second: the finite buckets hold them.
     prometheus.wait_for(f'sum(modelport_time_to_first_token_seconds_bucket{{{selector},le="60.0"}})', 2)
     assert prometheus.value(f'sum(modelport_generation_tokens_per_second_bucket{{{selector},le="1.0"}})') == 0
+    # The operations page reads the same histograms: two calls, a median first token under a minute.
+    from inference.operations import chat_models
+
+    with override_settings(METRICS_DIR=stack.metrics_dir):
+        [chat] = [row for row in chat_models() if row["model"] == "alice/observed-chat"]
+    assert chat["calls"] == 2 and 0 < chat["ttft_ms"] <= 60_000 and chat["tokens_per_second"] > 1

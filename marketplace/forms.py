@@ -81,8 +81,8 @@ class ModelUploadForm(ExampleParsing, forms.Form):
     )
     file = forms.FileField(
         allow_empty_file=True,
-        help_text="ONNX (.onnx), TorchScript (torch.jit.save) or torch.export (.pt2). "
-        "Pickles and torch.save files are refused.",
+        help_text="ONNX (.onnx), TorchScript (torch.jit.save), torch.export (.pt2) or GGUF (.gguf, a chat "
+        "model: task text-generation). Pickles and torch.save files are refused.",
     )
     task = forms.ChoiceField(choices=Task.choices, initial=Task.OTHER)
     description = forms.CharField(widget=forms.Textarea, required=False, label="Model card (Markdown)")

@@ -114,6 +114,43 @@ def test_the_upload_page_has_a_progress_bar(alice_client):
 
 
 @pytest.mark.django_db
+def test_the_upload_form_is_in_sections_with_the_advanced_fields_folded_and_every_field_shown(alice_client):
+    import re
+
+    from marketplace.forms import ModelUploadForm
+
+    page = alice_client.get("/models/new/").content.decode()
+    assert "<legend>The model</legend>" in page and "<legend>Its page</legend>" in page
+    advanced = page.split('<details class="upload-section upload-advanced"')[1].split("</details>")[0]
+    assert advanced.startswith(">")  # folded: not open
+    for name in ("preprocessing", "signature", "example", "tokenizer", "notes"):
+        assert f'name="{name}"' in advanced, name
+    # Every field of the form is on the page, once, with its help rendered (a link, not escaped markup).
+    for name in ModelUploadForm.base_fields:
+        assert len(re.findall(rf'name="{name}"', page)) == 1, name
+    assert "&lt;a " not in page and "GGUF" in page
+
+
+@pytest.mark.django_db
+def test_a_form_back_with_a_problem_asks_for_the_file_again_and_opens_what_is_wrong(alice_client):
+    response = alice_client.post(
+        "/models/new/",
+        {
+            "name": "needs-fixing",
+            "file": upload_file(onnx_model_bytes(), "m.onnx"),
+            "task": "other",
+            "visibility": "public",
+            "signature": "{not json",
+        },
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Choose the model file again" in page
+    assert '<details class="upload-section upload-advanced" open>' in page
+    assert not alice_client.get("/models/new/").content.decode().count("Choose the model file again")
+
+
+@pytest.mark.django_db
 def test_the_web_form_refuses_a_file_over_the_limit_with_413(alice_client, settings):
     settings.MODEL_UPLOAD_MAX_BYTES = 64
     response = alice_client.post(

@@ -87,3 +87,18 @@ def test_a_visitor_sees_only_the_ready_versions(page, live_server, tiny):
     rows = page.locator(".versions-table tr.version-row")
     expect(rows).to_have_count(1)
     expect(rows.locator(".version-status")).to_have_text("ready")
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/models/", "/models/alice/tiny/", "/settings/keys/", "/settings/usage/"]
+)
+def test_nothing_runs_off_a_phones_screen(page, client, live_server, alice, tiny, path):
+    from portal.models import ApiKey
+
+    for name in ("a key with a rather long name", "another"):
+        ApiKey.issue(user=alice, name=name, scopes=["read", "predict", "upload"])
+    log_in(page, client, live_server, alice)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live_server.url + path)
+    # The page is no wider than the screen: wide tables scroll inside their card.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -237,42 +237,47 @@ def test_a_client_that_hangs_up_stops_its_generation_and_is_recorded(live_web, c
 
 
 def test_two_users_streams_take_fair_turns(live_web, smol, alice, bob, bob_key):
-    """Bob fills the model's slots (4) and queues two more; Alice's call, sent after them, gets a slot before
-    Bob's queued ones (a full queue's 503 is in test_llm_fairness)."""
+    """Bob fills the model's four slots (one of his calls short) and queues two more; Alice's call, sent after
+    them, takes the first slot that frees, before Bob's queued ones (a full queue's 503 is in
+    test_llm_fairness)."""
     alice_key = ApiKey.issue(user=alice, name="chat", scopes=["read", "predict"])[1]
     for user in (alice, bob):
         quota_set(user=user, tokens_per_minute=1_000_000, tokens_per_day=10_000_000)
     first_token: dict[str, float] = {}
     lock = threading.Lock()
 
-    def stream(name: str, key: str) -> None:
-        chat = openai.OpenAI(base_url=f"{live_web.url}/v1", api_key=key, max_retries=0, timeout=300)
-        answer = chat.chat.completions.create(
-            model=smol,
-            messages=[{"role": "user", "content": "Tell a long story about the sea."}],
-            max_tokens=160,
-            temperature=0,
-            stream=True,
-        )
-        for chunk in answer:
-            if chunk.choices and chunk.choices[0].delta.content:
-                with lock:
-                    first_token.setdefault(name, time.monotonic())
-        # drained: the stream ran to its end
+    def stream(name: str, key: str, max_tokens: int) -> threading.Thread:
+        def run() -> None:
+            chat = openai.OpenAI(base_url=f"{live_web.url}/v1", api_key=key, max_retries=0, timeout=300)
+            answer = chat.chat.completions.create(
+                model=smol,
+                messages=[{"role": "user", "content": "Tell a long story about the sea."}],
+                max_tokens=max_tokens,
+                temperature=0,
+                stream=True,
+            )
+            for chunk in answer:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    with lock:
+                        first_token.setdefault(name, time.monotonic())
 
-    bobs = [threading.Thread(target=stream, args=(f"bob-{i}", bob_key)) for i in range(6)]
-    for thread in bobs:
+        thread = threading.Thread(target=run)
         thread.start()
+        return thread
+
+    # Bob's four running calls: one ends early and frees the first slot; the other three run long.
+    threads = [stream("bob-short", bob_key, 80)] + [stream(f"bob-{i}", bob_key, 320) for i in range(3)]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(first_token) < 4:
         time.sleep(0.02)
-    assert len(first_token) == 4, first_token  # four slots: two of Bob's calls wait
-    alices = threading.Thread(target=stream, args=("alice", alice_key))
-    alices.start()
-    for thread in [*bobs, alices]:
+    assert len(first_token) == 4, first_token
+    threads += [stream(f"bob-queued-{i}", bob_key, 40) for i in range(2)]
+    time.sleep(0.3)  # Bob's two wait at the gate before Alice asks
+    threads.append(stream("alice", alice_key, 40))
+    for thread in threads:
         thread.join(300)
-    bob_queued = sorted(first_token[f"bob-{i}"] for i in range(6))[4:]
-    assert first_token["alice"] < min(bob_queued), first_token
+    queued = [first_token[f"bob-queued-{i}"] for i in range(2)]
+    assert first_token["alice"] < min(queued), first_token
 
 
 def test_embeddings_of_a_text_model(live_web, celery_worker_process, alice, client):

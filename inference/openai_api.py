@@ -32,6 +32,7 @@ from .queue import ModelBusy, Unavailable
 from .services import (
     GateClosed,
     VersionNotFound,
+    VersionValidating,
     prediction_submit,
     prediction_wait,
     target_find,
@@ -43,6 +44,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
@@ -130,6 +132,14 @@ def runnable_target(user, body: dict, *, task: str):
     owner, name = checks.model_name(body)
     try:
         target = target_find(owner=owner, name=name, number=None, user=user, to_run=True)
+    except VersionValidating as validating:
+        raise OpenAIError(
+            409,
+            str(validating),
+            param="model",
+            code="model_validating",
+            headers={"Retry-After": str(validating.retry_after)},
+        ) from None
     except VersionNotFound:
         raise OpenAIError(
             404,

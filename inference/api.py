@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import django_filters
 from django.conf import settings
 from django.shortcuts import get_object_or_404
@@ -21,13 +19,13 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from marketplace import files
 from portal.logs import request_note
 
 from . import ledger, webhooks
 from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from .models import Prediction
 from .queue import ModelBusy, Unavailable
+from .serializers import PredictionSerializer, TensorSerializer
 from .services import (
     GateClosed,
     VersionNotFound,
@@ -41,13 +39,6 @@ from .services import (
 from .text import TextError, outcome_arrays, text_request, text_results
 
 # --- serializers --------------------------------------------------------------------------------------------
-
-
-class TensorSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    datatype = serializers.CharField()
-    shape = serializers.ListField(child=serializers.IntegerField())
-    data = serializers.ListField(child=serializers.JSONField())
 
 
 class TopSerializer(serializers.Serializer):
@@ -217,55 +208,6 @@ class PredictAcceptedSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
     url = serializers.URLField()
-
-
-class PredictionSerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
-    model = serializers.CharField(source="version.model.slug", read_only=True)
-    version = serializers.IntegerField(source="version.number", read_only=True)
-    outputs = serializers.SerializerMethodField()
-    latency_ms = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Prediction
-        fields = [
-            "id",
-            "url",
-            "model",
-            "version",
-            "source",
-            "status",
-            "outputs",
-            "error",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "latency_ms",
-            "queue_ms",
-            "compute_ms",
-            "bytes_in",
-            "bytes_out",
-            "webhook",
-            "webhook_events_filter",
-        ]
-
-    def get_url(self, prediction) -> str:
-        path = reverse("prediction-detail", kwargs={"id": prediction.id})
-        request = self.context.get("request")
-        # Webhook bodies are built in the worker, which knows no host name: the path then.
-        return request.build_absolute_uri(path) if request is not None else path
-
-    @extend_schema_field(TensorSerializer(many=True, allow_null=True))
-    def get_outputs(self, prediction):
-        if prediction.outputs is None and prediction.outputs_file:
-            return json.loads(files.read_bytes(prediction.outputs_file.name))
-        return prediction.outputs
-
-    def get_latency_ms(self, prediction) -> float | None:
-        if prediction.finished_at is None:
-            return None
-        return round((prediction.finished_at - prediction.created_at).total_seconds() * 1000, 3)
 
 
 # --- views --------------------------------------------------------------------------------------------------

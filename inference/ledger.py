@@ -123,6 +123,22 @@ def job_start(prediction_id) -> Prediction | None:
 # --- endings ------------------------------------------------------------------------------------------------
 
 
+def ended_from_record(record: dict, outputs: dict[str, np.ndarray]) -> Ended:
+    """A finished interactive call as the supervisor pushed it onto the records list (`queue.record_push`)."""
+    return Ended(
+        id=record["id"],
+        status=record["status"],
+        model_id=record["model_id"],
+        header=RequestHeader.from_dict(record),
+        outputs=outputs if record["status"] == "succeeded" else None,
+        error=record["error"],
+        started_at=datetime.fromtimestamp(record["started_at"], tz=UTC) if record["started_at"] else None,
+        finished_at=datetime.fromtimestamp(record["finished_at"], tz=UTC) if record["finished_at"] else None,
+        queue_ms=record["queue_ms"],
+        compute_ms=record["compute_ms"],
+    )
+
+
 def finish(ended: list[Ended]) -> None:
     """Record how predictions ended, in bulk: interactive calls are inserted, or complete their running row;
     jobs complete their row. A prediction that already ended (canceled, reaped) keeps its ending."""

@@ -29,14 +29,13 @@ def record_finished() -> int:
     from portal.outages import outage_of
 
     from . import ledger, queue
-    from .runners.supervisor import ended_from_record
 
     written = 0
     full = True
     while full and (records := queue.records_take(BATCH)):
         full = len(records) == BATCH
         try:
-            ledger.finish([ended_from_record(header, outputs) for header, outputs in records])
+            ledger.finish([ledger.ended_from_record(header, outputs) for header, outputs in records])
             written += len(records)
         except BaseException as exc:
             # PostgreSQL is down (or the process is stopping): the records go back, to be written later.
@@ -55,12 +54,11 @@ def _record_each(records) -> int:
     from portal.outages import outage_of
 
     from . import ledger, queue
-    from .runners.supervisor import ended_from_record
 
     written = 0
     for position, (header, outputs) in enumerate(records):
         try:
-            ledger.finish([ended_from_record(header, outputs)])
+            ledger.finish([ledger.ended_from_record(header, outputs)])
             written += 1
         except Exception as exc:
             if outage_of(exc) is not None:

@@ -28,6 +28,7 @@ from marketplace import files, selectors
 from marketplace.models import Model, ModelVersion
 from marketplace.services import MODEL_CACHE_PREFIX
 from portal import process_cache
+from portal.celery import app as celery_app
 from portal.logs import request_note
 from portal.quotas import admission_refund, admit_prediction
 
@@ -37,6 +38,7 @@ from .models import Prediction
 from .pools import pool_of
 from .queue import RequestHeader
 from .runners.pool import ModelRef
+from .task_names import RUN_PREDICTION
 
 logger = logging.getLogger(__name__)
 
@@ -362,10 +364,10 @@ def _job_create(submission: Submission) -> Prediction:
 
 def job_enqueue(*, prediction_id, pool: str = "") -> None:
     """Send a job to its model's pool (the default queue when blank)."""
-    from .tasks import run_prediction
-
     try:
-        run_prediction.apply_async(kwargs={"prediction_id": str(prediction_id)}, queue=pool_of(pool))
+        celery_app.send_task(
+            RUN_PREDICTION, kwargs={"prediction_id": str(prediction_id)}, queue=pool_of(pool)
+        )
     except Exception as exc:  # the broker's errors vary by transport
         logger.exception("could not queue prediction %s", prediction_id)
         ledger.fail(prediction_id, "The task queue was unavailable; not run.")

@@ -12,6 +12,7 @@ from portal.celery import app
 
 from . import ledger, webhooks
 from .services import prediction_execute
+from .task_names import DELIVER_WEBHOOK, RUN_PREDICTION
 from .worker import InferenceWorkerStep
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class PredictionTask(Task):
 
 
 @shared_task(
-    name="inference.run_prediction",
+    name=RUN_PREDICTION,
     base=PredictionTask,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -49,7 +50,7 @@ def run_prediction(*, prediction_id: str) -> None:
 
 @shared_task(
     bind=True,
-    name="inference.deliver_webhook",
+    name=DELIVER_WEBHOOK,
     acks_late=True,
     soft_time_limit=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30,
     time_limit=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 40,

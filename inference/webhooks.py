@@ -34,7 +34,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 
+from portal.celery import app as celery_app
+
 from .models import Prediction, WebhookDelivery, WebhookSecret
+from .serializers import PredictionSerializer
+from .task_names import DELIVER_WEBHOOK
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +206,10 @@ def events_enqueue(prediction_id, events: list[str], *, body: dict | None = None
     """Queue one delivery per event, once the transaction that changed the prediction commits."""
 
     def send() -> None:
-        from .tasks import deliver_webhook
-
         for event in events:
             try:
-                deliver_webhook.apply_async(
+                celery_app.send_task(
+                    DELIVER_WEBHOOK,
                     kwargs={
                         "prediction_id": str(prediction_id),
                         "event": event,
@@ -232,8 +235,6 @@ def events_of_ending(*, status: str, events: list[str]) -> list[str]:
 
 def prediction_record(prediction: Prediction) -> dict:
     """The body: the prediction's record, as `GET /api/v1/predictions/<id>` returns it."""
-    from .api import PredictionSerializer
-
     return PredictionSerializer(prediction).data
 
 

@@ -10,7 +10,6 @@ same sandbox as any upload.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -19,6 +18,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
 from . import files, optimizing, services
+from .demo_entries import DemoModel, DemoModelFailed
 from .models import Model, ModelVersion, Task
 from .optimization import optimization_summary
 
@@ -35,26 +35,6 @@ DIGITS_PREPROCESSING = {
     "mean": [0.0],
     "std": [1.0],
 }
-
-
-class DemoModelFailed(Exception):
-    pass
-
-
-@dataclass
-class DemoModel:
-    name: str
-    path: Path
-    task: str
-    description: str
-    tags: list[str]
-    labels: list[str]
-    preprocessing: dict
-    accuracy: float | None
-    license: str = "BSD-3-Clause"
-    notes: str = "Trained at seed time."
-    tokenizer: Path | None = None
-    example: str | list | None = None
 
 
 def demo_user():

@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .demo import DemoModel, DemoModelFailed
+from .demo_entries import DemoModel, DemoModelFailed
 from .demo_sentences import TOPIC_SENTENCES
 from .models import Task
 

@@ -16,6 +16,7 @@ from django.core.files import File
 from django.db import transaction
 
 from portal import metrics
+from portal.celery import app as celery_app
 from portal.outages import outage_of
 
 from . import files
@@ -30,6 +31,7 @@ from .services import (
     validate_version,
     version_create,
 )
+from .task_names import OPTIMIZE_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +85,10 @@ def version_optimize(*, source: ModelVersion, method: str, inline: bool = False)
     )
     if inline:
         return optimize_version(version_id=version.pk)
-    from .tasks import optimize_version_task
-
     try:
         transaction.on_commit(
-            lambda: optimize_version_task.apply_async(
-                kwargs={"version_id": version.pk}, queue=pool_of(version.model)
+            lambda: celery_app.send_task(
+                OPTIMIZE_VERSION, kwargs={"version_id": version.pk}, queue=pool_of(version.model)
             )
         )
     except Exception as exc:

@@ -17,6 +17,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from portal import metrics, process_cache
+from portal.celery import app as celery_app
 from portal.outages import outage_of
 from portal.quotas import plan_upload_limit_for, private_model_limit_for
 from portal.usage import usage_keep_without_versions
@@ -27,6 +28,7 @@ from .models import AccessRequest, Model, ModelVersion, Task, Visibility
 from .sandbox.tokenizing import tokenizer_check
 from .sandbox.validation import Inspection, inspect_model_file, sniff_upload
 from .selectors import access_cache_key, latest_ready_version
+from .task_names import OPTIMIZE_VERSION, VALIDATE_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -371,10 +373,8 @@ def pool_of(model: Model) -> str:
 def validation_enqueue(*, version: ModelVersion) -> None:
     """Queue the version's validation on its model's pool; a version still to be made by the optimizer
     goes to the optimizer (`optimizing`), which validates what it makes."""
-    from .tasks import optimize_version_task, validate_version_task
-
-    task = optimize_version_task if version.is_being_optimized else validate_version_task
-    task.apply_async(kwargs={"version_id": version.pk}, queue=pool_of(version.model))
+    task = OPTIMIZE_VERSION if version.is_being_optimized else VALIDATE_VERSION
+    celery_app.send_task(task, kwargs={"version_id": version.pk}, queue=pool_of(version.model))
 
 
 def validate_version(*, version_id: int) -> ModelVersion | None:

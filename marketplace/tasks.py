@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db.utils import InterfaceError, OperationalError
 
 from . import files, optimizing, services
+from .task_names import OPTIMIZE_VERSION, VALIDATE_VERSION
 
 # PostgreSQL or the file storage out of reach (or a connection it dropped): the version would stay
 # `validating` for good, so the task is tried again with backoff (1 s, 2 s, 4 s … a minute apart, for half
@@ -14,7 +15,7 @@ RETRIED_ON = (OperationalError, InterfaceError, files.FileUnavailable)
 
 
 @shared_task(
-    name="marketplace.validate_version",
+    name=VALIDATE_VERSION,
     soft_time_limit=settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 20,
     time_limit=settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 30,
     autoretry_for=RETRIED_ON,
@@ -27,7 +28,7 @@ def validate_version_task(*, version_id: int) -> None:
 
 
 @shared_task(
-    name="marketplace.optimize_version",
+    name=OPTIMIZE_VERSION,
     # The optimizer's child and then the validation child, each under the validation time limit.
     soft_time_limit=2 * settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 30,
     time_limit=2 * settings.MODEL_VALIDATION_TIMEOUT_SECONDS + 40,

@@ -60,3 +60,71 @@ def test_the_check_sees_imports_however_they_are_written(tmp_path):
         "inference.v2",
         "marketplace.selectors",
     ]
+
+
+# --- no circles inside an app -------------------------------------------------------------------------------
+
+
+def module_name(path) -> str:
+    parts = list(path.relative_to(PROJECT_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def internal_edges(app: str) -> dict[str, set[str]]:
+    """Module → the modules of the same app it imports (relative or absolute, at the top or inside functions).
+    `from . import name` counts name as a module when it is one."""
+    paths = {
+        module_name(path): path
+        for path in (PROJECT_ROOT / app).rglob("*.py")
+        if "migrations" not in path.parts
+    }
+    edges: dict[str, set[str]] = {module: set() for module in paths}
+    for module, path in paths.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base
+                    for alias in node.names
+                ]
+            for target in targets:
+                while target and target not in paths:
+                    target = target.rpartition(".")[0]
+                if target and target != module and not paths[target].name == "__init__.py":
+                    edges[module].add(target)
+    return edges
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(edges[module]):
+            if state.get(target) == "open":
+                found.append([*trail[trail.index(target) :], target])
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
+@pytest.mark.parametrize("app", ["portal", "marketplace", "inference"])
+def test_no_module_imports_itself_back_through_others(app):
+    assert circles(internal_edges(app)) == []
+
+
+def test_the_circle_check_finds_a_late_import_back():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert circles(edges) == [["a", "b", "c", "a"]]

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 
 import numpy as np
 from django.conf import settings
@@ -268,23 +267,6 @@ class Supervisor:
                 self.telemetry.publish(self.pool)
             except Exception:
                 logger.exception("publishing the worker's status and statistics")
-
-
-def ended_from_record(record: dict, outputs: dict[str, np.ndarray]):
-    from .. import ledger
-
-    return ledger.Ended(
-        id=record["id"],
-        status=record["status"],
-        model_id=record["model_id"],
-        header=queue.RequestHeader.from_dict(record),
-        outputs=outputs if record["status"] == "succeeded" else None,
-        error=record["error"],
-        started_at=datetime.fromtimestamp(record["started_at"], tz=UTC) if record["started_at"] else None,
-        finished_at=datetime.fromtimestamp(record["finished_at"], tz=UTC) if record["finished_at"] else None,
-        queue_ms=record["queue_ms"],
-        compute_ms=record["compute_ms"],
-    )
 
 
 def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from marketplace.demo import DemoModelFailed, seed_demo_catalog
+from marketplace.demo import seed_demo_catalog
+from marketplace.demo_entries import DemoModelFailed
 
 
 class Command(BaseCommand):

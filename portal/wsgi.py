@@ -9,11 +9,12 @@ about as much as its view). Everything else, a browser's API calls included, goe
 
 import os
 
-from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 site = get_wsgi_application()  # sets Django up
+
+from portal.handlers import MiddlewareListHandler  # noqa: E402 - needs the settings configured above
 
 # e.g. encrypted model files and no key (or the wrong one): the server does not start, and says why.
 from portal.startup import refuse_to_start  # noqa: E402 - needs the app registry loaded above
@@ -21,16 +22,8 @@ from portal.startup import refuse_to_start  # noqa: E402 - needs the app registr
 refuse_to_start()
 
 
-class ApiHandler(WSGIHandler):
-    def load_middleware(self, is_async=False):
-        from django.conf import settings
-
-        site_middleware = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.API_MIDDLEWARE
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = site_middleware
+class ApiHandler(MiddlewareListHandler):
+    middleware_setting = "API_MIDDLEWARE"
 
 
 def _make_application():

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 
-from django.conf import settings
-from django.core.handlers.wsgi import WSGIHandler
 from django.urls import Resolver404, get_resolver
 
+from portal.handlers import MiddlewareListHandler
 from portal.logs import PREDICT_ROUTES
 
 # The only paths worth resolving here; anything else is the site's at once.
@@ -29,17 +28,11 @@ def prediction_route(path: str):
     return match if match.url_name in PREDICT_ROUTES else None
 
 
-class PredictionHandler(WSGIHandler):
+class PredictionHandler(MiddlewareListHandler):
     """Django's handler with `settings.DATA_PLANE_MIDDLEWARE` (the request log and id, the API's body limit,
     error shapes and rate-limit headers; none of what serves a browser) and cached route resolution."""
 
-    def load_middleware(self, is_async=False):
-        site_middleware = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.DATA_PLANE_MIDDLEWARE
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = site_middleware
+    middleware_setting = "DATA_PLANE_MIDDLEWARE"
 
     def resolve_request(self, request):
         match = prediction_route(request.path_info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -37,7 +38,8 @@ class DataPlane:
         self.site = portal.wsgi.application
         self.predictions = PredictionHandler()
         self.wants_prediction_handler = wants_prediction_handler
-        self.body_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # None: no limit (Django's meaning)
+        self.body_limit = sys.maxsize if limit is None else limit
         self.prediction_threads = ThreadPoolExecutor(
             settings.DATA_PLANE_PREDICTION_THREADS, thread_name_prefix="predict"
         )

@@ -101,6 +101,42 @@ MODEL_METADATA = {
     },
 }
 READY = {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}
+SERVER_METADATA = {
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
+    },
+}
+ANY_OBJECT = {"type": "object", "additionalProperties": True}
+COUNT_AND_TIME = {
+    "type": "object",
+    "properties": {"count": {"type": "integer"}, "ns": {"type": "integer", "description": "Cumulative."}},
+}
+MODEL_STATISTICS = {
+    "type": "object",
+    "required": ["model_stats"],
+    "properties": {
+        "model_stats": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "last_inference": {"type": "integer", "description": "Milliseconds since the epoch."},
+                    "inference_count": {"type": "integer"},
+                    "execution_count": {"type": "integer"},
+                    "inference_stats": {"type": "object", "additionalProperties": COUNT_AND_TIME},
+                    "batch_stats": {"type": "array", "items": ANY_OBJECT},
+                    "memory_usage": {"type": "array", "items": ANY_OBJECT},
+                },
+            },
+        }
+    },
+}
 
 
 def _errors(*statuses: int) -> dict:
@@ -122,12 +158,21 @@ def _errors(*statuses: int) -> dict:
 
 def _path_parameters(with_version: bool) -> list[dict]:
     names = [("owner", "The model's owner."), ("name", "The model's name.")]
-    if with_version:
-        names.append(("version", "A version number; without it, the latest ready version."))
-    return [
+    parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": text}
         for name, text in names
     ]
+    if with_version:
+        parameters.append(
+            {
+                "name": "version",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+                "description": "A version number (1, 2, …); without this part, the latest ready version.",
+            }
+        )
+    return parameters
 
 
 def _operations(with_version: bool) -> dict[str, dict]:
@@ -208,6 +253,22 @@ def _operations(with_version: bool) -> dict[str, dict]:
                 },
             }
         },
+        f"{model}/stats": {
+            "get": {
+                "operationId": f"v2_model_statistics{suffix}",
+                "summary": "Counts and cumulative times (Triton's statistics extension)",
+                "tags": ["v2"],
+                "parameters": parameters,
+                "security": read,
+                "responses": {
+                    "200": {
+                        "description": "One entry per version (every ready one, or the one asked for).",
+                        "content": {"application/json": {"schema": MODEL_STATISTICS}},
+                    },
+                    **_errors(401, 403, 404, 409),
+                },
+            }
+        },
     }
 
 
@@ -216,6 +277,20 @@ def add_open_inference_protocol(result, generator, request, public):
     paths = result.setdefault("paths", {})
     for with_version in (False, True):
         paths.update(_operations(with_version))
+    paths["/v2"] = {
+        "get": {
+            "operationId": "v2_server_metadata",
+            "summary": "The server's name, version and protocol extensions",
+            "tags": ["v2"],
+            "security": [{}],
+            "responses": {
+                "200": {
+                    "description": "Metadata.",
+                    "content": {"application/json": {"schema": SERVER_METADATA}},
+                }
+            },
+        }
+    }
     health = {"type": "object", "additionalProperties": True}
     for path, operation_id, summary in (
         ("/v2/health/live", "v2_health_live", "The server is up"),

@@ -31,6 +31,7 @@ def test_the_schema_is_served(client):
 def test_the_open_inference_protocol_paths_are_documented_with_a_body_that_runs(
     client, alice, alice_key, live_web, celery_worker_process
 ):
+    import jsonschema
     import requests
 
     from . import builders
@@ -41,11 +42,17 @@ def test_the_open_inference_protocol_paths_are_documented_with_a_body_that_runs(
         "/v2/models/{owner}/{name}/versions/{version}/infer",
         "/v2/models/{owner}/{name}",
         "/v2/models/{owner}/{name}/ready",
+        "/v2/models/{owner}/{name}/stats",
+        "/v2/models/{owner}/{name}/versions/{version}/stats",
+        "/v2",
         "/v2/health/live",
     ):
         assert path in schema["paths"], path
     infer = schema["paths"]["/v2/models/{owner}/{name}/infer"]["post"]
     assert {"200", "400", "401", "404", "409", "429", "503"} <= set(infer["responses"])
+    versioned = schema["paths"]["/v2/models/{owner}/{name}/versions/{version}/infer"]["post"]
+    version = next(p for p in versioned["parameters"] if p["name"] == "version")
+    assert version["schema"]["type"] == "integer"  # /versions/<int:n>: Swagger UI refuses "latest"
     example = infer["requestBody"]["content"]["application/json"]["example"]
     # The documented example, sent as it is to a model with one FP32 input x of shape [-1, 3], runs.
     builders.publish(owner=alice, name="example-fit", data=builders.plus_one_onnx())
@@ -57,3 +64,25 @@ def test_the_open_inference_protocol_paths_are_documented_with_a_body_that_runs(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == pytest.approx([1.1, 1.2, 1.3])
+
+    # The read paths answer as documented.
+    for path in ("/v2", "/v2/models/{owner}/{name}", "/v2/models/{owner}/{name}/versions/{version}/stats"):
+        documented = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        url = path.format(owner="alice", name="example-fit", version=1)
+        answer = requests.get(live_web.url + url, timeout=30)
+        assert answer.status_code == 200, answer.text
+        jsonschema.validate(answer.json(), documented)
+
+    # So do /api/v1's predict examples (the first is Swagger UI's "Try it out" default body).
+    predict = schema["paths"]["/api/v1/models/{owner}/{name}/predict"]["post"]
+    examples = predict["requestBody"]["content"]["application/json"]["examples"]
+    assert examples
+    for title, example in examples.items():
+        answer = requests.post(
+            f"{live_web.url}/api/v1/models/alice/example-fit/predict",
+            json=example["value"],
+            headers={"Authorization": f"Bearer {alice_key}"},
+            timeout=60,
+        )
+        assert answer.status_code == 200, (title, answer.text)
+        assert answer.json()["outputs"][0]["data"] == pytest.approx([1.1, 1.2, 1.3]), title

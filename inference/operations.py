@@ -26,13 +26,14 @@ from .runners.telemetry import status_pattern
 FAILURES_SHOWN = 20
 
 
-# What the page says instead of an empty table when it cannot know.
+# What the page says, above the tables it cannot fill, instead of drawing "no worker" and empty queues.
 WORKERS_UNKNOWN_WITHOUT_REDIS = (
     "Workers publish their runners and queues through Redis, and REDIS_URL is not set (the embedded "
     "default): this page cannot show them. Calls run as jobs through the task queue."
 )
 WORKERS_UNKNOWN_REDIS_DOWN = (
-    "Redis is out of reach: workers, runners and queues cannot be shown until it is back."
+    "Redis is out of reach, and with it the request queue: workers, runners and queue depths cannot be "
+    "known until it is back."
 )
 
 
@@ -139,7 +140,9 @@ def operations_status() -> dict:
 @staff_member_required
 @require_GET
 def operations_page(request):
-    return render(request, "inference/operations.html", {"status_url": "status.json"})
+    # The first paint already says what cannot be known (the script keeps it current).
+    _, unknown = workers_status()
+    return render(request, "inference/operations.html", {"unknown": unknown})
 
 
 @staff_member_required

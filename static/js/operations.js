@@ -49,8 +49,11 @@
         ]);
       });
     });
-    // Unknown (no Redis, or Redis down) is said as such, never drawn as "no worker".
-    fill("ops-runners", runners, status.unknown || "No worker is serving.", 7);
+    // Unknown (no Redis, or Redis down) is said as such, never drawn as "no worker" or an empty queue.
+    var unknown = document.getElementById("ops-unknown");
+    unknown.textContent = status.unknown || "";
+    unknown.hidden = !status.unknown;
+    fill("ops-runners", runners, status.unknown ? "Unknown: see above." : "No worker is serving.", 7);
     fill("ops-queues", (status.queues || []).map(function (q) { return [q.model, q.depth]; }),
       status.unknown ? "Unknown: see above." : "No queue.", 2);
     fill("ops-chat", (status.chat || []).map(function (c) {

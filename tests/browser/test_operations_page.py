@@ -94,3 +94,45 @@ def test_without_redis_or_with_redis_down_the_page_says_it_cannot_know_the_worke
         assert down["failures"] == [] and down["validations"] == []
     finally:
         queue.reset_client()
+
+
+@pytest.mark.parametrize("redis", ["down", "not configured"])
+def test_staff_read_that_the_workers_cannot_be_known_when_redis_is_down_or_not_configured(
+    page, client, django_user_model, alice, tmp_path, redis
+):
+    from tests.conftest import SESSION_ENVIRON, WebServer
+    from tests.portal.test_outages import closed_redis_url
+
+    staff = django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)
+    # Logged in before Redis went away (a login saves the user, which drops its cached limits from Redis:
+    # with Redis down, the login page answers 503 like every write that needs it).
+    client.force_login(staff)
+    # What the database knows is still shown beside what cannot be known.
+    version = builders.publish(owner=alice, name="waiting", data=builders.plus_one_onnx())
+    version.status = version.Status.VALIDATING
+    version.save(update_fields=["status"])
+    # A web server of its own whose Redis stopped (nothing listens on its port), or the embedded default.
+    web = WebServer(
+        tmp_path / "web.log",
+        workers=1,
+        environ={**SESSION_ENVIRON, "REDIS_URL": closed_redis_url() if redis == "down" else ""},
+    )
+    web.start()
+    try:
+        session = client.cookies["sessionid"].value
+        page.context.add_cookies([{"name": "sessionid", "value": session, "url": web.url}])
+        response = page.goto(web.url + "/admin/operations/")
+        assert response.status == 200
+        notice = page.locator("#ops-unknown")
+        if redis == "down":
+            expect(notice).to_contain_text("Redis is out of reach, and with it the request queue")
+        else:
+            expect(notice).to_contain_text("REDIS_URL is not set")
+        expect(page.locator("#ops-runners")).to_have_text("Unknown: see above.")
+        expect(page.locator("#ops-queues")).to_have_text("Unknown: see above.")
+        expect(page.locator("#ops-validations")).to_contain_text("alice/waiting")
+        expect(page.locator("#ops-updated")).to_contain_text("Updated")
+        expect(page.locator("#operations")).not_to_contain_text("No worker is serving")
+        assert page.errors == []
+    finally:
+        web.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from .models import Model, Task, Visibility, model_name_validator
 from .serializers import (
@@ -15,6 +17,16 @@ from .serializers import (
     parse_example,
     validate_preprocessing,
 )
+
+
+def help_html(text: str) -> SafeString:
+    """A help text written for the API's Markdown descriptions, for a page: `code` spans as <code>, the rest
+    escaped (the form templates print help texts as they are, so that links may be given)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays a backtick
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    spans = zip(parts[0:-1:2], parts[1:-1:2], strict=True)  # (text before, code) pairs; the last is plain
+    return format_html_join("", "{}<code>{}</code>", spans) + format_html("{}", parts[-1])
 
 
 class CommaSeparatedField(forms.CharField):
@@ -91,17 +103,28 @@ class ModelUploadForm(ExampleParsing, forms.Form):
     license = forms.CharField(max_length=100, required=False)
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
     gated = forms.BooleanField(required=False, help_text=GATED_HELP)
-    preprocessing = PreprocessingField(required=False, help_text="Image models, optional JSON.")
-    signature = JSONObjectFormField(
+    preprocessing = PreprocessingField(
         required=False,
-        help_text=(
-            'Only for TorchScript without recorded shapes: {"inputs": [{"name": …, "datatype": "FP32", '
-            '"shape": [-1, 64]}]}'
+        help_text=help_html(
+            "Image models, optional JSON: how a picture sent to the model becomes its input, e.g. "
+            '`{"width": 224, "height": 224, "mode": "RGB", "layout": "NCHW", "scale": 0.00392, '
+            '"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}`.'
         ),
     )
-    notes = forms.CharField(required=False, max_length=10_000)
-    example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
-    tokenizer = forms.FileField(required=False, label="Tokenizer (tokenizer.json)", help_text=TOKENIZER_HELP)
+    signature = JSONObjectFormField(
+        required=False,
+        help_text=help_html(
+            'Only for TorchScript without recorded shapes: `{"inputs": [{"name": …, "datatype": "FP32", '
+            '"shape": [-1, 64]}]}`'
+        ),
+    )
+    notes = forms.CharField(
+        required=False, max_length=10_000, help_text="About this first version, shown in its versions list."
+    )
+    example = ExampleFormField(required=False, help_text=help_html(EXAMPLE_HELP))
+    tokenizer = forms.FileField(
+        required=False, label="Tokenizer (tokenizer.json)", help_text=help_html(TOKENIZER_HELP)
+    )
 
     def __init__(self, *args, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,8 +141,10 @@ class VersionUploadForm(ExampleParsing, forms.Form):
     file = forms.FileField(allow_empty_file=True)
     notes = forms.CharField(required=False, max_length=10_000)
     signature = JSONObjectFormField(required=False, help_text="Only for TorchScript without recorded shapes.")
-    example = ExampleFormField(required=False, help_text=EXAMPLE_HELP)
-    tokenizer = forms.FileField(required=False, label="Tokenizer (tokenizer.json)", help_text=TOKENIZER_HELP)
+    example = ExampleFormField(required=False, help_text=help_html(EXAMPLE_HELP))
+    tokenizer = forms.FileField(
+        required=False, label="Tokenizer (tokenizer.json)", help_text=help_html(TOKENIZER_HELP)
+    )
 
 
 class ModelEditForm(forms.ModelForm):

@@ -146,8 +146,36 @@ def test_a_form_back_with_a_problem_asks_for_the_file_again_and_opens_what_is_wr
     assert response.status_code == 400
     page = response.content.decode()
     assert "Choose the model file again" in page
+    assert "No file is chosen any more" in page  # beside the file field too
+    assert 'To fix: <a class="fix-link" href="#id_signature">Signature</a>.' in page
     assert '<details class="upload-section upload-advanced" open>' in page
     assert not alice_client.get("/models/new/").content.decode().count("Choose the model file again")
+
+
+@pytest.mark.django_db
+def test_a_refused_file_asks_for_a_file_again(alice_client):
+    response = alice_client.post(
+        "/models/new/",
+        {
+            "name": "bad",
+            "file": upload_file(b"not a model", "m.onnx"),
+            "task": "other",
+            "visibility": "public",
+        },
+    )
+    assert response.status_code == 415
+    page = response.content.decode()
+    assert "The file was refused" in page and "Choose the model file again" in page
+    assert "To fix:" not in page  # no field of the form is wrong
+
+
+@pytest.mark.django_db
+def test_the_upload_forms_help_shows_code_as_code_not_markdown(alice_client):
+    page = alice_client.get("/models/new/").content.decode()
+    assert "a predict body&#x27;s <code>inputs</code> (JSON)" in page
+    assert "`" not in page.split('<form id="upload-form"')[1].split("</form>")[0]
+    # A checkbox comes before its label.
+    assert re.search(r'<label for="id_gated"><input type="checkbox" name="gated"[^>]*> Gated</label>', page)
 
 
 @pytest.mark.django_db

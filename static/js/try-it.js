@@ -600,6 +600,22 @@
     return Number((0.5 + (index % 4) * 0.5).toFixed(1));
   }
 
+  // A feature's name with line-break opportunities after "_" and "/" (od280/od315_of_diluted_wines), so a narrow
+  // column wraps it between words rather than inside one.
+  function breakable(name) {
+    var parts = [];
+    var word = "";
+    String(name).split("").forEach(function (character) {
+      word += character;
+      if (character === "_" || character === "/") {
+        parts.push(word, el("wbr"));
+        word = "";
+      }
+    });
+    if (word) parts.push(word);
+    return parts;
+  }
+
   function tabularEditor(config, features) {
     var root = el("div", { className: "try-it-tabular" });
     var fields = el("div", { className: "try-it-fields" });
@@ -614,7 +630,7 @@
         inputmode: numeric ? "decimal" : null,
         required: true,
       });
-      fields.appendChild(el("div", { className: "field" }, [el("label", { for: id, text: feature.name }), input]));
+      fields.appendChild(el("div", { className: "field" }, [el("label", { for: id }, breakable(feature.name)), input]));
       return { feature: feature, input: input };
     });
     var fillButton = el("button", {
@@ -887,8 +903,12 @@
     var status = el("p", { className: "try-it-status", role: "status", "aria-live": "polite" });
     var results = el("div", { className: "try-it-result", "aria-live": "polite" });
     form.appendChild(editor.element);
-    form.appendChild(el("div", { className: "try-it-actions try-it-run-row" }, [runButton, cancelButton, status]));
-    form.appendChild(message);
+    // Run, its status and any message stay together at the bottom of the screen while a long form (a tabular
+    // model's many features) runs below it (CSS: .try-it-footer is sticky).
+    form.appendChild(el("div", { className: "try-it-footer" }, [
+      el("div", { className: "try-it-actions try-it-run-row" }, [runButton, cancelButton, status]),
+      message,
+    ]));
     body.appendChild(form);
     body.appendChild(results);
 
@@ -899,6 +919,11 @@
       clear(status);
       if (!words) return;
       status.appendChild(el("span", { className: "try-it-status-badge " + (state || ""), text: words }));
+    }
+
+    // The answer is below the form: bring it on screen when a long form left it out of view.
+    function reveal() {
+      if (results.firstChild && results.scrollIntoView) results.scrollIntoView({ block: "nearest" });
     }
 
     function finish() {
@@ -939,6 +964,7 @@
           if (record.status === "succeeded") {
             var top = record.top || topFromOutputs(record.outputs, labels);
             renderResult(results, Object.assign({ model: model }, record, top ? { top: top } : {}));
+            reveal();
             finish();
           } else if (record.status === "failed") {
             fail("The prediction failed: " + (errorWords(record.error) || "no reason given."));
@@ -997,6 +1023,7 @@
         } else if (response.status === 200 && response.data) {
           setStatus("succeeded", STATUS_WORDS.succeeded);
           (editor.render || renderResult)(results, response.data);
+          reveal();
           finish();
         } else if (response.status === 202 && response.data && response.data.id) {
           follow(response.data);

@@ -130,3 +130,69 @@ def test_the_widget_fits_a_phone_screen_on_the_model_page(page, live_server, dig
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     box = try_it.locator("canvas").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 360
+
+
+WINE_FEATURES = [
+    "alcohol",
+    "malic_acid",
+    "ash",
+    "alcalinity_of_ash",
+    "magnesium",
+    "total_phenols",
+    "flavanoids",
+    "nonflavanoid_phenols",
+    "proanthocyanins",
+    "color_intensity",
+    "hue",
+    "od280/od315_of_diluted_wines",
+    "proline",
+]
+
+
+@pytest.fixture
+def wine(alice):
+    """Shaped like the demo wine model: one [-1, 13] input whose columns the preprocessing names."""
+    signature = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 13]}],
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+    }
+    return publish(
+        alice,
+        "wine",
+        task="tabular-classification",
+        signature=signature,
+        labels=["class_0", "class_1", "class_2"],
+        preprocessing={"features": WINE_FEATURES},
+    )
+
+
+def on_screen_and_uncovered(page, locator, height: int) -> None:
+    """In the viewport as the page is (no scrolling), and the element a click there would reach."""
+    box = locator.bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height, box
+    centre = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    assert locator.evaluate("(node, [x, y]) => document.elementFromPoint(x, y) === node", list(centre))
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)])
+def test_a_tabular_models_run_button_is_in_view_as_the_page_opens(page, live_server, wine, width, height):
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{live_server.url}/accounts/login/?next=/models/alice/wine/")
+    log_in(page)
+    try_it = page.locator("#try-it")
+    expect(try_it.get_by_label("proline")).to_be_attached()
+    assert page.evaluate("window.scrollY") == 0
+    run = try_it.get_by_role("button", name="Run")
+    on_screen_and_uncovered(page, run, height)
+    # Its message is in view beside it too, though the field it names may be further down.
+    run.click()
+    message = try_it.locator(".try-it-message")
+    expect(message).to_have_text("Fill in “alcohol” (or use Fill with example).")
+    page.evaluate("window.scrollTo(0, 0)")
+    on_screen_and_uncovered(page, message, height)
+    # Long feature names wrap inside the card instead of widening the page.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    label = try_it.get_by_text("od280/od315_of_diluted_wines").bounding_box()
+    card = try_it.bounding_box()
+    assert label["x"] + label["width"] <= card["x"] + card["width"], (label, card)
+    assert page.errors == []

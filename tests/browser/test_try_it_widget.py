@@ -247,6 +247,38 @@ def test_a_tabular_model_gets_one_labelled_field_per_feature_and_an_example(widg
     assert widget_page.calls[0].body == {"inputs": {"features": [[5.1, 3.5, 1.4, 0.3]]}}
 
 
+def test_the_answer_below_a_long_form_is_brought_into_view(widget_page):
+    """On a phone the answer comes below the fields: after a run it is scrolled to, not left off screen."""
+    result = {
+        "id": "w",
+        "model": "demo/wine",
+        "version": 1,
+        "status": "succeeded",
+        "latency_ms": 1.0,
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}],
+        "top": [{"label": "class_0", "score": 0.9}],
+    }
+    widget_page.answer("POST", r"^/api/v1/models/demo/wine/predict", (200, result))
+    widget_page.page.set_viewport_size({"width": 390, "height": 844})
+    signature = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 13]}],
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+    }
+    page = widget_page.open(
+        path="/models/demo/wine/",
+        data_model="demo/wine",
+        data_task="tabular-classification",
+        data_signature=signature,
+        data_labels=["class_0", "class_1", "class_2"],
+        data_authenticated="true",
+    )
+    page.get_by_role("button", name="Fill with example").click()
+    page.get_by_role("button", name="Run").click()
+    label = page.locator(".try-it-label")
+    expect(label).to_have_text("class_0")
+    expect(label).to_be_in_viewport()
+
+
 def test_a_tabular_model_without_feature_names_still_gets_a_form_and_an_example(widget_page):
     widget_page.answer("POST", r"^/api/v1/models/demo/iris/predict", (400, {"detail": "unused"}))
     page = widget_page.open(**IRIS)

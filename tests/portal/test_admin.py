@@ -184,3 +184,49 @@ def test_admins_export_usage_as_csv(admin_client, alice, bob, version):
     lines = response.content.decode().splitlines()
     assert lines[0].startswith("day,user,model") and len(lines) == 3
     assert {line.split(",")[1] for line in lines[1:]} == {"alice", "bob"}
+
+
+def page_text(response) -> str:
+    """The page as read: tags dropped, entities decoded, spaces collapsed."""
+    import html
+    import re
+
+    body = response.content.decode()
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
+
+
+def test_the_plan_list_shows_every_limit_with_its_unit(admin_client, tiny_plan):
+    text = page_text(admin_client.get("/admin/portal/plan/"))
+    for heading in ("Requests", "Compute", "Tokens", "Largest upload", "Private models"):
+        assert heading in text, heading
+    row = text[text.index("Tiny") :]
+    assert "100 / min 2 / day 10 s / month 20,000 / min 200,000 / day 1.0 KB 1" in row, row[:300]
+
+
+def test_a_plan_page_groups_its_limits_with_labels_and_help(admin_client, tiny_plan):
+    text = page_text(admin_client.get(f"/admin/portal/plan/{tiny_plan.pk}/change/"))
+    for section in ("Requests", "Compute", "Tokens (chat models)", "Uploads"):
+        assert section in text, section
+    assert "Tokens per minute" in text
+    assert "Chat models: prompt plus completion tokens in one UTC minute." in text
+    assert "Seconds of runner time in a calendar month (3600 = one hour)." in text
+    assert "One model file, in bytes: 524288000 is 500 MB" in text
+
+
+def test_a_users_page_shows_the_token_overrides_and_what_the_plan_gives(admin_client, alice):
+    text = page_text(admin_client.get(f"/admin/auth/user/{alice.pk}/change/"))
+    assert "Tokens (chat models): overrides" in text
+    assert "Tokens per day" in text and "Empty: the plan's 200,000 / day." in text
+    assert "Empty: the plan's 500.0 MB." in text
+
+    response = admin_client.post(
+        f"/admin/auth/user/{alice.pk}/change/", user_change_form(alice, tokens_per_day=5000)
+    )
+    assert response.status_code == 302
+    alice.quota.refresh_from_db()
+    assert alice.quota.tokens_per_day == 5000
+    # The quotas list shows every user's effective limits, the user's own marked.
+    row = page_text(admin_client.get("/admin/portal/quota/"))
+    row = row[row.index("alice") :]
+    assert "20,000 / min 5,000 / day (own)" in row, row[:300]
+    assert admin_client.get("/admin/portal/quota/add/").status_code == 403

@@ -1,10 +1,12 @@
 """A GGUF chat model on the live servers, called with the official `openai` client through `/v1/`: listed,
 chatting plain and streamed, completions, stop sequences, JSON output, embeddings, errors in OpenAI's shape,
-token quotas that the ledger and `/api/v1/usage` agree with, and a client that hangs up mid-stream."""
+token quotas that the ledger, `/api/v1/usage` and the usage page agree with, and a client that hangs up
+mid-stream."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -12,6 +14,7 @@ import uuid
 import openai
 import pytest
 import requests
+from django.test import Client
 
 from inference.models import Prediction
 from portal.models import ApiKey, UsageDay
@@ -198,6 +201,34 @@ def test_a_token_quota_runs_out_with_429_and_the_ledger_agrees(live_web, client,
     ).json()
     assert usage["used"]["tokens_per_day"] == used
     assert usage["remaining"]["tokens_per_day"] == 400 - used
+
+
+def test_the_usage_page_shows_the_tokens_of_chat_calls_beside_their_requests(client, smol, bob):
+    plain = client.chat.completions.create(model=smol, messages=HELLO, max_tokens=10, temperature=0)
+    streamed = client.chat.completions.create(
+        model=smol,
+        messages=HELLO,
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    last = list(streamed)[-1]
+    prompt = plain.usage.prompt_tokens + last.usage.prompt_tokens
+    completion = plain.usage.completion_tokens + last.usage.completion_tokens
+    page = Client()
+    page.force_login(bob)
+    # The stream's record is written once its answer has ended, which the client may see a moment before.
+    deadline = time.monotonic() + 10
+    while True:
+        html = page.get("/settings/usage/").content.decode()
+        row = re.search(r"<tr><td>[^<]+</td><td>(\d+)</td>.*?<td class=\"tokens\">([^<]*)</td>", html)
+        if (row and row.group(2)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row is not None, html
+    assert (row.group(1), row.group(2)) == ("2", f"{prompt} + {completion}")
+    assert f'class="meter-used tokens-used">{prompt + completion}<' in html
 
 
 def test_a_client_that_hangs_up_stops_its_generation_and_is_recorded(live_web, client, smol, bob, bob_key):

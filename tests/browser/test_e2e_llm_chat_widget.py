@@ -75,6 +75,11 @@ def test_the_chat_streams_tokens_continues_and_stops(page, alice, live_web):
     expect(chat.locator(".chat-assistant .chat-text").nth(1)).not_to_have_text("", timeout=ANSWER_TIMEOUT_MS)
     chat.get_by_role("button", name="Stop").click()
     expect(chat.locator(".chat-status")).to_have_text("Stopped.")
+    # Nothing more arrives once stopped.
+    second = chat.locator(".chat-assistant .chat-text").nth(1)
+    stopped_at = second.text_content()
+    page.wait_for_timeout(500)
+    assert second.text_content() == stopped_at
     expect(chat.get_by_role("button", name="Send")).to_be_enabled()
     expect(chat.locator(".chat-user")).to_have_count(2)
 
@@ -83,8 +88,8 @@ def test_the_chat_streams_tokens_continues_and_stops(page, alice, live_web):
     rows = Prediction.objects.filter(user=alice, version__model__name=name)
     while time.monotonic() < deadline and rows.filter(finished_at__isnull=False).count() < 2:
         time.sleep(0.2)
-    ended = list(rows.order_by("created_at").values("source", "completion_tokens", "prompt_tokens"))
+    ended = list(rows.order_by("created_at").values("source", "status", "completion_tokens", "prompt_tokens"))
     assert len(ended) == 2, ended
     assert all(row["source"] == "web" and row["prompt_tokens"] > 0 for row in ended)
-    assert 0 < ended[1]["completion_tokens"] < 400
+    assert ended[1]["status"] == "canceled" and 0 < ended[1]["completion_tokens"] < 400
     assert page.errors == []

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +31,14 @@ from marketplace.services import MODEL_CACHE_PREFIX
 from portal import process_cache
 from portal.celery import app as celery_app
 from portal.logs import request_note
-from portal.quotas import admission_refund, admit_prediction
+from portal.quotas import Admission, admission_refund, admit_prediction
 
 from . import ledger, queue
 from .codec import encode_outputs_json, top_classes
 from .models import Prediction
 from .pools import pool_of
 from .queue import RequestHeader
+from .runners.link import BUSY, LinkLost, SupervisorLink, link_for
 from .runners.pool import ModelRef
 from .task_names import RUN_PREDICTION
 
@@ -273,7 +275,8 @@ def _target_load(*, owner: str, name: str, number: int | None) -> Target | None:
 
 @dataclass
 class Submission:
-    """A prediction on its way: either a job (`prediction` is its row) or an interactive call (`call`)."""
+    """A prediction on its way: a job (`prediction` is its row), or an interactive call sent to a runner
+    pool on this host (`reply` will hold its answer) or queued in Redis for any host's (`call`)."""
 
     id: uuid.UUID
     target: Target
@@ -283,6 +286,9 @@ class Submission:
     prediction: Prediction | None = None
     call: queue.PendingCall | None = None
     webhook: object | None = None  # webhooks.Webhook
+    link: SupervisorLink | None = None
+    reply: Future | None = None  # (reply header, outputs) from the linked runner pool
+    admission: Admission | None = None
 
 
 def prediction_submit(
@@ -334,6 +340,17 @@ def prediction_submit(
     if asynchronous or webhook is not None or not queue.enabled():
         admit_prediction(user=user, api_key=api_key)
         submission.prediction = _job_create(submission)
+        return submission
+    link = link_for(target.queue)
+    if link is not None:
+        submission.admission = admit_prediction(user=user, api_key=api_key)
+        try:
+            # The web's limit of waiting calls per model holds, as on the queue (`queue.accept`).
+            call = {**header.as_dict(), "queue_max": settings.INFERENCE_MODEL_QUEUE_MAX}
+            submission.reply = link.submit(call, inputs)
+            submission.link = link
+        except LinkLost:  # the supervisor left as the call was sent: the job path waits for a worker
+            submission.prediction = _job_create(submission)
         return submission
     # The admission pushes the call onto the queue in the same round trip, if it admits it.
     call = queue.prepare(header, inputs)
@@ -398,6 +415,8 @@ def prediction_wait(
 
     Not done by then: `pending` if `fall_back_to_job` (the record then exists, as a job or as a running row
     the worker completes), else a failed, `unavailable` outcome (a 503) that is recorded too."""
+    if submission.reply is not None:
+        return _wait_link(submission, timeout, fall_back_to_job)
     if submission.call is None:
         return _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
     header = submission.header
@@ -437,6 +456,48 @@ def prediction_wait(
             error = "The request queue is unavailable; retry."
         ledger.failed_create(header, error)
         return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
+
+
+def _wait_link(submission: Submission, timeout: float, fall_back_to_job: bool) -> Outcome:
+    try:
+        reply, outputs = submission.reply.result(timeout)
+    except TimeoutError:
+        return link_gave_up(submission, fall_back_to_job)
+    except LinkLost as exc:
+        return link_lost(submission, exc)
+    return link_outcome(submission, reply, outputs)
+
+
+def link_outcome(submission: Submission, reply: dict, outputs: dict[str, np.ndarray]) -> Outcome:
+    """The outcome of a call answered by a linked runner pool (whose record is the supervisor's to queue)."""
+    if reply["status"] == BUSY:
+        return link_refused(submission, reply["depth"])
+    if reply["status"] == Prediction.Status.SUCCEEDED:
+        return Outcome(status=reply["status"], outputs=outputs, compute_ms=reply.get("compute_ms"))
+    return Outcome(status=reply["status"], error=reply["error"], unavailable=reply.get("unavailable", False))
+
+
+def link_refused(submission: Submission, depth: int) -> Outcome:
+    """The model's queue was full: refused, not served; recorded (every admitted request is), free."""
+    admission_refund(submission.admission)
+    ledger.failed_create(submission.header, "Refused: the model's queue was full.")
+    busy = queue.ModelBusy(submission.target.slug, depth)
+    return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(busy))
+
+
+def link_gave_up(submission: Submission, fall_back_to_job: bool) -> Outcome:
+    """No answer in time: the pool holds the call and will record it; until then a running row stands for it
+    (the reaper fails it if the pool never does)."""
+    submission.link.forget(submission.header.id)
+    ledger.running_create(submission.header)
+    if fall_back_to_job:
+        return Outcome(status="pending")
+    return Outcome(status="pending", unavailable=True, error="No answer within the time limit; retry later.")
+
+
+def link_lost(submission: Submission, exc: Exception) -> Outcome:
+    ledger.failed_create(submission.header, str(exc))
+    return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(exc))
 
 
 def _poll_job(*, prediction_id, timeout: float) -> Outcome:

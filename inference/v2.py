@@ -1,6 +1,7 @@
 """Open Inference Protocol v2 endpoints (KServe / Triton compatible)."""
 
 import json
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
@@ -22,6 +23,9 @@ from .models import Prediction
 from .runtimes import platform_of
 from .services import (
     GateClosed,
+    Outcome,
+    Submission,
+    Target,
     VersionNotFound,
     VersionValidating,
     prediction_submit,
@@ -101,12 +105,6 @@ def error(message: str, status: int, headers: dict | None = None) -> JsonRespons
     return JsonResponse({"error": message}, status=status, headers=headers)
 
 
-def unavailable(message: str) -> JsonResponse:
-    response = error(message, 503)
-    response["Retry-After"] = "1"
-    return response
-
-
 @require_GET
 def server_metadata(request):
     return JsonResponse(
@@ -121,15 +119,14 @@ class V2Error(Exception):
         self.headers = headers
 
 
-def _caller(request, *, scope: str, key_required: bool):
+def _caller(authorization: str, *, scope: str, key_required: bool):
     """The key's user (or None without a key, when none is required). A key sent must have `scope`."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if not header:
+    if not authorization:
         if key_required:
             raise V2Error("This endpoint needs an API key: Authorization: Bearer <key>.", 401)
         return None, None
     try:
-        key = authenticate_bearer(header)
+        key = authenticate_bearer(authorization)
     except AuthenticationFailed as exc:
         raise V2Error(str(exc.detail), 401) from None
     if not key.has_scope(scope):
@@ -137,11 +134,11 @@ def _caller(request, *, scope: str, key_required: bool):
     return key.user, key
 
 
-def _target(request, owner, name, number, *, to_run=False, infer=False):
+def _target(authorization: str, owner, name, number, *, to_run=False, infer=False):
     """Metadata, ready and stats are public for public models; a key sent for them needs `read`. Inference
     needs a key with `predict`."""
     scope = "predict" if infer else "read"
-    user, key = _caller(request, scope=scope, key_required=infer)
+    user, key = _caller(authorization, scope=scope, key_required=infer)
     try:
         return user, key, target_find(owner=owner, name=name, number=number, user=user, to_run=to_run)
     except VersionValidating as exc:
@@ -150,6 +147,10 @@ def _target(request, owner, name, number, *, to_run=False, infer=False):
         raise V2Error(str(exc), 404) from None
     except GateClosed as exc:
         raise V2Error(str(exc), 403) from None
+
+
+def _authorization(request) -> str:
+    return request.META.get("HTTP_AUTHORIZATION", "")
 
 
 def v2_view(view):
@@ -167,7 +168,7 @@ def v2_view(view):
 @v2_view
 @require_GET
 def model_metadata(request, owner: str, name: str, number: int | None = None):
-    _, _, target = _target(request, owner, name, number)
+    _, _, target = _target(_authorization(request), owner, name, number)
     signature = target.signature
     return JsonResponse(
         {
@@ -184,19 +185,44 @@ def model_metadata(request, owner: str, name: str, number: int | None = None):
 @require_GET
 def model_ready(request, owner: str, name: str, number: int | None = None):
     # "Can it serve this caller": a gated model the caller was not granted is not ready for them (403).
-    _, _, target = _target(request, owner, name, number, to_run=True)
+    _, _, target = _target(_authorization(request), owner, name, number, to_run=True)
     if queue.enabled() and not queue.serving(target.queue):
         return JsonResponse({"name": target.slug, "ready": False}, status=503)
     return JsonResponse({"name": target.slug, "ready": True})
 
 
-@v2_view
-def model_infer(request, owner: str, name: str, number: int | None = None):
-    if request.method != "POST":
-        return error("Use POST.", 405)
-    user, key, target = _target(request, owner, name, number, to_run=True, infer=True)
-    body = request.body
-    header_length = request.headers.get("Inference-Header-Content-Length")
+# --- inference: read, run, answer (the view here; the data plane composes the same steps without Django) ----
+
+
+@dataclass
+class InferCall:
+    """A checked inference request, ready to run."""
+
+    user: object
+    key: object
+    target: Target
+    tensors: dict
+    text: object  # text.TextRequest of a text model's request, else None
+    requested: list | None
+    binary_default: bool
+    request_id: object  # the request's own "id", echoed in the answer
+    bytes_in: int
+
+
+@dataclass
+class Answer:
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+    status: int = 200
+
+
+def infer_read(
+    *, authorization: str, owner: str, name: str, number: int | None, body: bytes, header_length: str | None
+) -> InferCall:
+    """Check the caller, the model and the request (JSON, or JSON then binary tensors); raise V2Error."""
+    user, key, target = _target(authorization, owner, name, number, to_run=True, infer=True)
+    bytes_in = len(body)
     binary = None
     if header_length is not None:
         try:
@@ -223,7 +249,6 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     for output in requested or []:
         if not isinstance(output, dict) or output.get("name") not in output_names:
             raise V2Error(f"Unknown output {output!r}: the model's outputs are {output_names}.", 400)
-    binary_default = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
     try:
         tensors = (
             text.tensors
@@ -232,57 +257,97 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
         )
     except TensorError as exc:
         raise V2Error(str(exc), 400) from None
+    return InferCall(
+        user=user,
+        key=key,
+        target=target,
+        tensors=tensors,
+        text=text,
+        requested=requested,
+        binary_default=bool((request_json.get("parameters") or {}).get("binary_data_output", False)),
+        request_id=request_json.get("id"),
+        bytes_in=bytes_in,
+    )
+
+
+def infer_submit(call: InferCall) -> Submission:
     try:
-        submission = prediction_submit(
-            user=user,
-            api_key=key,
-            target=target,
-            inputs=tensors,
+        return prediction_submit(
+            user=call.user,
+            api_key=call.key,
+            target=call.target,
+            inputs=call.tensors,
             source=Prediction.Source.V2,
-            bytes_in=len(request.body),
+            bytes_in=call.bytes_in,
         )
     except (queue.Unavailable, queue.ModelBusy) as exc:
-        return unavailable(str(exc))
-    outcome = prediction_wait(
-        submission=submission,
-        timeout=settings.PREDICTION_TIME_LIMIT + 5,
-        fall_back_to_job=False,
-        user=user,
-        api_key=key,
-    )
+        raise V2Error(str(exc), 503, {"Retry-After": "1"}) from None
+
+
+INFER_WAIT_SECONDS = settings.PREDICTION_TIME_LIMIT + 5
+
+
+def infer_answer(call: InferCall, submission: Submission, outcome: Outcome) -> Answer:
     request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
     if outcome.unavailable or outcome.status == "pending":
-        return unavailable(outcome.error or "No worker answered in time; retry later.")
+        message = outcome.error or "No worker answered in time; retry later."
+        raise V2Error(message, 503, {"Retry-After": "1"})
     if outcome.status != Prediction.Status.SUCCEEDED:
-        return error(outcome.error or f"The prediction {outcome.status}.", 400)
+        raise V2Error(outcome.error or f"The prediction {outcome.status}.", 400)
     outputs = outcome.outputs
     if outputs is None:  # the job path stored JSON
         outputs = _arrays_from_json(outcome.outputs_json)
-    if text is not None:
-        outputs = with_text_outputs(target, text, outputs)
+    if call.text is not None:
+        outputs = with_text_outputs(call.target, call.text, outputs)
     try:
-        described, chunks = encode_outputs_oip(outputs, requested, binary_default)
+        described, chunks = encode_outputs_oip(outputs, call.requested, call.binary_default)
     except TensorError as exc:
         raise V2Error(str(exc), 400) from None
     response_json = {
-        "model_name": target.slug,
-        "model_version": str(target.number),
-        "id": str(request_json.get("id") or submission.id),
+        "model_name": call.target.slug,
+        "model_version": str(call.target.number),
+        "id": str(call.request_id or submission.id),
         "outputs": described,
     }
     head = json.dumps(response_json, separators=(",", ":")).encode()
     if not chunks:
-        return HttpResponse(head, content_type="application/json")
-    response = HttpResponse(head + b"".join(chunks), content_type="application/octet-stream")
-    response["Inference-Header-Content-Length"] = str(len(head))
-    return response
+        return Answer(head)
+    return Answer(
+        head + b"".join(chunks),
+        content_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+
+
+@v2_view
+def model_infer(request, owner: str, name: str, number: int | None = None):
+    if request.method != "POST":
+        return error("Use POST.", 405)
+    call = infer_read(
+        authorization=_authorization(request),
+        owner=owner,
+        name=name,
+        number=number,
+        body=request.body,
+        header_length=request.headers.get("Inference-Header-Content-Length"),
+    )
+    submission = infer_submit(call)
+    outcome = prediction_wait(
+        submission=submission,
+        timeout=INFER_WAIT_SECONDS,
+        fall_back_to_job=False,
+        user=call.user,
+        api_key=call.key,
+    )
+    answer = infer_answer(call, submission, outcome)
+    return HttpResponse(answer.body, content_type=answer.content_type, headers=answer.headers)
 
 
 @v2_view
 @require_GET
 def model_statistics(request, owner: str, name: str, number: int | None = None):
     """Triton's statistics extension: the version's counts and times, or every ready version's."""
-    _, _, target = _target(request, owner, name, number)
+    _, _, target = _target(_authorization(request), owner, name, number)
     numbers = [target.number] if number is not None else target.versions
     versions = ModelVersion.objects.filter(model_id=target.model_id, number__in=numbers).order_by("number")
     pairs = list(versions.values_list("number", "id"))

@@ -464,6 +464,9 @@ INFERENCE_QUEUES = env_list("INFERENCE_QUEUES")
 # The Redis request queue runs when REDIS_URL is set; without it interactive calls become jobs.
 INFERENCE_INTERACTIVE = env_bool("INFERENCE_INTERACTIVE", True)
 INFERENCE_REDIS_PREFIX = env_str("INFERENCE_REDIS_PREFIX", "mp:infer:")
+# Interactive calls for a pool a supervisor on this host serves go to it over a Unix socket, not through the
+# Redis queue (`inference.runners.link`); off: every call takes the queue, as calls to another host do.
+INFERENCE_LINK = env_bool("INFERENCE_LINK", True)
 # Runner processes per worker (0: one per core plus one), and how many of them one model may hold at once
 # (0: all but one, so another model always finds a runner).
 INFERENCE_RUNNERS = env_int("INFERENCE_RUNNERS", 0)

@@ -21,7 +21,8 @@ class DataPlane:
     def __init__(self):
         self.site = None  # portal.wsgi.application, once Django is set up
         self.predictions = None  # handlers.PredictionHandler
-        self.wants_prediction_handler = None
+        self.infer = None  # oip.InferEndpoint
+        self.route_of = None  # handlers.program_prediction_route
         self.body_limit = 0
         # Two pools: prediction threads mostly wait on runners and rarely touch the database; the site's
         # keep a database connection each, so they are as many as one gunicorn worker's threads.
@@ -33,16 +34,18 @@ class DataPlane:
 
         import portal.wsgi  # sets Django up and refuses to start when it must (encryption keys)
 
-        from .handlers import PredictionHandler, wants_prediction_handler
+        from .handlers import PredictionHandler, program_prediction_route
+        from .oip import InferEndpoint
 
         self.site = portal.wsgi.application
         self.predictions = PredictionHandler()
-        self.wants_prediction_handler = wants_prediction_handler
+        self.route_of = program_prediction_route
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # None: no limit (Django's meaning)
         self.body_limit = sys.maxsize if limit is None else limit
         self.prediction_threads = ThreadPoolExecutor(
             settings.DATA_PLANE_PREDICTION_THREADS, thread_name_prefix="predict"
         )
+        self.infer = InferEndpoint(self.prediction_threads, self.body_limit)
         self.site_threads = ThreadPoolExecutor(settings.DATA_PLANE_SITE_THREADS, thread_name_prefix="site")
 
     def shutdown(self) -> None:
@@ -58,11 +61,16 @@ class DataPlane:
 
         kind = scope["type"]
         if kind == "http":
-            if self.wants_prediction_handler(scope["method"], scope["path"], scope["headers"]):
+            route = self.route_of(scope["method"], scope["path"], scope["headers"])
+            if route is None:
+                await serve(self.site, scope, receive, send, self.site_threads)
+                return
+            headers = dict(scope["headers"])
+            if route.url_name in self.infer.routes and self.infer.takes(scope, headers):
+                await self.infer(scope, receive, send, route.kwargs, headers)
+            else:
                 threads, limit = self.prediction_threads, self.body_limit
                 await serve(self.predictions, scope, receive, send, threads, read_whole=limit)
-            else:
-                await serve(self.site, scope, receive, send, self.site_threads)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":

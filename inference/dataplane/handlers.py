@@ -36,15 +36,18 @@ class PredictionHandler(MiddlewareListHandler):
 
     def resolve_request(self, request):
         match = prediction_route(request.path_info)
-        if match is None:  # not reached through `wants_prediction_handler`, but answer as the site would
+        if match is None:  # not reached through `program_prediction_route`, but answer as the site would
             return super().resolve_request(request)
         request.resolver_match = match
         return match
 
 
-def wants_prediction_handler(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> bool:
-    """A program's call to run a model: POST to a prediction route, without a cookie (a browser's calls keep
-    the site's session, CSRF and login middleware)."""
-    if method != "POST" or prediction_route(path) is None:
-        return False
-    return not any(name == b"cookie" for name, _ in headers)
+def program_prediction_route(method: str, path: str, headers: list[tuple[bytes, bytes]]):
+    """The route of a program's call to run a model (a POST to a prediction route, without a cookie: a
+    browser's calls keep the site's session, CSRF and login middleware), else None."""
+    if method != "POST":
+        return None
+    route = prediction_route(path)
+    if route is None or any(name == b"cookie" for name, _ in headers):
+        return None
+    return route

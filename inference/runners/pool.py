@@ -442,6 +442,16 @@ class Scheduler:
         if capped:  # a runner may have waited for this model to fall under its cap
             self.cond.notify()
 
+    def waiting(self, sha: str) -> int:
+        """How many requests for the model wait in the local queue (the link's and jobs')."""
+        with self.cond:
+            return len(self.local.get(sha, ()))
+
+    def waiting_models(self) -> dict[str, tuple[str, int]]:
+        """Models with requests in the local queue: sha256 -> (the first request's model, how many wait)."""
+        with self.cond:
+            return {sha: (queue[0].header.get("model", ""), len(queue)) for sha, queue in self.local.items()}
+
     def depths(self) -> dict[str, int]:
         with self.cond:
             return {sha: len(queue) for sha, queue in self.local.items()}
@@ -534,14 +544,20 @@ class RunnerSlot(threading.Thread):
 
     def execute(self, requests: list[Request]) -> list[Result]:
         model = requests[0].model
-        try:
-            path = self.pool.resolve_path(model)
-        except FileUnavailable as exc:  # its message is written for callers: it names no path or host
-            return [Result(error=str(exc), server_fault=True)] * len(requests)
-        except Exception:
-            logger.exception("runner slot %s could not have the file of %s", self.index, model.sha256[:12])
-            error = "The model's file could not be had on this worker; the request can be retried."
-            return [Result(error=error, server_fault=True)] * len(requests)
+        runner = self.runner
+        if runner is not None and runner.tenant == model.tenant and model.sha256 in runner.open_models:
+            path = ""  # the runner holds the model open: no file changes hands (and none is looked for)
+        else:
+            try:
+                path = self.pool.resolve_path(model)
+            except FileUnavailable as exc:  # its message is written for callers: it names no path or host
+                return [Result(error=str(exc), server_fault=True)] * len(requests)
+            except Exception:
+                logger.exception(
+                    "runner slot %s could not have the file of %s", self.index, model.sha256[:12]
+                )
+                error = "The model's file could not be had on this worker; the request can be retried."
+                return [Result(error=error, server_fault=True)] * len(requests)
         header = {
             "sha256": model.sha256,
             "path": path,
@@ -554,6 +570,8 @@ class RunnerSlot(threading.Thread):
         deadline = started + self.pool.config.time_limit
         open_before: set[str] = set()
         try:
+            if not path and self.ensure_runner() is not runner:  # it died since: the new one needs the file
+                return self.execute(requests)
             runner = self.ensure_runner()
             if runner.tenant not in (None, model.tenant):
                 # Another tenant's models were opened in this process: a fresh one, so nothing of theirs is.

@@ -23,7 +23,9 @@ from portal.metrics import metrics_dir_prune
 
 from .. import queue
 from ..codec import pack_tensors, unpack_tensors
+from ..pools import default_pool
 from ..runtimes import local_model_path
+from .link import BUSY, link_dir, receive_frame, send_frame
 from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source
 from .protocol import ChannelClosed, receive_message, send_message
 from .telemetry import SupervisorTelemetry
@@ -95,20 +97,49 @@ class QueueSource(Source):
     def deliver(self, requests: list[Request], results: list[Result]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for request, result in zip(requests, results, strict=True):
-            record = {
-                **request.header,
-                "status": "succeeded" if result.succeeded else "failed",
-                "error": result.error,
-                "started_at": result.started_at,
-                "finished_at": result.finished_at,
-                "queue_ms": max(0.0, (result.started_at - request.header["created_at"]) * 1000),
-                "compute_ms": result.compute_ms,
-            }
             # The recorder writes these to the database in bulk: the serving loop never waits on it. The
             # record is queued before the reply, so a caller holding its answer finds it written or pending.
-            queue.record_push(pipe, record, result.outputs)
+            queue.record_push(pipe, finished_record(request, result), result.outputs)
             queue.reply(pipe, request.id, reply_header(result), result.outputs)
         pipe.execute()
+
+
+def finished_record(request: Request, result: Result) -> dict:
+    """What the recorder writes of an interactive call that ran (`ledger.ended_from_record` reads it)."""
+    return {
+        **request.header,
+        "status": "succeeded" if result.succeeded else "failed",
+        "error": result.error,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "queue_ms": max(0.0, (result.started_at - request.header["created_at"]) * 1000),
+        "compute_ms": result.compute_ms,
+    }
+
+
+class LinkSource(Source):
+    """The calls of one web process's link (`link.py`), answered on its connection once their records are
+    queued, as the queue's are."""
+
+    def __init__(self, connection: socket.socket):
+        self.connection = connection
+        self.redis = queue.client()
+        self.lock = threading.Lock()
+
+    def deliver(self, requests: list[Request], results: list[Result]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for request, result in zip(requests, results, strict=True):
+            queue.record_push(pipe, finished_record(request, result), result.outputs)
+        pipe.execute()
+        for request, result in zip(requests, results, strict=True):
+            self.answer({"id": request.id, **reply_header(result)}, result.outputs)
+
+    def answer(self, header: dict, outputs: dict[str, np.ndarray] | None = None) -> None:
+        try:
+            with self.lock:
+                send_frame(self.connection, header, outputs)
+        except OSError:  # the web process went away: the record is queued all the same
+            logger.info("a linked web process left before call %s was answered", header["id"])
 
 
 class Supervisor:
@@ -124,6 +155,9 @@ class Supervisor:
         self.recorder: subprocess.Popen | None = None  # records and reaper: `inference.recorder`
         self.maintenance: threading.Thread | None = None
         self.wakeups: threading.Thread | None = None
+        self.link_listener: socket.socket | None = None
+        self.link_path = ""
+        self.link_connections: list[socket.socket] = []
 
     def start(self) -> None:
         metrics_dir_prune()  # a previous run's files; this worker's pool processes write their own
@@ -132,6 +166,8 @@ class Supervisor:
         if queue.enabled():
             self.queue_sources = {pool: QueueSource(pool) for pool in self.pools}
             self.wakeups = self._thread(self.listen_for_wakeups, "supervisor-wakeups")
+            if settings.INFERENCE_LINK:
+                self._link_listen()
         self.maintenance = self._thread(self.maintain, "supervisor-maintenance")
         self._thread(self.publish_status, "supervisor-telemetry")
 
@@ -145,6 +181,7 @@ class Supervisor:
         self.stopping.set()
         if self.listener is not None:
             self.listener.close()
+        self._link_close_listener()
         if self.maintenance is not None:
             self.maintenance.join(10)  # it restarts a recorder that exits: not once this one is ended
         if queue.enabled():
@@ -152,6 +189,7 @@ class Supervisor:
                 self.wakeups.join(5)  # its last heartbeat comes before the pools are left, never after
             self.leave_pools()
         self.pool.stop()
+        self._link_hang_up()
         if queue.enabled():
             self.telemetry.publish(self.pool)  # the statistics of the last second
         self._recorder_stop()
@@ -211,6 +249,79 @@ class Supervisor:
                 queue.wake_again(connection, source.pool, shas)
         except Exception:
             logger.exception("handing the pools back")
+
+    # --- calls from linked web processes on this host (`link.py`) ------------------------------------------
+
+    def _link_listen(self) -> None:
+        self.link_path = str(link_dir() / f"{os.getpid()}.sock")
+        try:
+            os.unlink(self.link_path)
+        except OSError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.link_path)
+        os.chmod(self.link_path, 0o600)
+        listener.listen(64)
+        self.link_listener = listener
+        self._thread(self._link_accept, "supervisor-link")
+
+    def _link_accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.link_listener.accept()
+            except OSError:
+                return
+            self.link_connections.append(connection)
+            threading.Thread(target=self.serve_link, args=(connection,), daemon=True).start()
+
+    def serve_link(self, connection: socket.socket) -> None:
+        """Take one web process's calls into the pool's scheduler, as they come, until it hangs up."""
+        source = LinkSource(connection)
+        pools = [pool for pool in self.pools if not default_pool(pool)]
+        source.answer(
+            {
+                "id": "",
+                "name": self.name,
+                "pools": pools,
+                "default": len(pools) < len(self.pools),
+                "prefix": settings.INFERENCE_REDIS_PREFIX,
+            }
+        )
+        scheduler = self.pool.scheduler
+        try:
+            while not self.stopping.is_set():
+                header, tensors = receive_frame(connection)
+                waiting = scheduler.waiting(header["sha256"])
+                if waiting >= header.pop("queue_max", settings.INFERENCE_MODEL_QUEUE_MAX):
+                    source.answer({"id": header["id"], "status": BUSY, "depth": waiting})
+                    continue
+                request = Request(
+                    id=header["id"], model=model_ref(header), tensors=tensors, source=source, header=header
+                )
+                scheduler.put(request)
+        except (ChannelClosed, OSError, ValueError):
+            pass
+        finally:
+            connection.close()
+
+    def _link_close_listener(self) -> None:
+        """No new web process links to a supervisor that is leaving; those linked keep theirs until the pool
+        has answered what it took."""
+        if self.link_listener is not None:
+            self.link_listener.close()
+            self.link_listener = None
+            try:
+                os.unlink(self.link_path)
+            except OSError:
+                pass
+
+    def _link_hang_up(self) -> None:
+        # Calls still waiting in the scheduler are never run: their callers hear so at once (LinkLost, a 503).
+        for connection in self.link_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # --- jobs ----------------------------------------------------------------------------------------------
 

@@ -107,6 +107,11 @@ class SupervisorTelemetry(PoolObserver):
             pipe.llen(queue.key("q", sha))
         depths = dict(zip(models, pipe.execute(), strict=True)) if models else {}
         by_slug = {slug: depths[sha] for sha, (slug, _) in models.items()}
+        # Calls waiting here too: those of linked web processes (and jobs), besides the Redis queue's, for
+        # models that may not have finished a call yet.
+        for sha, (slug, waiting) in pool.scheduler.waiting_models().items():
+            slug = models.get(sha, (slug,))[0] or sha[:12]
+            by_slug[slug] = by_slug.get(slug, 0) + waiting
         for slug, depth in by_slug.items():
             metrics.queue_depth.labels(metrics.model_label(slug)).set(depth)
         runner_rows = []

@@ -153,10 +153,12 @@ def test_concurrent_callers_each_get_their_own_results(client, alice_key, mixed,
 
 @pytest.fixture
 def no_worker_serves_the_queue(settings):
-    """The web's request queue under a key prefix no worker serves (no heartbeat there)."""
+    """The web's request queue under a key prefix no worker serves (no heartbeat there), and no runner pool
+    linked on this host."""
     import uuid
 
     settings.INFERENCE_REDIS_PREFIX = f"mp:nobody-{uuid.uuid4().hex[:8]}:"
+    settings.INFERENCE_LINK = False
     queue.reset_client()
     yield
     queue.reset_client()  # forget what was seen of the workers

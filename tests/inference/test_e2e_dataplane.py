@@ -200,3 +200,23 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(live_web, alice_key,
     assert answer.status == 413
     assert json.loads(answer.read()) == {"error": f"The request body is over the limit of {limit} bytes."}
     connection.close()
+
+
+def test_a_quota_refusal_reads_as_the_sites(
+    live_web, gunicorn_web, celery_worker_process, alice, alice_key, digits
+):
+    quota = quota_for(alice)
+    quota.requests_per_minute = 1
+    quota.save()
+    invalidate_limits([alice.pk])
+    path = f"/v2/models/alice/{digits.model.name}/infer"
+    first = call(live_web.url, "POST", path, infer_body(), alice_key)
+    fast = call(live_web.url, "POST", path, infer_body(), alice_key)
+    site = call(gunicorn_web.url, "POST", path, infer_body(), alice_key)
+    assert first.status_code == 200, first.text
+    assert fast.status_code == site.status_code == 429
+    assert fast.json()["limit"] == site.json()["limit"] == "requests_per_minute"
+    assert fast.json().keys() == site.json().keys()
+    assert fast.headers["RateLimit-Remaining"] == site.headers["RateLimit-Remaining"] == "0"
+    assert {h.lower() for h in fast.headers} - VARYING == {h.lower() for h in site.headers} - VARYING
+    assert int(fast.headers["Retry-After"]) > 0

@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from django.conf import settings as django_settings
@@ -480,7 +481,7 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     for thread in threads:
         thread.start()
         time.sleep(0.3)
-    wait_for(lambda: queue.depth(queue.client(), slow_model_sha(alice)) >= 2, 10, "the queue never filled")
+    wait_for(lambda: waiting_calls("alice/slow") >= 2, 10, "the queue never filled")
     counted = {w.redis_key: w.used for w in current_windows(alice)}
     refused = post_json(client, "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key)
     assert refused.status_code == 503 and refused["Retry-After"] == "1"
@@ -509,7 +510,72 @@ def test_a_model_whose_queue_is_full_is_refused_503_while_other_models_answer(
     assert refused_records.count() == 2 and all(p.status == "failed" for p in refused_records)
 
 
+def waiting_calls(model: str) -> int:
+    """The calls waiting for a runner, as the operations page shows them (the worker publishes them)."""
+    from inference.operations import operations_status
+
+    queues = operations_status()["queues"] or []
+    return next((row["depth"] for row in queues if row["model"] == model), 0)
+
+
 def slow_model_sha(user) -> str:
     from marketplace.models import ModelVersion
 
     return ModelVersion.objects.get(model__owner=user, model__name="slow").sha256
+
+
+def test_a_call_reaches_this_hosts_runner_pool_over_its_link(alice, own_worker):
+    from inference.services import prediction_submit, prediction_wait, target_find
+
+    own_worker()
+    builders.publish(owner=alice, name="digits", data=builders.digits_onnx())
+    target = target_find(owner="alice", name="digits", number=None, user=alice, to_run=True)
+    submission = prediction_submit(
+        user=alice,
+        api_key=None,
+        target=target,
+        inputs={"pixels": np.full((1, 64), 0.5, dtype=np.float32)},
+        source=Prediction.Source.API,
+        bytes_in=0,
+    )
+    # Sent to the worker's supervisor on this host, not queued in Redis nor made a job.
+    assert submission.reply is not None and submission.call is None and submission.prediction is None
+    outcome = prediction_wait(
+        submission=submission, timeout=30, fall_back_to_job=False, user=alice, api_key=None
+    )
+    assert outcome.status == "succeeded", outcome.error
+    assert set(outcome.outputs) == {spec["name"] for spec in target.signature["outputs"]}
+    wait_for(
+        lambda: Prediction.objects.filter(id=submission.id, status="succeeded").exists(),
+        30,
+        "the supervisor's record never landed",
+    )
+
+
+def test_a_call_whose_runner_pool_goes_away_is_answered_503_and_recorded_once(alice, alice_key, own_worker):
+    worker = own_worker(PREDICTION_TIME_LIMIT="60")
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    answers = []
+
+    def doomed_call():
+        from django.test import Client
+
+        answers.append(post_json(Client(), "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key))
+
+    thread = threading.Thread(target=doomed_call)
+    thread.start()
+    runners = runner_pids(worker)
+    try:
+        wait_for(lambda: busiest_runner(runners), 20, "the slow call never ran")
+        os.kill(worker.process.pid, signal.SIGKILL)  # the supervisor, and with it the link, is gone
+        thread.join(30)
+    finally:
+        for pid in runners:  # the runners it left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert answers[0].status_code == 503 and "went away" in answers[0].json()["detail"]
+    record = Prediction.objects.get(user=alice)
+    assert record.status == "failed" and "went away" in record.error
+    assert UsageDay.objects.filter(user=alice).aggregate(n=Sum("requests"))["n"] == 1

@@ -207,7 +207,9 @@ def _generate(request, *, chat: bool):
     stream, include_usage = checks.stream_settings(body)
     target = runnable_target(user, body, task=Task.TEXT_GENERATION)
     checked.source = Prediction.Source.API if key is not None else Prediction.Source.WEB
-    generation = generation_start(user=user, api_key=key, target=target, request=checked)
+    # The data plane tells when the caller goes away (inference.dataplane.bridge); gunicorn does not.
+    on_hangup = request.META.get("modelport.on_hangup")
+    generation = generation_start(user=user, api_key=key, target=target, request=checked, on_hangup=on_hangup)
     answer_id = ("chatcmpl-" if chat else "cmpl-") + generation.id.replace("-", "")
     created = int(time.time())
     if stream:

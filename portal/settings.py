@@ -562,6 +562,8 @@ DATA_PLANE_MIDDLEWARE = [
 # Its threads: prediction calls mostly wait on a runner; the site's pages each hold a database connection.
 DATA_PLANE_PREDICTION_THREADS = env_int("DATA_PLANE_PREDICTION_THREADS", 64)
 DATA_PLANE_SITE_THREADS = env_int("DATA_PLANE_SITE_THREADS", 8)
+# And the OpenAI-compatible API's (/v1), whose token streams hold theirs while a model generates.
+DATA_PLANE_STREAM_THREADS = env_int("DATA_PLANE_STREAM_THREADS", 64)
 # SQLite cannot enforce UsageDay's one-row-per-day constraint over NULL keys; readers sum the rows, so a rare
 # duplicate row from two racing writers changes no total.
 SILENCED_SYSTEM_CHECKS = ["models.W047"]

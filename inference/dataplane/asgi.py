@@ -28,6 +28,10 @@ class DataPlane:
         # keep a database connection each, so they are as many as one gunicorn worker's threads.
         self.prediction_threads: ThreadPoolExecutor | None = None
         self.site_threads: ThreadPoolExecutor | None = None
+        # The OpenAI-compatible API's calls: token streams and calls waiting for a slot last as long as the
+        # model generates, so they have threads of their own, and neither starve the site's pages nor wait
+        # behind them (a full queue is then refused with a 503 instead of waiting for a thread).
+        self.stream_threads: ThreadPoolExecutor | None = None
 
     def setup(self) -> None:
         from django.conf import settings
@@ -47,11 +51,14 @@ class DataPlane:
         )
         self.infer = InferEndpoint(self.prediction_threads, self.body_limit)
         self.site_threads = ThreadPoolExecutor(settings.DATA_PLANE_SITE_THREADS, thread_name_prefix="site")
+        self.stream_threads = ThreadPoolExecutor(
+            settings.DATA_PLANE_STREAM_THREADS, thread_name_prefix="stream"
+        )
 
     def shutdown(self) -> None:
         from portal.metrics import process_exited
 
-        for pool in (self.prediction_threads, self.site_threads):
+        for pool in (self.prediction_threads, self.site_threads, self.stream_threads):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         process_exited(os.getpid())
@@ -63,7 +70,8 @@ class DataPlane:
         if kind == "http":
             route = self.route_of(scope["method"], scope["path"], scope["headers"])
             if route is None:
-                await serve(self.site, scope, receive, send, self.site_threads)
+                threads = self.stream_threads if scope["path"].startswith("/v1/") else self.site_threads
+                await serve(self.site, scope, receive, send, threads)
                 return
             headers = dict(scope["headers"])
             if route.url_name in self.infer.routes and self.infer.takes(scope, headers):

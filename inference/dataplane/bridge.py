@@ -30,12 +30,13 @@ class ClientGone(Exception):
 class RequestBody(io.RawIOBase):
     """`wsgi.input`: reads ASGI body messages on demand, from the application's thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive):
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive, on_complete=None):
         self.loop = loop
         self.receive = receive
         self.buffer = bytearray()
         self.complete = False
         self.disconnected = False
+        self.on_complete = on_complete  # called (from the thread) once the last body message is read
 
     def readable(self) -> bool:
         return True
@@ -47,6 +48,8 @@ class RequestBody(io.RawIOBase):
             raise ClientGone()
         self.buffer += message.get("body", b"")
         self.complete = not message.get("more_body", False)
+        if self.complete and self.on_complete is not None:
+            self.on_complete()
 
     def read(self, size: int = -1) -> bytes:
         while not self.complete and (size < 0 or len(self.buffer) < size):
@@ -126,7 +129,11 @@ def wsgi_environ(scope: dict, body) -> dict:
 
 
 class Exchange:
-    """One request answered by a WSGI application in a worker thread."""
+    """One request answered by a WSGI application in a worker thread.
+
+    Once its body is read, the client's going away is watched for: `gone` is set and the actions the
+    application gave `environ["modelport.on_hangup"]` run (a call waiting for a model's slot leaves its
+    queue at once, instead of when its first token would have been written to nobody)."""
 
     def __init__(self, app, scope: dict, receive, send, loop: asyncio.AbstractEventLoop):
         self.app, self.scope, self.receive, self.send, self.loop = app, scope, receive, send, loop
@@ -134,6 +141,25 @@ class Exchange:
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = False  # the response has begun (its start is sent or on its way)
         self.gone = threading.Event()
+        self.watching: asyncio.Future | None = None
+        self.hangup_actions: list = []
+        self.lock = threading.Lock()
+
+    def on_hangup(self, action) -> None:
+        """Run `action()` when the client goes away (at once if it has)."""
+        with self.lock:
+            if not self.gone.is_set():
+                self.hangup_actions.append(action)
+                return
+        action()
+
+    def watch(self) -> None:
+        """Start watching for the client's going away (on the event loop; the body must be read)."""
+        if self.watching is None:
+            self.watching = asyncio.ensure_future(self.watch_disconnect())
+
+    def watch_from_thread(self) -> None:
+        self.loop.call_soon_threadsafe(self.watch)
 
     def start_response(self, status: str, headers, exc_info=None):
         if exc_info is not None and self.started:
@@ -169,12 +195,9 @@ class Exchange:
             self.loop.call_soon_threadsafe(outbox.put_nowait, message)
 
         self.started = True
-        watching = None
         try:
             post({"type": "http.response.start", "status": self.status, "headers": self.headers})
             for chunk in result:
-                if watching is None and body.complete and not body.disconnected:
-                    watching = asyncio.run_coroutine_threadsafe(self.watch_disconnect(), self.loop)
                 if self.gone.is_set() or body.disconnected:
                     raise ClientGone()
                 if chunk:
@@ -182,8 +205,6 @@ class Exchange:
             post({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.loop.call_soon_threadsafe(outbox.put_nowait, None)
-            if watching is not None:
-                watching.cancel()
         sending.result(SEND_TIMEOUT_SECONDS)
 
     async def send_all(self, outbox: asyncio.Queue, window: threading.Semaphore) -> None:
@@ -195,7 +216,14 @@ class Exchange:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.gone.set()
+                with self.lock:
+                    self.gone.set()
+                    actions, self.hangup_actions = self.hangup_actions, []
+                for action in actions:
+                    try:
+                        action()
+                    except Exception:
+                        logger.exception("a hang-up action failed")
                 return
 
 
@@ -207,15 +235,18 @@ async def serve(
     `read_whole`: read the body (up to this many bytes, plus one) before the application starts, so the thread
     never waits on the client; otherwise the application reads it as it goes (uploads)."""
     loop = asyncio.get_running_loop()
+    exchange = Exchange(app, scope, receive, send, loop)
     if read_whole is not None:
         data, gone = await read_whole_body(receive, read_whole)
         if gone:
             return
         body = PreReadBody(data)
     else:
-        body = RequestBody(loop, receive)
-    exchange = Exchange(app, scope, receive, send, loop)
+        body = RequestBody(loop, receive, on_complete=exchange.watch_from_thread)
     environ = wsgi_environ(scope, body)
+    environ["modelport.on_hangup"] = exchange.on_hangup
+    if body.complete:
+        exchange.watch()
     try:
         content = await loop.run_in_executor(executor, exchange.run, environ)
     except ClientGone:
@@ -225,6 +256,9 @@ async def serve(
         if exchange.started:
             return
         exchange.status, exchange.headers, content = 500, [(b"content-type", b"text/plain")], b"Server error."
+    finally:
+        if exchange.watching is not None:
+            exchange.watching.cancel()
     if content is None:  # streamed
         return
     headers = exchange.headers

@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from types import SimpleNamespace
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -144,15 +145,22 @@ class InferEndpoint:
 
     @staticmethod
     def _admit(route: dict, headers: dict[bytes, bytes], body: bytes):
-        call = infer_read(
-            authorization=_header(headers, b"authorization") or "",
-            owner=route["owner"],
-            name=route["name"],
-            number=route.get("number"),
-            body=body,
-            header_length=_header(headers, b"inference-header-content-length"),
-        )
-        return call, infer_submit(call)
+        try:
+            call = infer_read(
+                authorization=_header(headers, b"authorization") or "",
+                owner=route["owner"],
+                name=route["name"],
+                number=route.get("number"),
+                body=body,
+                header_length=_header(headers, b"inference-header-content-length"),
+            )
+            return call, infer_submit(call)
+        finally:
+            # What Django does as each request ends (its signals do not run here): a connection that broke
+            # or outlived CONN_MAX_AGE is closed, and opened anew (health-checked) when next needed.
+            connection = connections[DEFAULT_DB_ALIAS]
+            if connection.connection is not None:
+                connection.close_if_unusable_or_obsolete()
 
     @staticmethod
     async def _outcome(call: InferCall, submission: services.Submission, in_thread) -> services.Outcome:

@@ -10,6 +10,7 @@ stream cut short is recorded (status `canceled`) with the tokens produced until 
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -75,8 +76,15 @@ class Generation:
     error: str = ""
     first_piece_at: float | None = None
     last_piece_at: float | None = None
+    hung_up: bool = False  # the caller went away (`hang_up`)
     _closed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hang_up(self) -> None:
+        """The caller went away: the host hears so at once (a call waiting for a slot leaves the queue, a
+        running one stops), and the thread reading the host's answer stops reading; recorded as canceled."""
+        self.hung_up = True
+        _hang_up(self.connection, threading.Event())
 
     def pieces(self):
         """The text pieces as the model produces them; then `finish_reason` and `completion_tokens` are set.
@@ -85,6 +93,8 @@ class Generation:
             try:
                 message = self.reader.read()
             except HostGone as exc:
+                if self.hung_up:
+                    raise GenerationUnavailable("The client closed the connection.") from None
                 self.error = f"The model's host stopped during generation ({exc})."
                 raise GenerationUnavailable(self.error) from None
             if "text" in message:
@@ -181,10 +191,14 @@ def context_length_of(version_id: int) -> int:
     return _contexts[version_id]
 
 
-def generation_start(*, user, api_key, target, request: GenerationRequest) -> Generation:
+def generation_start(*, user, api_key, target, request: GenerationRequest, on_hangup=None) -> Generation:
     """Admit one generative call and start it. Raises GenerationRefused (400), QuotaExceeded (429, nothing
-    reserved or counted) or GenerationUnavailable (503)."""
+    reserved or counted) or GenerationUnavailable (503).
+
+    `on_hangup(action)`, when the server can tell that the caller went away, runs `action` then: a call still
+    waiting for a slot leaves the host's queue, uncounted; a running one stops (`Generation.hang_up`)."""
     began = time.monotonic()
+    left = threading.Event()
     try:
         path = files.local_copy(name=target.file_name, sha256=target.sha256, key=target.file_key)
     except files.FileUnavailable as exc:
@@ -199,6 +213,8 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
         except (hosts.HostUnavailable, OSError) as exc:
             raise GenerationUnavailable(str(exc)) from None
         reader = LineReader(connection)
+        if on_hangup is not None:
+            on_hangup(functools.partial(_hang_up, connection, left))
         try:
             # The user takes turns at the model's slots with the other users of its host (llm/fairness.py).
             count = {"op": "count", "kind": request.kind, "body": request.body, "user": str(user.id)}
@@ -207,6 +223,8 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
             break
         except (HostGone, OSError):
             connection.close()
+            if left.is_set():
+                raise GenerationUnavailable("The client closed the connection.") from None
             if attempt:
                 raise GenerationUnavailable("The model's host did not answer; retry.") from None
     try:
@@ -221,7 +239,12 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
         call_id = str(uuid.uuid4())
         request_note(prediction=call_id)
         body = dict(request.body, max_tokens=max_tokens)
-        connection.sendall(line_encode({"op": "generate", "kind": request.kind, "body": body}))
+        try:
+            connection.sendall(line_encode({"op": "generate", "kind": request.kind, "body": body}))
+        except OSError:
+            if not left.is_set():
+                raise
+            # The caller left as it was admitted: the call is recorded (canceled) like any admitted one.
     except BaseException:
         connection.close()
         raise
@@ -243,7 +266,7 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
         batchable=False,
         model=target.slug,
     )
-    return Generation(
+    generation = Generation(
         id=call_id,
         target=target,
         header=header,
@@ -255,6 +278,19 @@ def generation_start(*, user, api_key, target, request: GenerationRequest) -> Ge
         started=began,
         started_at=started_at,
     )
+    if left.is_set():  # gone while the call was admitted: it stops at once, recorded as canceled
+        generation.hang_up()
+    elif on_hangup is not None:
+        on_hangup(generation.hang_up)
+    return generation
+
+
+def _hang_up(connection: socket.socket, left: threading.Event) -> None:
+    left.set()
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already
+        pass
 
 
 def _tokens_of(counted: dict, request: GenerationRequest, context: int) -> tuple[int, int]:

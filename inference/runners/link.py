@@ -14,6 +14,7 @@ once).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -47,9 +48,16 @@ class LinkLost(ConnectionError):
 
 
 def link_dir() -> Path:
-    """This deployment's link folder: one per data folder, so two deployments on a machine (a test run beside
-    `make run`) never reach each other's runners. Short, for Unix socket paths' 108 bytes."""
-    deployment = hashlib.sha256(str(Path(settings.DATA_DIR).resolve()).encode()).hexdigest()[:12]
+    """The link folder of this deployment's request queue (its data folder, Redis and key prefix): a web
+    process finds there the supervisors that serve its own queue, never another deployment's on the same
+    machine (a test run beside `make run`, two stacks on one Redis)."""
+    return _link_dir(str(settings.DATA_DIR), settings.REDIS_URL, settings.INFERENCE_REDIS_PREFIX)
+
+
+@functools.lru_cache(maxsize=16)
+def _link_dir(data_dir: str, redis_url: str, prefix: str) -> Path:
+    identity = "\n".join([str(Path(data_dir).resolve()), redis_url, prefix])
+    deployment = hashlib.sha256(identity.encode()).hexdigest()[:16]  # short: socket paths hold 108 bytes
     folder = Path(tempfile.gettempdir()) / f"modelport-link-{os.geteuid()}-{deployment}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder
@@ -72,6 +80,7 @@ class SupervisorLink:
 
     def __init__(self, path: str):
         self.path = path
+        self.folder = os.path.dirname(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(HELLO_TIMEOUT_SECONDS)
         try:
@@ -85,8 +94,6 @@ class SupervisorLink:
         self.pools: frozenset[str] = frozenset(hello.get("pools", []))
         # The default pool may be named differently here and there (`pools.default_pool`): the hello says.
         self.serves_default: bool = bool(hello.get("default"))
-        # Supervisors of another request queue (its Redis prefix) serve other webs, as through Redis.
-        self.prefix: str = hello.get("prefix", "")
         self.pending: dict[str, Future] = {}
         self.lock = threading.Lock()
         self.alive = True
@@ -118,7 +125,7 @@ class SupervisorLink:
                 reply, outputs = receive_frame(self.sock)
                 with self.lock:
                     future = self.pending.pop(reply.get("id", ""), None)
-                if future is not None:
+                if future is not None and future.set_running_or_notify_cancel():
                     future.set_result((reply, outputs))
         except (ChannelClosed, OSError, ValueError) as exc:
             if not isinstance(exc, ChannelClosed):
@@ -128,7 +135,8 @@ class SupervisorLink:
                 self._close()
                 orphans, self.pending = list(self.pending.values()), {}
             for future in orphans:
-                future.set_exception(LinkLost("The worker's runner pool went away; retry."))
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(LinkLost("The worker's runner pool went away; retry."))
 
     def _close(self) -> None:
         self.alive = False
@@ -163,12 +171,12 @@ class Links:
         return serving[self.turn % len(serving)]
 
     def _serving(self, pool: str) -> list[SupervisorLink]:
-        default, prefix = default_pool(pool), settings.INFERENCE_REDIS_PREFIX
+        default, folder = default_pool(pool), str(link_dir())
         return [
             link
             for link in list(self.links.values())
             if link.alive
-            and link.prefix == prefix
+            and link.folder == folder
             and (link.serves_default if default else pool in link.pools)
         ]
 

@@ -284,7 +284,6 @@ class Supervisor:
                 "name": self.name,
                 "pools": pools,
                 "default": len(pools) < len(self.pools),
-                "prefix": settings.INFERENCE_REDIS_PREFIX,
             }
         )
         scheduler = self.pool.scheduler

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from .llm_builders import publish_smollm2
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 HELLO = [{"role": "user", "content": "Name three colors."}]
+STORY = [{"role": "user", "content": "Tell a long story about the sea."}]
 
 
 @pytest.fixture
@@ -263,8 +265,53 @@ def test_a_client_that_hangs_up_stops_its_generation_and_is_recorded(live_web, c
             break
         time.sleep(0.1)
     assert cut is not None
-    assert 10 <= cut.completion_tokens < 1500
+    # It stopped where the client left: ten pieces, counted as llama.cpp counts them with each (the count sent
+    # with a piece may not include that piece yet).
+    assert 9 <= cut.completion_tokens < 1500
     assert cut.prompt_tokens > 0
+
+
+def test_a_caller_who_leaves_while_waiting_for_a_slot_leaves_the_queue(live_web, smol, alice, bob, bob_key):
+    """Bob's four long streams hold the model's slots; Alice's call waits at the gate, and she goes away. When
+    the slots free, nothing runs for her and nothing is counted: she left the queue when she left."""
+    alice_key = ApiKey.issue(user=alice, name="chat", scopes=["read", "predict"])[1]
+    for user in (alice, bob):
+        quota_set(user=user, tokens_per_minute=1_000_000, tokens_per_day=10_000_000)
+    streams = []
+    try:
+        for _ in range(4):
+            response = requests.post(
+                f"{live_web.url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {bob_key}"},
+                json={"model": smol, "messages": STORY, "max_tokens": 1500, "stream": True, "temperature": 0},
+                stream=True,
+                timeout=60,
+            )
+            lines = response.iter_lines()
+            streams.append((response, lines))  # kept: a line iterator let go closes its connection
+            while b'"content":"' not in next(lines):  # its slot is taken: it is generating
+                pass
+        body = json.dumps({"model": smol, "messages": HELLO, "max_tokens": 5}).encode()
+        with socket.create_connection(("127.0.0.1", live_web.port), timeout=10) as waiting:
+            waiting.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {alice_key}\r\nContent-Type: application/json\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(1.0)  # at the gate by now, behind Bob's four
+        # Bob's calls still hold the slots (each is recorded as it ends).
+        assert not records(bob, smol).exists()
+    finally:
+        for response, _ in streams:
+            response.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and records(bob, smol).count() < 4:
+        time.sleep(0.1)
+    assert records(bob, smol).count() == 4  # the slots are free
+    time.sleep(2)
+    assert not records(alice, smol).exists()
+    assert not UsageDay.objects.filter(user=alice).exists()
 
 
 def test_two_users_streams_take_fair_turns(live_web, smol, alice, bob, bob_key):

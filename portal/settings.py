@@ -551,15 +551,8 @@ API_MIDDLEWARE = [
         "axes.middleware.AxesMiddleware",
     }
 ]
-# The data plane's prediction calls (inference.dataplane): the API's middleware without what only pages use
-# (the site's error pages, trailing-slash redirects); the same log line, headers, body limit and error shapes.
-DATA_PLANE_MIDDLEWARE = [
-    name
-    for name in API_MIDDLEWARE
-    if name
-    not in {"portal.error_pages.SiteErrorPagesMiddleware", "django.middleware.common.CommonMiddleware"}
-]
-# Its threads: prediction calls mostly wait on a runner; the site's pages each hold a database connection.
+# The data plane's (inference.dataplane) threads: a prediction's checks, and the site's pages, which each hold
+# a database connection.
 DATA_PLANE_PREDICTION_THREADS = env_int("DATA_PLANE_PREDICTION_THREADS", 64)
 DATA_PLANE_SITE_THREADS = env_int("DATA_PLANE_SITE_THREADS", 8)
 # And the OpenAI-compatible API's (/v1), whose token streams hold theirs while a model generates.

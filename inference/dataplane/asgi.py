@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 class DataPlane:
     def __init__(self):
         self.site = None  # portal.wsgi.application, once Django is set up
-        self.predictions = None  # handlers.PredictionHandler
-        self.infer = None  # oip.InferEndpoint
+        self.endpoints = {}  # a prediction route's name -> its endpoint (oip.py, rest.py)
         self.route_of = None  # handlers.program_prediction_route
+        self.answers_here = None  # endpoints.answers_here
         self.body_limit = 0
         # Two pools: prediction threads mostly wait on runners and rarely touch the database; the site's
         # keep a database connection each, so they are as many as one gunicorn worker's threads.
@@ -38,18 +38,22 @@ class DataPlane:
 
         import portal.wsgi  # sets Django up and refuses to start when it must (encryption keys)
 
-        from .handlers import PredictionHandler, program_prediction_route
+        from .endpoints import answers_here
+        from .handlers import program_prediction_route
         from .oip import InferEndpoint
+        from .rest import PredictEndpoint
 
         self.site = portal.wsgi.application
-        self.predictions = PredictionHandler()
         self.route_of = program_prediction_route
+        self.answers_here = answers_here
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # None: no limit (Django's meaning)
         self.body_limit = sys.maxsize if limit is None else limit
         self.prediction_threads = ThreadPoolExecutor(
             settings.DATA_PLANE_PREDICTION_THREADS, thread_name_prefix="predict"
         )
-        self.infer = InferEndpoint(self.prediction_threads, self.body_limit)
+        infer = InferEndpoint(self.prediction_threads, self.body_limit)
+        predict = PredictEndpoint(self.prediction_threads, self.body_limit)
+        self.endpoints = {"v2-model-infer": infer, "v2-version-infer": infer, "model-predict": predict}
         self.site_threads = ThreadPoolExecutor(settings.DATA_PLANE_SITE_THREADS, thread_name_prefix="site")
         self.stream_threads = ThreadPoolExecutor(
             settings.DATA_PLANE_STREAM_THREADS, thread_name_prefix="stream"
@@ -69,16 +73,12 @@ class DataPlane:
         kind = scope["type"]
         if kind == "http":
             route = self.route_of(scope["method"], scope["path"], scope["headers"])
-            if route is None:
-                threads = self.stream_threads if scope["path"].startswith("/v1/") else self.site_threads
-                await serve(self.site, scope, receive, send, threads)
+            headers = dict(scope["headers"]) if route is not None else {}
+            if route is not None and self.answers_here(scope, headers):
+                await self.endpoints[route.url_name](scope, receive, send, route, headers)
                 return
-            headers = dict(scope["headers"])
-            if route.url_name in self.infer.routes and self.infer.takes(scope, headers):
-                await self.infer(scope, receive, send, route.kwargs, headers)
-            else:
-                threads, limit = self.prediction_threads, self.body_limit
-                await serve(self.predictions, scope, receive, send, threads, read_whole=limit)
+            threads = self.stream_threads if scope["path"].startswith("/v1/") else self.site_threads
+            await serve(self.site, scope, receive, send, threads)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":

@@ -1,4 +1,4 @@
-"""Which Django handler answers a request in the data plane, and the lean one that runs predictions."""
+"""Which requests the data plane's own endpoints answer: a program's calls to run a model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import functools
 
 from django.urls import Resolver404, get_resolver
 
-from portal.handlers import MiddlewareListHandler
 from portal.logs import PREDICT_ROUTES
 
 # The only paths worth resolving here; anything else is the site's at once.
@@ -26,20 +25,6 @@ def prediction_route(path: str):
     except Resolver404:
         return None
     return match if match.url_name in PREDICT_ROUTES else None
-
-
-class PredictionHandler(MiddlewareListHandler):
-    """Django's handler with `settings.DATA_PLANE_MIDDLEWARE` (the request log and id, the API's body limit,
-    error shapes and rate-limit headers; none of what serves a browser) and cached route resolution."""
-
-    middleware_setting = "DATA_PLANE_MIDDLEWARE"
-
-    def resolve_request(self, request):
-        match = prediction_route(request.path_info)
-        if match is None:  # not reached through `program_prediction_route`, but answer as the site would
-            return super().resolve_request(request)
-        request.resolver_match = match
-        return match
 
 
 def program_prediction_route(method: str, path: str, headers: list[tuple[bytes, bytes]]):

@@ -418,7 +418,10 @@ def prediction_wait(
     if submission.reply is not None:
         return _wait_link(submission, timeout, fall_back_to_job)
     if submission.call is None:
-        return _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
+        outcome = _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
+        if outcome.status == "pending" and not fall_back_to_job:
+            return _job_given_up(submission.prediction.id)
+        return outcome
     header = submission.header
     try:
         reply = queue.wait(submission.call, timeout)
@@ -498,6 +501,15 @@ def link_gave_up(submission: Submission, fall_back_to_job: bool) -> Outcome:
 def link_lost(submission: Submission, exc: Exception) -> Outcome:
     ledger.failed_create(submission.header, str(exc))
     return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(exc))
+
+
+def _job_given_up(prediction_id) -> Outcome:
+    """The job of a caller who will not come back for it (answered 503, not 202) is failed, not left to run
+    and be charged when nobody reads its answer. One that ended meanwhile is answered as it ended."""
+    error = "No worker answered in time; not run. Retry later."
+    if ledger.fail(prediction_id, error):
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
+    return _poll_job(prediction_id=prediction_id, timeout=0)
 
 
 def _poll_job(*, prediction_id, timeout: float) -> Outcome:

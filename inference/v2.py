@@ -284,7 +284,9 @@ def infer_submit(call: InferCall) -> Submission:
         raise V2Error(str(exc), 503, {"Retry-After": "1"}) from None
 
 
-INFER_WAIT_SECONDS = settings.PREDICTION_TIME_LIMIT + 5
+def infer_wait_seconds() -> float:
+    """How long an inference waits for its answer: the model's time limit, and a margin for the way back."""
+    return settings.PREDICTION_TIME_LIMIT + 5
 
 
 def infer_answer(call: InferCall, submission: Submission, outcome: Outcome) -> Answer:
@@ -334,7 +336,7 @@ def model_infer(request, owner: str, name: str, number: int | None = None):
     submission = infer_submit(call)
     outcome = prediction_wait(
         submission=submission,
-        timeout=INFER_WAIT_SECONDS,
+        timeout=infer_wait_seconds(),
         fall_back_to_job=False,
         user=call.user,
         api_key=call.key,

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from .. import services
 from ..middleware import V2ErrorMiddleware, v2_error
 from ..runners.link import BUSY, LinkLost
-from ..v2 import INFER_WAIT_SECONDS, Answer, InferCall, V2Error, infer_answer, infer_read, infer_submit
+from ..v2 import Answer, InferCall, V2Error, infer_answer, infer_read, infer_submit, infer_wait_seconds
 from .endpoints import Endpoint, Exchange, answer_of, database_request_ended, header
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,14 @@ class InferEndpoint(Endpoint):
                 functools.partial(
                     services.prediction_wait,
                     submission=submission,
-                    timeout=INFER_WAIT_SECONDS,
+                    timeout=infer_wait_seconds(),
                     fall_back_to_job=False,
                     user=call.user,
                     api_key=call.key,
                 )
             )
         reply = asyncio.wrap_future(submission.reply)
-        done, _ = await asyncio.wait({reply}, timeout=INFER_WAIT_SECONDS)
+        done, _ = await asyncio.wait({reply}, timeout=infer_wait_seconds())
         if not done:
             return await exchange.in_thread(services.link_gave_up, submission, False)
         try:

@@ -222,3 +222,42 @@ def test_infer_runs_a_torchscript_model(client, alice, alice_key, celery_worker_
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert_same(probs.detach().numpy(), np.asarray(outputs["probs"]["data"]))
     assert outputs["idx2"]["datatype"] == "INT64" and outputs["idx2"]["data"] == [14, -(2**51)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_nobody_ran_in_time_is_failed_with_its_503_and_not_run_later(
+    client, alice, alice_key, mixed, settings
+):
+    """Without a worker serving the model's pool the call becomes a job; when /v2 gives up on it (503), the
+    job is failed then: nobody will read its answer, so it must not run and be charged later."""
+    import uuid
+
+    from django.db.models import Sum
+
+    from inference import queue
+    from inference.services import prediction_execute
+    from portal.models import UsageDay
+
+    tag = uuid.uuid4().hex[:8]
+    settings.INFERENCE_REDIS_PREFIX = f"mp:nobody-{tag}:"  # no worker's heartbeat: the job path
+    settings.INFERENCE_JOB_QUEUE = f"nobody-{tag}"  # a Celery queue no worker consumes
+    settings.INFERENCE_LINK = False
+    settings.PREDICTION_TIME_LIMIT = 0.5
+    queue.reset_client()
+    try:
+        inputs = builders.mixed_inputs(batch=1, seed=3)
+        response = post_json(
+            client, "/v2/models/alice/mixed/infer", {"inputs": oip_inputs(inputs)}, alice_key
+        )
+    finally:
+        queue.reset_client()
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert "not run" in response.json()["error"]
+    job = Prediction.objects.get(user=alice)
+    assert job.status == "failed" and "not run" in job.error
+    # A worker that takes the job from its queue later does not run it.
+    prediction_execute(prediction_id=str(job.id), run=lambda header, tensors: pytest.fail("it ran"))
+    job.refresh_from_db()
+    assert job.status == "failed" and job.attempts == 0
+    usage = UsageDay.objects.filter(user=alice).aggregate(requests=Sum("requests"), compute=Sum("compute_ms"))
+    assert usage["requests"] == 1 and not usage["compute"]

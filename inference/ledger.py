@@ -8,7 +8,7 @@ running)`) or an insert that yields to an existing row, so a prediction ends onc
 (worker, reaper, a cancel). Whatever ended, `_account` then claims the ended rows not yet counted
 (`charged`) and hands them to portal's usage ledger: every admitted request is one record, counted once;
 only a succeeded one costs compute. The same claim tells a prediction's webhook, if it has one, that it
-ended (once); `job_start` tells it that it started (`webhooks.events_enqueue`).
+ended (once); `job_running` tells it that it started (`webhooks.events_enqueue`).
 """
 
 from __future__ import annotations
@@ -107,17 +107,27 @@ def failed_create(header: RequestHeader, error: str) -> None:
 
 
 def job_start(prediction_id) -> Prediction | None:
-    """Claim a job to run (a redelivered one too); None if it already ended."""
-    claimed = Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now()
-    )
-    if not claimed:
+    """Claim a job to run (a redelivered one too); None if it already ended. It stays as it was (queued)
+    until a runner takes it (`job_running`): a job waiting for a busy model's runner is not running yet, and
+    the reaper's clock for running ones does not start."""
+    claimed = Prediction.objects.filter(id=prediction_id, status__in=ACTIVE)
+    if not claimed.update(attempts=F("attempts") + 1):
         return None
-    prediction = Prediction.objects.select_related("version__model").get(id=prediction_id)
-    if prediction.webhook and "start" in prediction.webhook_events_filter and prediction.attempts == 1:
+    return Prediction.objects.select_related("version__model").get(id=prediction_id)
+
+
+def job_running(prediction: Prediction) -> datetime:
+    """A runner took the job: it is running from now. Its webhook hears "start" on the first attempt."""
+    now = timezone.now()
+    started = Prediction.objects.filter(id=prediction.id, status__in=ACTIVE).update(
+        status=Status.RUNNING, started_at=now
+    )
+    prediction.status, prediction.started_at = Status.RUNNING, now
+    first = prediction.attempts == 1
+    if started and first and prediction.webhook and "start" in prediction.webhook_events_filter:
         # The record as it starts (status running), whenever the delivery happens.
         webhooks.events_enqueue(prediction.id, ["start"], body=webhooks.prediction_record(prediction))
-    return prediction
+    return now
 
 
 # --- endings ------------------------------------------------------------------------------------------------

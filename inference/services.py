@@ -575,13 +575,6 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
     if version.status != ModelVersion.Status.READY:
         ledger.fail(prediction.id, "This model version is not ready to run.")
         return
-    ended = ledger.Ended(
-        id=str(prediction.id),
-        status=Prediction.Status.SUCCEEDED,
-        model_id=version.model_id,
-        started_at=prediction.started_at,
-        queue_ms=(prediction.started_at - prediction.created_at).total_seconds() * 1000,
-    )
     signature = version.signature or {}
     specs = signature.get("inputs", [])
     header = {
@@ -599,18 +592,36 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
         "created_at": prediction.created_at.timestamp(),
     }
     started = time.perf_counter()
+    started_at = None
+
+    def on_start() -> None:
+        nonlocal started, started_at
+        started, started_at = time.perf_counter(), ledger.job_running(prediction)
+
     try:
         if run is None:
             reply, outputs = run_via_supervisor(
-                header, ledger.inputs_from_json(prediction.inputs), settings.PREDICTION_TIME_LIMIT + 90
+                header,
+                ledger.inputs_from_json(prediction.inputs),
+                settings.PREDICTION_TIME_LIMIT + 90,
+                on_start=on_start,
             )
         else:
+            on_start()
             reply, outputs = run(header, ledger.inputs_from_json(prediction.inputs))
     except (OSError, EOFError):
         # The detail (a socket's path, an errno) goes to the log; the ledger row says what the caller may do.
         logger.warning("prediction %s: the runner pool did not answer", prediction.id, exc_info=True)
         ledger.fail(prediction.id, "The worker's runner pool did not answer; it can be retried.")
         return
+    started_at = started_at or timezone.now()  # answered without a runner (its file could not be had)
+    ended = ledger.Ended(
+        id=str(prediction.id),
+        status=Prediction.Status.SUCCEEDED,
+        model_id=version.model_id,
+        started_at=started_at,
+        queue_ms=(started_at - prediction.created_at).total_seconds() * 1000,
+    )
     if reply["status"] == Prediction.Status.SUCCEEDED:
         ended.outputs = outputs
         ended.compute_ms = reply.get("compute_ms")

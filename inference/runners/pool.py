@@ -87,6 +87,9 @@ class Source:
     def fetch(self, sha256: str, limit: int) -> list[Request]:
         return []
 
+    def started(self, requests: list[Request]) -> None:
+        """A runner took these requests (its next call runs them)."""
+
     def deliver(self, requests: list[Request], results: list[Result]) -> None:
         raise NotImplementedError
 
@@ -578,6 +581,8 @@ class RunnerSlot(threading.Thread):
                 self.replace("tenant")
                 runner = self.ensure_runner()
             runner.tenant = model.tenant
+            for source in {id(request.source): request.source for request in requests}.values():
+                source.started([request for request in requests if request.source is source])
             open_before = set(runner.open_models)
             deadline = (
                 time.monotonic() + self.pool.config.time_limit

@@ -344,8 +344,13 @@ class Supervisor:
         with connection:
             try:
                 header, tensors = unpack_tensors(receive_message(connection))
-                reply, outputs = run_on(self.pool, header, tensors)
-                send_message(connection, pack_tensors(reply, outputs))
+                source = JobSource(connection)
+                request = Request(
+                    id=header["id"], model=model_ref(header), tensors=tensors, source=source, header=header
+                )
+                self.pool.scheduler.put(request)
+                result = source.wait()
+                send_message(connection, pack_tensors(reply_header(result), result.outputs or {}))
             except (ChannelClosed, OSError):
                 logger.warning("a job's connection closed before its answer")
 
@@ -380,13 +385,41 @@ class Supervisor:
 
 
 def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """Run one job's request on `pool` and wait: the reply header and the outputs."""
+    """Run one job's request on `pool` and wait: the reply header and the outputs (tests' runner pools)."""
     result = pool.run(model_ref(header), tensors, request_id=header["id"], header=header)
     return reply_header(result), result.outputs or {}
 
 
-def run_via_supervisor(header: dict, tensors: dict[str, np.ndarray], timeout: float) -> tuple[dict, dict]:
-    """A job's way to this host's runner pool (from a Celery pool process)."""
+class JobSource(Source):
+    """One job from a Celery task (`run_via_supervisor`): told when a runner takes it, then its result."""
+
+    STARTED = {"started": True}
+
+    def __init__(self, connection: socket.socket):
+        self.connection = connection
+        self.done = threading.Event()
+        self.result: Result | None = None
+
+    def started(self, requests: list[Request]) -> None:
+        try:
+            send_message(self.connection, pack_tensors(self.STARTED, {}))
+        except OSError:  # the task went away; its result is dropped with the connection
+            pass
+
+    def deliver(self, requests: list[Request], results: list[Result]) -> None:
+        self.result = results[0]
+        self.done.set()
+
+    def wait(self) -> Result:
+        self.done.wait()
+        return self.result
+
+
+def run_via_supervisor(
+    header: dict, tensors: dict[str, np.ndarray], timeout: float, on_start=None
+) -> tuple[dict, dict]:
+    """A job's way to this host's runner pool (from a Celery pool process). `on_start()` is called when a
+    runner takes it; `timeout` bounds each wait on the pool."""
     path = os.environ.get(SOCKET_ENV)
     if not path:
         raise ConnectionError("this process has no runner pool to talk to (is it a Celery worker?)")
@@ -394,4 +427,9 @@ def run_via_supervisor(header: dict, tensors: dict[str, np.ndarray], timeout: fl
         connection.settimeout(timeout)
         connection.connect(path)
         send_message(connection, pack_tensors(header, tensors))
-        return unpack_tensors(receive_message(connection))
+        while True:
+            reply, outputs = unpack_tensors(receive_message(connection))
+            if reply != JobSource.STARTED:
+                return reply, outputs
+            if on_start is not None:
+                on_start()

@@ -579,3 +579,43 @@ def test_a_call_whose_runner_pool_goes_away_is_answered_503_and_recorded_once(al
     record = Prediction.objects.get(user=alice)
     assert record.status == "failed" and "went away" in record.error
     assert UsageDay.objects.filter(user=alice).aggregate(n=Sum("requests"))["n"] == 1
+
+
+def test_a_job_waiting_for_a_busy_models_runner_is_not_reaped(client, alice, alice_key, own_worker):
+    """The reaper fails what runs past the time limit (2 s here, plus 1 s of margin). A job that a worker has
+    taken but that waits for a runner behind the model's other calls is not running yet: it is run, not
+    reaped."""
+    # One call per runner call: the job is not batched with the calls that run past the limit.
+    own_worker(PREDICTION_TIME_LIMIT="2", PREDICTION_REAP_MARGIN="1", INFERENCE_MAX_BATCH="1")
+    builders.publish(owner=alice, name="slow", data=builders.slow_onnx())
+    answers = []
+
+    def stuck_call():
+        from django.test import Client
+
+        answers.append(post_json(Client(), "/api/v1/models/alice/slow/predict", SLOW_FOREVER, alice_key))
+
+    # Six calls that each hold one of the model's two runners until the time limit: three rounds of 2 s.
+    threads = [threading.Thread(target=stuck_call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    queued = client.post(
+        "/api/v1/models/alice/slow/predict",
+        {"inputs": {"x": [1.0], "n": [3]}},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {alice_key}", "Prefer": "respond-async"},
+    )
+    assert queued.status_code == 202, queued.content
+    job_id = queued.json()["id"]
+    ended = wait_for(
+        lambda: Prediction.objects.filter(id=job_id, status__in=("succeeded", "failed")).first(),
+        40,
+        "the job never ended",
+    )
+    for thread in threads:
+        thread.join(30)
+    assert ended.status == "succeeded", ended.error
+    assert ended.attempts == 1 and ended.queue_ms > 3000  # it waited longer than the reaper allows a run
+    # The six ran into the time limit, the server's limit: 503s.
+    assert [answer.status_code for answer in answers] == [503] * 6

@@ -111,7 +111,10 @@ class TestOncePerPrediction:
     def test_a_job_ended_twice_keeps_its_first_ending_and_one_count(self, alice, mixed):
         request = header(alice, mixed)
         ledger.job_create(header=request, tensors={"x": np.ones((1, 3), dtype=np.float32)})
-        assert ledger.job_start(request.id).status == "running"
+        claimed = ledger.job_start(request.id)
+        assert claimed.status == "queued" and claimed.attempts == 1  # queued until a runner takes it
+        ledger.job_running(claimed)
+        assert Prediction.objects.get(id=request.id).status == "running"
         ledger.finish([ended(request, interactive=False)])
         assert ledger.fail(request.id, "lost") is False
         ledger.finish([ended(request, status="failed", interactive=False)])

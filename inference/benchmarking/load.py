@@ -1,7 +1,8 @@
-"""The one load client every HTTP path is measured with, and the in-process ONNX Runtime baseline.
+"""The one load client every path is measured with, and the in-process ONNX Runtime baseline.
 
-Keep-alive `http.client` connections, one per thread; each thread warms up, then all start together and share
-a fixed number of requests. Latency is per request; the rate is successful requests over the run's wall time.
+One caller per thread (for HTTP a keep-alive `http.client` connection; gRPC's is in `grpc_load.py`); each
+thread warms up, then all start together and share a fixed number of requests. Latency is per request; the
+rate is successful requests over the run's wall time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import http.client
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,49 @@ def summarize(latencies: list[float], elapsed: float, errors: int = 0, first_err
     )
 
 
-def measure_http(
-    target: Target,
+class Caller(Protocol):
+    """One thread's client: `call()` makes one request and returns an error text, or None if it succeeded."""
+
+    def call(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+class HttpCaller:
+    """A keep-alive connection that POSTs `target`; a broken connection is replaced for the next call."""
+
+    def __init__(self, target: Target, timeout: float):
+        self.target, self.timeout = target, timeout
+        self.connection = target.connect(timeout)
+
+    def call(self) -> str | None:
+        target = self.target
+        try:
+            self.connection.request("POST", target.path, body=target.body, headers=target.headers)
+            response = self.connection.getresponse()
+            content = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.connection.close()
+            self.connection = target.connect(self.timeout)
+            return f"{type(exc).__name__}: {exc}"
+        if response.status != 200:
+            return f"{response.status}: {content[:200].decode(errors='replace')}"
+        return None
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def measure_calls(
+    open_caller: Callable[[], Caller],
     *,
     requests: int,
     concurrency: int,
     warmup: int = 100,
     max_seconds: float = 60.0,
-    timeout: float = 70.0,
 ) -> Measurement:
-    """POST `target` `requests` times from `concurrency` threads (stopping early after `max_seconds`)."""
+    """`requests` calls shared by `concurrency` threads, each with its own caller, after a warm-up (stopping
+    early after `max_seconds`). Every protocol's rows are measured by this one loop."""
     remaining = [requests]
     lock = threading.Lock()
     latencies: list[float] = []
@@ -79,25 +115,12 @@ def measure_http(
             remaining[0] -= 1
             return True
 
-    def post(connection) -> tuple[http.client.HTTPConnection, str | None]:
-        """One request; returns the connection to go on with and an error text (None when 200)."""
-        try:
-            connection.request("POST", target.path, body=target.body, headers=target.headers)
-            response = connection.getresponse()
-            content = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            return target.connect(timeout), f"{type(exc).__name__}: {exc}"
-        if response.status != 200:
-            return connection, f"{response.status}: {content[:200].decode(errors='replace')}"
-        return connection, None
-
     def client() -> None:
-        connection = target.connect(timeout)
         warm_until = time.perf_counter() + min(10.0, max_seconds)  # a stalled server must not stall warm-up
         try:
+            caller = open_caller()
             for _ in range(max(2, warmup // concurrency) if warmup else 0):
-                connection, _error = post(connection)
+                caller.call()
                 if time.perf_counter() > warm_until:
                     break
         finally:
@@ -105,12 +128,12 @@ def measure_http(
         mine, my_errors = [], []
         while take():
             began = time.perf_counter()
-            connection, error = post(connection)
+            error = caller.call()
             if error is None:
                 mine.append(time.perf_counter() - began)
             else:
                 my_errors.append(error)
-        connection.close()
+        caller.close()
         with lock:
             latencies.extend(mine)
             errors.extend(my_errors)
@@ -125,6 +148,25 @@ def measure_http(
         thread.join()
     elapsed = time.perf_counter() - began
     return summarize(latencies, elapsed, len(errors), errors[0] if errors else "")
+
+
+def measure_http(
+    target: Target,
+    *,
+    requests: int,
+    concurrency: int,
+    warmup: int = 100,
+    max_seconds: float = 60.0,
+    timeout: float = 70.0,
+) -> Measurement:
+    """POST `target` `requests` times from `concurrency` threads (stopping early after `max_seconds`)."""
+    return measure_calls(
+        lambda: HttpCaller(target, timeout),
+        requests=requests,
+        concurrency=concurrency,
+        warmup=warmup,
+        max_seconds=max_seconds,
+    )
 
 
 def measure_onnxruntime(model: bytes, feed: dict, *, requests: int, warmup: int = 50) -> Measurement:

@@ -12,7 +12,9 @@ BENTOML = "BentoML"
 API_V1 = "/api/v1"
 V2_JSON = "/v2 JSON"
 V2_BINARY = "/v2 binary"
-PATHS = (RAW, BENTOML, API_V1, V2_JSON, V2_BINARY)
+GRPC = "gRPC"
+MODELPORT_PATHS = (API_V1, V2_JSON, V2_BINARY, GRPC)
+PATHS = (RAW, BENTOML, *MODELPORT_PATHS)
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Results:
 
     def raw(self, model: str) -> Measurement | None:
         return self.get(model, RAW, 1)
+
+    def why_missing(self, model: str, path: str) -> str:
+        return self.missing.get(f"{path} ({model})") or self.missing.get(path, "")
 
 
 @dataclass
@@ -137,6 +142,26 @@ def _with_errors(passed: bool, text: str, result: Measurement) -> Check:
     return Check(passed, text)
 
 
+def _tail_check(results: Results, model: str, path: str, level: int, bento: Measurement | None) -> Check:
+    """p99 ≤ max(3× its own p50, BentoML's p99 at the same concurrency): a tail no longer than the path's own
+    spread allows, or than the peer's."""
+    label = f"{model} {path} c{level} p99 ≤ max(3× its p50, BentoML's p99)"
+    result = results.get(model, path, level)
+    if result is None:
+        return Check(False, f"{label}: not measured ({results.why_missing(model, path) or 'no figure'})")
+    if not result.measured:
+        return Check(False, f"{label}: not measured (every call failed: {result.first_error})")
+    own = 3 * result.p50
+    if bento is None or not bento.measured:
+        text = f"{label}: {result.p99:.1f} ms vs 3 × {result.p50:.1f} ms = {own:.1f} ms, no BentoML figure"
+        return _with_errors(result.p99 <= own, text, result)
+    bound = max(own, bento.p99)
+    text = (
+        f"{label}: {result.p99:.1f} ms vs max(3 × {result.p50:.1f}, BentoML {bento.p99:.1f}) = {bound:.1f} ms"
+    )
+    return _with_errors(result.p99 <= bound, text, result)
+
+
 def done_when_checks(
     results: Results, noisy: Noisy | None, *, mlp: str, cnn: str, mlp_level: int, cnn_level: int
 ) -> list[Check]:
@@ -179,6 +204,9 @@ def done_when_checks(
             0.75,
         )
     )
+    for model, level, bento in ((mlp, mlp_level, bento_mlp_high), (cnn, cnn_level, bento_cnn_high)):
+        for path in MODELPORT_PATHS:
+            checks.append(_tail_check(results, model, path, level, bento))
     label = "noisy neighbour: quiet model's p50 ≤ 2× its quiet p50"
     if noisy is None or not noisy.quiet.measured:
         checks.append(Check(False, f"{label}: not measured"))

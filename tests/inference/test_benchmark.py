@@ -16,6 +16,7 @@ from inference.benchmarking.load import Measurement, Target, measure_http
 from inference.benchmarking.report import (
     API_V1,
     BENTOML,
+    GRPC,
     RAW,
     V2_BINARY,
     V2_JSON,
@@ -85,12 +86,17 @@ def full_results(bento_rate: float) -> Results:
     results.add("MLP", BENTOML, 1, measurement(1.0, 900))
     results.add("MLP", BENTOML, 16, measurement(15.0, bento_rate))
     results.add("MLP", API_V1, 1, measurement(0.8, 1100))
+    results.add("MLP", API_V1, 16, measurement(9.0, 1500))
     results.add("MLP", V2_JSON, 16, measurement(8.0, 1600))
+    results.add("MLP", V2_BINARY, 16, measurement(7.5, 1700))
+    results.add("MLP", GRPC, 1, measurement(0.7, 1300))
+    results.add("MLP", GRPC, 16, measurement(7.0, 1800))
     results.add("CNN", RAW, 1, measurement(1.0, 1000))
     results.add("CNN", BENTOML, 8, measurement(30.0, 250))
     results.add("CNN", API_V1, 8, measurement(20.0, 400))
     results.add("CNN", V2_JSON, 8, measurement(20.0, 380))
     results.add("CNN", V2_BINARY, 8, measurement(10.0, 800))
+    results.add("CNN", GRPC, 8, measurement(9.0, 850))
     return results
 
 
@@ -124,7 +130,7 @@ def test_the_table_gives_each_path_its_ratios_against_bentoml_and_raw_onnxruntim
 
 def test_every_done_when_figure_passes_when_met():
     lines = checks(full_results(bento_rate=1000), quiet_and_noisy(noisy_p50=1.9))
-    assert len(lines) == 6
+    assert len(lines) == 6 + 8  # and a p99 line per Modelport path, both models, under load
     assert all(line.startswith("PASS") for line in lines), lines
     assert "1,600 req/s vs BentoML 1,000 req/s = 1.60×" in lines[0]
 
@@ -148,7 +154,9 @@ def test_without_bentoml_its_checks_fail_and_say_how_to_install_it():
         del results.rows[key]
     results.missing[BENTOML] = f"BentoML is not installed: {bento.INSTALL_HINT}"
     lines = checks(results, None)
-    assert [line.split()[0] for line in lines] == ["FAIL"] * 4 + ["PASS", "FAIL"]
+    # The tails are within 3× their own p50, so they pass without BentoML's p99.
+    assert [line.split()[0] for line in lines] == ["FAIL"] * 4 + ["PASS"] * 9 + ["FAIL"]
+    assert lines[5].endswith("no BentoML figure")
     assert "no BentoML figure" in lines[0]
     assert "pip install '.[bench]'" in format_table(results)[-1]
     assert format_noisy(None, "the server refused")[0] == "noisy neighbour: not measured: the server refused"
@@ -171,3 +179,61 @@ def test_the_benchmark_measures_a_confined_runner_next_to_an_unconfined_one():
     assert all(0 < row.call_p50_ms <= row.call_p99_ms and row.start_ms > 0 for row in rows)
     lines = format_confinement(rows, "benchmark/mlp")
     assert lines[-1].startswith("  cost of confinement: start ")
+
+
+def test_the_grpc_rows_have_the_same_ratios_as_the_http_rows():
+    lines = format_table(full_results(bento_rate=1000))
+    grpc_rows = [line.split() for line in lines if line.split()[1:2] == [GRPC]]
+    assert [row[0] for row in grpc_rows] == ["MLP", "MLP", "CNN"]
+    # MLP c16: 1800 req/s against BentoML's 1000 and raw's 20000; p50 7 ms against BentoML's 15 ms
+    assert grpc_rows[1][2] == "16" and grpc_rows[1][-4:] == ["1.80×", "0.47×", "0.09×", "0"]
+    # CNN c8: 850 against BentoML's 250 and raw's 1000
+    assert grpc_rows[2][-4:] == ["3.40×", "0.30×", "0.85×", "0"]
+
+
+def test_every_modelport_path_has_its_p99_checked_against_its_p50_and_bentomls_p99():
+    lines = checks(full_results(bento_rate=1000), quiet_and_noisy(noisy_p50=1.9))
+    tails = [line for line in lines if "p99 ≤ max(3× its p50, BentoML's p99)" in line]
+    assert [line.split()[1:4] for line in tails] == [
+        ["MLP", "/api/v1", "c16"],
+        ["MLP", "/v2", "JSON"],
+        ["MLP", "/v2", "binary"],
+        ["MLP", "gRPC", "c16"],
+        ["CNN", "/api/v1", "c8"],
+        ["CNN", "/v2", "JSON"],
+        ["CNN", "/v2", "binary"],
+        ["CNN", "gRPC", "c8"],
+    ]
+    assert tails[3] == (
+        "PASS  MLP gRPC c16 p99 ≤ max(3× its p50, BentoML's p99): "
+        "14.0 ms vs max(3 × 7.0, BentoML 30.0) = 30.0 ms"
+    )
+
+    # A row that was not measured is a FAIL, never a silent pass.
+    results = full_results(bento_rate=1000)
+    del results.rows[("MLP", API_V1, 16)]
+    first = checks(results, quiet_and_noisy(noisy_p50=1.9))[5]
+    assert first == "FAIL  MLP /api/v1 c16 p99 ≤ max(3× its p50, BentoML's p99): not measured (no figure)"
+
+
+def test_a_long_tail_fails_unless_bentomls_is_as_long():
+    results = full_results(bento_rate=1000)
+    results.add("MLP", GRPC, 16, Measurement(p50=7.0, p99=40.0, rate=1800, count=100))
+    results.add("CNN", GRPC, 8, Measurement(p50=9.0, p99=55.0, rate=850, count=100))  # BentoML's p99 is 60
+    lines = checks(results, quiet_and_noisy(noisy_p50=1.9))
+    mlp, cnn = (next(line for line in lines if line.split()[1:3] == [name, GRPC]) for name in ("MLP", "CNN"))
+    assert mlp.startswith("FAIL") and "40.0 ms vs max(3 × 7.0, BentoML 30.0) = 30.0 ms" in mlp
+    assert cnn.startswith("PASS") and "55.0 ms vs max(3 × 9.0, BentoML 60.0) = 60.0 ms" in cnn
+
+
+def test_without_a_grpc_server_its_rows_and_checks_say_why():
+    results = full_results(bento_rate=1000)
+    for key in [key for key in results.rows if key[1] == GRPC]:
+        del results.rows[key]
+    reason = "nothing answers gRPC at 127.0.0.1:8001 (StatusCode.UNAVAILABLE: failed to connect)"
+    results.missing[f"{GRPC} (MLP)"] = results.missing[f"{GRPC} (CNN)"] = reason
+    assert f"{GRPC} (MLP): not measured: {reason}" in format_table(results)
+    lines = checks(results, quiet_and_noisy(noisy_p50=1.9))
+    grpc_lines = [line for line in lines if line.split()[2:3] == [GRPC]]
+    assert len(grpc_lines) == 2
+    assert all(line.startswith("FAIL") and line.endswith(f"not measured ({reason})") for line in grpc_lines)

@@ -323,3 +323,57 @@ def test_a_gated_model_is_permission_denied_until_approved_and_again_after_revoc
     catalog.access_request_decide(request=AccessRequest.objects.get(pk=access.pk), approve=False)
     code, _ = status_of(lambda: client.infer(name, plus_one_input(), headers=bearer(bob_key)))
     assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_benchmarks_grpc_client_counts_every_call_from_its_threads(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    from inference.benchmarking.grpc_load import GrpcTarget, grpc_unreachable, measure_grpc
+
+    name = builders.publish(owner=alice, name=unique("bench"), data=builders.plus_one_onnx()).model.slug
+    quota_set(user=alice, requests_per_day=10_000, requests_per_minute=10_000)
+    inputs = {"x": np.arange(3, dtype=np.float32).reshape(1, 3)}
+    assert grpc_unreachable(grpc_server.address) == ""
+    served = measure_grpc(
+        GrpcTarget(grpc_server.address, name, inputs, bearer(alice_key)), requests=24, concurrency=4, warmup=8
+    )
+    assert (served.count, served.errors, served.first_error) == (24, 0, "")
+    assert 0 < served.p50 <= served.p99 and served.rate > 0
+
+    wrong_key = GrpcTarget(grpc_server.address, name, inputs, bearer("mp_nope_nope"))
+    refused = measure_grpc(wrong_key, requests=4, concurrency=2, warmup=0)
+    assert (refused.count, refused.errors) == (0, 4)
+    assert refused.first_error.startswith("StatusCode.UNAUTHENTICATED")
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    assert grpc_unreachable(nowhere, timeout=2).startswith(f"nothing answers gRPC at {nowhere} (StatusCode.")
+
+
+def test_the_benchmark_command_adds_grpc_rows_or_says_why_it_could_not(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    from io import StringIO
+
+    from inference.benchmarking.report import GRPC, Results, format_table
+    from inference.management.commands.benchmark import Case, Command, Progress
+
+    name = builders.publish(owner=alice, name=unique("bench"), data=builders.plus_one_onnx()).model.slug
+    quota_set(user=alice, requests_per_day=10_000, requests_per_minute=10_000)
+    case = Case("tiny", "x + 1", name, b"", "x", np.ones((1, 3), dtype=np.float32), [1, 3])
+    command = Command(stdout=StringIO(), stderr=StringIO())
+    command.requests, command.max_seconds = 12, 30.0
+
+    command.grpc_url, served = grpc_server.address, Results()
+    command.measure_grpc_rows(case, alice_key, served, Progress(2, StringIO()))
+    assert {level: (row.count, row.errors) for (_, _, level), row in served.rows.items()} == {
+        1: (12, 0),
+        3: (12, 0),
+    }
+
+    command.grpc_url, absent = f"127.0.0.1:{free_port()}", Results()
+    command.measure_grpc_rows(case, alice_key, absent, Progress(2, StringIO()))
+    assert absent.rows == {}
+    reason = absent.missing[f"{GRPC} (tiny)"]
+    assert reason.startswith(f"nothing answers gRPC at {command.grpc_url}")
+    assert reason.endswith("start `python manage.py grpcserver` or pass --grpc-url")
+    assert format_table(absent)[-1] == f"{GRPC} (tiny): not measured: {reason}"

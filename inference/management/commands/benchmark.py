@@ -1,15 +1,18 @@
 """`python manage.py benchmark --url http://127.0.0.1:8000`: Modelport against its peers on a running server.
 
-In one run, with one client (keep-alive `http.client`, a fixed number of requests, a thread per concurrent
-caller), on two models it builds (an MLP 64→128→10 and a ResNet-shaped CNN on a 3×96×96 image, both FP32,
-uploaded through `POST /api/v1/models`), it measures:
+In one run, with one client (a thread per concurrent caller, each with its own keep-alive `http.client`
+connection or `tritonclient.grpc` client, a warm-up, then a fixed number of requests shared), on two models it
+builds (an MLP 64→128→10 and a ResNet-shaped CNN on a 3×96×96 image, both FP32, uploaded through
+`POST /api/v1/models`), it measures:
 - raw ONNX Runtime in this process, one thread;
 - a BentoML service with adaptive batching on the same ONNX file (`pip install '.[bench]'`), started and
   stopped by the command;
 - Modelport's `/api/v1` predict, `/v2` infer with JSON, and `/v2` infer with binary tensor data;
+- Modelport's gRPC ModelInfer through `tritonclient.grpc` (`--grpc-url`, the gRPC server's address; a row
+  says so when nothing answers there);
 then a noisy neighbour (another user's model kept busy with ~10 s calls while the MLP's p50 is measured), and
 what kernel confinement costs a runner (its start and a call, sandbox on and off). It prints one table, the
-noisy-neighbour figures and issue 9's "Done when" checks as PASS/FAIL lines, and exits 0
+noisy-neighbour figures and issues 9's and 23's "Done when" checks as PASS/FAIL lines, and exits 0
 either way: it is a measurement. It reads and writes the server's database directly (users, keys, quotas,
 model rows), so run it with the server's settings.
 """
@@ -33,11 +36,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference.benchmarking import bento, onnx_models
 from inference.benchmarking.confinement import format_confinement, measure_confinement
+from inference.benchmarking.grpc_load import GrpcTarget, grpc_unreachable, measure_grpc
 from inference.benchmarking.load import Measurement, Target, measure_http, measure_onnxruntime
 from inference.benchmarking.noisy import NoisyTenant
 from inference.benchmarking.report import (
     API_V1,
     BENTOML,
+    GRPC,
     RAW,
     V2_BINARY,
     V2_JSON,
@@ -82,12 +87,17 @@ class Progress:
 
 class Command(BaseCommand):
     help = (
-        "Measure raw ONNX Runtime, BentoML (adaptive batching) and Modelport's /api/v1 and /v2 (JSON, "
-        "binary) on an MLP and an image CNN, plus a noisy neighbour, against a running server."
+        "Measure raw ONNX Runtime, BentoML (adaptive batching) and Modelport's /api/v1, /v2 (JSON, binary) "
+        "and gRPC on an MLP and an image CNN, plus a noisy neighbour, against a running server."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--grpc-url",
+            default=f"127.0.0.1:{settings.GRPC_PORT}",
+            help="host:port of `manage.py grpcserver` (default: 127.0.0.1:$GRPC_PORT, 8001)",
+        )
         parser.add_argument("--requests", type=int, default=1000, help="requests per measurement")
         parser.add_argument(
             "--seconds",
@@ -130,6 +140,7 @@ class Command(BaseCommand):
             self.benchmark_llm(options["llm_tokens"])
             return
         self.requests, self.max_seconds = options["requests"], options["seconds"]
+        self.grpc_url = options["grpc_url"]
         if self.requests < 1:
             raise CommandError("--requests must be at least 1")
         try:
@@ -173,7 +184,7 @@ class Command(BaseCommand):
         results = Results()
         if bento_missing:
             results.missing[BENTOML] = bento_missing
-        steps = sum(1 + (0 if bento_missing else 1) * len(c.levels) + 3 * len(c.levels) for c in cases) + 3
+        steps = sum(1 + (0 if bento_missing else 1) * len(c.levels) + 4 * len(c.levels) for c in cases) + 3
         progress = Progress(steps, sys.stderr)
         for case in cases:
             self.measure_case(case, key, results, progress)
@@ -333,6 +344,24 @@ class Command(BaseCommand):
             for level in case.levels:
                 results.add(case.label, path, level, self.measure(modelport[path], level))
                 progress.step(f"{case.label}: {path} x{level}")
+        self.measure_grpc_rows(case, key, results, progress)
+
+    def measure_grpc_rows(self, case: Case, key: str, results: Results, progress: Progress) -> None:
+        unreachable = grpc_unreachable(self.grpc_url)
+        if unreachable:
+            reason = f"{unreachable}; start `python manage.py grpcserver` or pass --grpc-url"
+            self.stderr.write(f"\n{case.label}: gRPC not measured: {reason}")
+            results.missing[f"{GRPC} ({case.label})"] = reason
+        target = GrpcTarget(
+            self.grpc_url, case.slug, {case.input_name: case.sample}, {"authorization": f"Bearer {key}"}
+        )
+        for level in case.levels:
+            if not unreachable:
+                measurement = measure_grpc(
+                    target, requests=self.requests, concurrency=level, max_seconds=self.max_seconds
+                )
+                results.add(case.label, GRPC, level, measurement)
+            progress.step(f"{case.label}: {GRPC} x{level}")
 
     def measure_bentoml(self, case: Case, results: Results, progress: Progress) -> None:
         try:
@@ -492,7 +521,7 @@ class Command(BaseCommand):
         for line in format_noisy(noisy):
             write(line)
         write("")
-        write("Issue 9, Done when:")
+        write("Issues 9 and 23, Done when:")
         checks = done_when_checks(
             results, noisy, mlp=MLP, cnn=CNN, mlp_level=cases[0].levels[-1], cnn_level=cases[1].levels[-1]
         )

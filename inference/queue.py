@@ -4,9 +4,10 @@ The web pushes a request (a typed `RequestHeader` and the tensors' bytes) onto i
 pushes the sha256 onto its pool's `wake:<pool>` (`pools.py`), and waits on its own reply key `r:<id>`. The
 supervisors of the workers serving that pool pop wake-ups, and their runners drain a model's queue only when
 one of them is free for that model, so the queue stays visible (its depth is the backpressure) and shareable
-between workers. Finished calls go onto `records`, which the supervisor writes to the database in bulk;
-`recording` is raised while a taken batch is being written. `alive:<pool>` is the heartbeat of the pool's
-supervisors (`alive` of any): with none, the web does not wait on the queue but takes the pool's job path."""
+between workers. Finished calls go onto the stream `records:stream`, which the recorders (a consumer group)
+write to the database in bulk, acknowledging and deleting an entry only once it is committed.
+`alive:<pool>` is the heartbeat of the pool's supervisors (`alive` of any): with none, the web does not wait
+on the queue but takes the pool's job path."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 import redis
@@ -235,7 +237,8 @@ def reply(pipe, prediction_id: str, header: dict, outputs: dict[str, np.ndarray]
 
 
 def record_push(pipe, record: dict, outputs: dict[str, np.ndarray] | None) -> None:
-    pipe.rpush(key("records"), pack_tensors(record, outputs or {}))
+    # No MAXLEN: an entry leaves the stream once the ledger has it (`records_done`), never before.
+    pipe.xadd(records_key(), {"r": pack_tensors(record, outputs or {})})
 
 
 def heartbeat(name: str, pools: list[str]) -> None:
@@ -264,36 +267,96 @@ def serving(pool: str | None = None) -> bool:
     return bool(client().exists(pool_key("alive", pool) if pool is not None else key("alive")))
 
 
-def records_take(limit: int = 500) -> list[tuple[dict, dict[str, np.ndarray]]]:
-    """Finished calls left to be recorded, oldest first.
+# --- finished calls on their way to the ledger -----------------------------------------------------------
+# Delivered at least once: a recorder reads entries through the consumer group, and an entry stays in the
+# stream, pending for that recorder, until `records_done` after the commit. A recorder killed mid-batch leaves
+# its batch pending; its successor (same consumer name) or, after a while, any recorder (`records_reclaim`)
+# writes it again, and the ledger's finish() writes and counts nothing twice.
 
-    Taking them raises the `recording` flag in the same transaction; `records_done()` lowers it once they are
-    in the database, so "nothing pending" (`records_pending()`) means written, not merely popped.
-    """
-    pipe = client().pipeline(transaction=True)
-    pipe.lpop(key("records"), limit)
-    pipe.set(key("recording"), 1, ex=60)
-    items, _ = pipe.execute()
-    if not items:
-        records_done()
-    return [unpack_tensors(item) for item in items or []]
+RECORDERS = "recorders"
 
 
-def records_put_back(records: list[tuple[dict, dict[str, np.ndarray]]]) -> None:
-    """Return taken records to the head of the list, oldest first, when the database could not take them:
-    the next turn writes them again (the ledger's finish() is idempotent, so a half-done write is no harm)."""
-    if records:
-        packed = [pack_tensors(header, outputs) for header, outputs in reversed(records)]
-        client().lpush(key("records"), *packed)
+class Record(NamedTuple):
+    entry_id: bytes
+    header: dict
+    outputs: dict[str, np.ndarray]
 
 
-def records_done() -> None:
-    client().delete(key("recording"))
+def records_key() -> str:
+    return key("records", "stream")
+
+
+def records_take(consumer: str, limit: int = 500) -> list[Record]:
+    """Finished calls for `consumer` to write, oldest first: first those it was given and has not acknowledged
+    (a batch the database refused, or one its predecessor under this name was writing when it died), then new
+    ones. Each stays in the stream until `records_done`."""
+    connection = client()
+    for start in ("0", ">"):
+        entries = _records_read(connection, consumer, start, limit)
+        # A pending entry deleted meanwhile comes back without its fields: nothing is left to write.
+        gone = [entry_id for entry_id, values in entries if not values]
+        if gone:
+            records_done(gone)
+        taken = [Record(entry_id, *unpack_tensors(values[b"r"])) for entry_id, values in entries if values]
+        if taken:
+            return taken
+    return []
+
+
+def _records_read(connection: redis.Redis, consumer: str, start: str, limit: int) -> list:
+    stream = records_key()
+    try:
+        answer = connection.xreadgroup(RECORDERS, consumer, {stream: start}, count=limit)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        _records_group_create(connection)
+        answer = connection.xreadgroup(RECORDERS, consumer, {stream: start}, count=limit)
+    return answer[0][1] if answer else []
+
+
+def _records_group_create(connection: redis.Redis) -> None:
+    try:
+        # From the stream's first entry: what was pushed before any recorder came is written too.
+        connection.xgroup_create(records_key(), RECORDERS, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):  # another recorder created it first
+            raise
+
+
+def records_done(entry_ids: list[bytes]) -> None:
+    """These are in the database (or were dropped as unwritable): acknowledged and deleted together."""
+    if entry_ids:
+        pipe = client().pipeline(transaction=True)
+        pipe.xack(records_key(), RECORDERS, *entry_ids)
+        pipe.xdel(records_key(), *entry_ids)
+        pipe.execute()
+
+
+def records_reclaim(consumer: str, idle_seconds: float) -> int:
+    """Make `consumer` the owner of entries given to another recorder that has not come back to them for
+    `idle_seconds` (its worker died or left before writing them); `records_take` then returns them. Forgets
+    recorders that hold nothing and were not seen for an hour. How many entries it took over."""
+    connection = client()
+    stream, cursor, claimed = records_key(), b"0-0", 0
+    try:
+        while True:
+            cursor, entries, _deleted = connection.xautoclaim(
+                stream, RECORDERS, consumer, int(idle_seconds * 1000), start_id=cursor, count=100
+            )
+            claimed += len(entries)
+            if cursor in (b"0-0", "0-0"):
+                break
+        for other in connection.xinfo_consumers(stream, RECORDERS):
+            name = other["name"].decode() if isinstance(other["name"], bytes) else other["name"]
+            if name != consumer and not other["pending"] and other["idle"] > 3_600_000:
+                connection.xgroup_delconsumer(stream, RECORDERS, name)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):  # no recorder ever read: nothing to take over
+            raise
+    return claimed
 
 
 def records_pending(connection=None) -> bool:
-    pipe = (connection or client()).pipeline(transaction=False)
-    pipe.llen(key("records"))
-    pipe.exists(key("recording"))
-    queued, recording = pipe.execute()
-    return bool(queued or recording)
+    """Finished calls not yet in the database (entries leave the stream only once they are written)."""
+    return bool((connection or client()).xlen(records_key()))

@@ -412,10 +412,8 @@ def records_pending_of_live_workers(connection) -> bool:
     """Records waiting to be written by a running worker, whatever its key prefix (tests start workers with
     their own); a stopped worker's prefix has no heartbeat, and nothing will write what it left."""
     prefixes = [key[: -len(b"alive")] for key in connection.keys("*alive")]
-    return any(
-        connection.exists(prefix + b"recording") or connection.llen(prefix + b"records")
-        for prefix in prefixes
-    )
+    # `queue.records_pending()` of each prefix: an entry leaves the stream once it is written.
+    return any(connection.xlen(prefix + b"records:stream") for prefix in prefixes)
 
 
 class ServingStack:

@@ -253,7 +253,16 @@ class Supervisor:
     # --- calls from linked web processes on this host (`link.py`) ------------------------------------------
 
     def _link_listen(self) -> None:
-        self.link_path = str(link_dir() / f"{os.getpid()}.sock")
+        folder = link_dir()
+        self.link_path = str(folder / f"{os.getpid()}.sock")
+        for path in folder.glob("*.sock"):  # sockets of supervisors that ended without removing theirs
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except ConnectionRefusedError:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
         try:
             os.unlink(self.link_path)
         except OSError:

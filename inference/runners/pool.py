@@ -676,14 +676,16 @@ class RunnerPool:
         header: dict | None = None,
     ) -> Result:
         """Run one request and wait for its result (the job path and tests)."""
-        waiter = _Waiter()
+        waiter = Waiter()
         self.scheduler.put(
             Request(id=request_id, model=model, tensors=tensors, source=waiter, header=header or {})
         )
         return waiter.wait()
 
 
-class _Waiter(Source):
+class Waiter(Source):
+    """One request's caller, waiting for its result."""
+
     def __init__(self):
         self.done = threading.Event()
         self.result: Result | None = None

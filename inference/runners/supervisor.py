@@ -26,7 +26,7 @@ from ..codec import pack_tensors, unpack_tensors
 from ..pools import default_pool
 from ..runtimes import local_model_path
 from .link import BUSY, link_dir, receive_frame, send_frame
-from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source
+from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source, Waiter
 from .protocol import ChannelClosed, receive_message, send_message
 from .telemetry import SupervisorTelemetry
 
@@ -399,29 +399,20 @@ def run_on(pool: RunnerPool, header: dict, tensors: dict[str, np.ndarray]) -> tu
     return reply_header(result), result.outputs or {}
 
 
-class JobSource(Source):
+class JobSource(Waiter):
     """One job from a Celery task (`run_via_supervisor`): told when a runner takes it, then its result."""
 
     STARTED = {"started": True}
 
     def __init__(self, connection: socket.socket):
+        super().__init__()
         self.connection = connection
-        self.done = threading.Event()
-        self.result: Result | None = None
 
     def started(self, requests: list[Request]) -> None:
         try:
             send_message(self.connection, pack_tensors(self.STARTED, {}))
         except OSError:  # the task went away; its result is dropped with the connection
             pass
-
-    def deliver(self, requests: list[Request], results: list[Result]) -> None:
-        self.result = results[0]
-        self.done.set()
-
-    def wait(self) -> Result:
-        self.done.wait()
-        return self.result
 
 
 def run_via_supervisor(

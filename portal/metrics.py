@@ -33,7 +33,28 @@ from prometheus_client import (  # noqa: E402
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
+
+
+class _ProcessId:
+    """This process's id, read again only after a fork. prometheus_client checks it on every write to tell
+    whether it must open its files anew, and `os.getpid()` is a system call: at one per bucket, sum and count
+    of every histogram observed it was 5% of the supervisor's CPU on the predict path."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self.pid
+
+
+# Before the first metric is made: every value of this process shares the files this class opens.
+values.ValueClass = values.MultiProcessValue(process_identifier=_ProcessId())
 
 OTHER = "other"
 UNKNOWN = "unknown"  # a request that never got as far as a model the caller may see

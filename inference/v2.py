@@ -1,6 +1,5 @@
 """Open Inference Protocol v2 endpoints (KServe / Triton compatible)."""
 
-import json
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -311,7 +310,7 @@ def infer_answer(call: InferCall, submission: Submission, outcome: Outcome) -> A
         "id": str(call.request_id or submission.id),
         "outputs": described,
     }
-    head = json.dumps(response_json, separators=(",", ":")).encode()
+    head = fastjson.dumps(response_json)
     if not chunks:
         return Answer(head)
     return Answer(

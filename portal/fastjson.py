@@ -22,6 +22,19 @@ def loads(data: bytes | str):
         return json.loads(data)
 
 
+def dumps(value) -> bytes:
+    """Compact JSON. orjson writes NaN and ±Infinity as null, where the API answers the literals (API.md):
+    output holding a null is written again by the standard library, which writes a real null the same way,
+    as is what orjson refuses."""
+    try:
+        data = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # what orjson does not write (an integer past 64 bits)
+        data = b"null"
+    if b"null" in data:
+        return json.dumps(value, separators=(",", ":")).encode()
+    return data
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, reading through `loads`."""
 

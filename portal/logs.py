@@ -131,7 +131,21 @@ def _fields(record: logging.LogRecord) -> dict:
     return {name: value for name, value in vars(record).items() if name not in _RECORD_ATTRIBUTES}
 
 
-class PlainFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """Formats a second's time once: a busy server writes hundreds of lines within one."""
+
+    _second: tuple = (None, None, "")  # (second, datefmt, formatted), replaced whole: threads may race
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached_second, cached_format, formatted = self._second
+        if cached_second != second or cached_format != datefmt:
+            formatted = time.strftime(datefmt or self.default_time_format, self.converter(second))
+            self._second = (second, datefmt, formatted)
+        return formatted if datefmt else self.default_msec_format % (formatted, record.msecs)
+
+
+class PlainFormatter(_Formatter):
     """`time level logger: message key=value …`."""
 
     def __init__(self):
@@ -145,7 +159,7 @@ class PlainFormatter(logging.Formatter):
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_Formatter):
     """One JSON object per line: time (UTC), level, logger, message, and the record's fields."""
 
     converter = time.gmtime

@@ -161,7 +161,8 @@ class Endpoint:
         )
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
         extra = {"method": "POST", "path": scope["path"]}
-        prefix = key_prefix_of(header(headers, b"authorization") or "")
+        key = state.api_key
+        prefix = key.prefix if key is not None else key_prefix_of(header(headers, b"authorization") or "")
         if prefix:
             extra["key_prefix"] = prefix
         if exchange.user is not None:

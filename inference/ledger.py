@@ -33,7 +33,7 @@ from portal.usage import Usage, usage_record
 from . import webhooks
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes
 from .models import Prediction
-from .queue import RequestHeader
+from .scheduling.queue import RequestHeader
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from django.views.decorators.http import require_GET
 from marketplace.models import ModelVersion
 from portal import metrics
 
-from . import queue
 from .models import Prediction
 from .runners.telemetry import status_pattern
+from .scheduling import queue
 
 FAILURES_SHOWN = 20
 

@@ -42,7 +42,8 @@ def record_finished(consumer: str) -> int:
     recorder busy with batches of a few rows under load, each paying every statement's cost again."""
     from portal.outages import outage_of
 
-    from . import ledger, queue
+    from . import ledger
+    from .scheduling import queue
 
     written = 0
     full = True
@@ -66,7 +67,8 @@ def record_finished(consumer: str) -> int:
 def _record_each(records) -> int:
     from portal.outages import outage_of
 
-    from . import ledger, queue
+    from . import ledger
+    from .scheduling import queue
 
     written = 0
     done = []
@@ -95,7 +97,8 @@ def serve(parent: int) -> None:
 
     from marketplace.services import validations_resume
 
-    from . import ledger, queue
+    from . import ledger
+    from .scheduling import queue
 
     consumer = consumer_name(parent)
     next_reap = 0.0

@@ -2,10 +2,11 @@
 
     admit (key, scope, quota) → look up the ready version → queue → runner → result → ledger
 
-Protocols (`api.py` for /api/v1, `v2.py` for the Open Inference Protocol) only parse, call `prediction_submit`
-and `prediction_wait`, and render the `Outcome`. Interactive calls travel through the Redis request queue
-(`queue.py`) when it is configured; jobs, and every call without Redis, are `Prediction` rows run by a Celery
-task, which hands them to the same runner pool. Every status write is the ledger's (`ledger.py`).
+Protocols (`protocols/`: `rest.py` for /api/v1, `oip.py` for the Open Inference Protocol…) only parse, call
+`prediction_submit` and `prediction_wait`, and render the `Outcome`. Interactive calls travel through the
+Redis request queue (`scheduling/queue.py`) when it is configured; jobs, and every call without Redis, are
+`Prediction` rows run by a Celery task, which hands them to the same runner pool. Every status write is the
+ledger's (`ledger.py`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from portal.celery import app as celery_app
 from portal.logs import request_note
 from portal.quotas import Admission, admission_refund, admit_prediction
 
-from . import ledger, queue
+from . import ledger
 from .codec import encode_outputs_json, top_classes
 from .models import Prediction
-from .pools import pool_of
-from .queue import RequestHeader
 from .runners.link import BUSY, LinkLost, SupervisorLink, link_for
-from .runners.pool import ModelRef
+from .scheduling import queue
+from .scheduling.pools import pool_of
+from .scheduling.queue import RequestHeader
+from .scheduling.scheduler import ModelRef
 from .task_names import RUN_PREDICTION
 
 logger = logging.getLogger(__name__)

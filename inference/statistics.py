@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-from . import queue
+from .scheduling import queue
 
 NS_PER_MS = 1_000_000
 

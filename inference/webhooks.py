@@ -37,7 +37,7 @@ from django.db import transaction
 from portal.celery import app as celery_app
 
 from .models import Prediction, WebhookDelivery, WebhookSecret
-from .serializers import PredictionSerializer
+from .protocols.serializers import PredictionSerializer
 from .task_names import DELIVER_WEBHOOK
 
 logger = logging.getLogger(__name__)

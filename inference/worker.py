@@ -17,8 +17,8 @@ from django.conf import settings
 from marketplace.sandbox.validation import refuse_unconfined
 from portal.startup import refuse_to_start
 
-from .pools import served_pools
 from .runners.supervisor import SOCKET_ENV, Supervisor
+from .scheduling.pools import served_pools
 
 
 @celeryd_after_setup.connect

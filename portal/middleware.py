@@ -30,8 +30,8 @@ def declared_body_length(request) -> int:
 class RateLimitHeadersMiddleware:
     """`RateLimit-*` headers on every response under `settings.API_PATH_PREFIXES`.
 
-    Quota errors raised outside DRF are the serving API's to format (see `inference.middleware`); the headers
-    of a rejection are added here all the same.
+    Quota errors raised outside DRF are the serving API's to format (see `inference.protocols.oip_errors`);
+    the headers of a rejection are added here all the same.
     """
 
     def __init__(self, get_response):
@@ -104,7 +104,8 @@ class ApiBodyLimitMiddleware:
 
 def outage_response(request, outage: Outage) -> HttpResponse:
     """A 503 with `Retry-After`: `{"detail", "unavailable"}` on /api/, the "temporarily unavailable" page
-    elsewhere. /v2 turns the page into its own `{"error"}` form (inference.middleware reads `outage`)."""
+    elsewhere. /v2 turns the page into its own `{"error"}` form (inference.protocols.oip_errors reads
+    `outage`)."""
     if request.path.startswith("/api/"):
         response = JsonResponse(outage.body("detail"), status=503, headers=outage.headers)
     else:
@@ -120,8 +121,8 @@ class DependencyOutageMiddleware:
     """A view that failed because PostgreSQL, Redis or the task queue is out of reach answers 503, not 500.
 
     DRF views answer through `portal.outages.api_exception_handler` before this is reached; /v2 has its own
-    (`inference.middleware.V2ErrorMiddleware`). Errors raised inside other middleware are caught by the 500
-    handler (`portal.views.server_error`), which asks `outage_of` the same question.
+    (`inference.protocols.oip_errors.V2ErrorMiddleware`). Errors raised inside other middleware are caught by
+    the 500 handler (`portal.views.server_error`), which asks `outage_of` the same question.
     """
 
     def __init__(self, get_response):

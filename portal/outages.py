@@ -2,8 +2,9 @@
 exceptions mean "PostgreSQL, Redis or the task queue is out of reach" and what to tell the caller.
 
 The surfaces format the answer themselves (`/api/` here and in DRF's exception handler, `/v2` in
-`inference.middleware`, gRPC in `inference.grpc_server`, pages in `portal.views.server_error`); they all ask
-`outage_of(exc)` first. Messages name the dependency, never a host, port or credential.
+`inference.protocols.oip_errors`, gRPC in `inference.protocols.grpc_service`, pages in
+`portal.views.server_error`); they all ask `outage_of(exc)` first. Messages name the dependency, never a
+host, port or credential.
 """
 
 from __future__ import annotations

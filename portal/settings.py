@@ -84,7 +84,7 @@ MIDDLEWARE = [
     "portal.security.ContentSecurityPolicyMiddleware",  # django-csp, with a fixed policy for the APIs
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ApiBodyLimitMiddleware",
-    "inference.middleware.V2ErrorMiddleware",
+    "inference.protocols.oip_errors.V2ErrorMiddleware",
     # A view that failed on PostgreSQL, Redis or the broker being down answers 503 (portal.outages).
     "portal.middleware.DependencyOutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -148,7 +148,7 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 # A Redis host that stopped answering fails a request in 2 s (a 503), instead of holding it.
                 "SOCKET_CONNECT_TIMEOUT": 2,
-                # …and one that stops answering mid-command, in 5 s (inference.queue's clients do the same).
+                # …and one that stops answering mid-command, in 5 s (the request queue's clients do the same).
                 "SOCKET_TIMEOUT": 5,
                 # JSON, never a pickle: whoever can write to Redis must not run code in the web.
                 "SERIALIZER": "portal.cache_serializer.JSONSerializer",
@@ -308,7 +308,7 @@ SPECTACULAR_SETTINGS = {
     # drf-spectacular's own enum hook, then the Open Inference Protocol's paths (plain views it cannot see).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "inference.openapi.add_open_inference_protocol",
+        "inference.protocols.openapi.add_open_inference_protocol",
     ],
 }
 
@@ -534,7 +534,7 @@ QUOTA_BACKEND = env_str("QUOTA_BACKEND", "redis" if REDIS_URL else "sql")
 ACCESS_CACHE_SECONDS = env_int("ACCESS_CACHE_SECONDS", 300 if REDIS_URL else 5)
 # RateLimit-* headers on every response under these paths (the REST API and the Open Inference Protocol).
 API_PATH_PREFIXES = ["/api/v1/", "/v2"]
-# Surfaces that format a dependency outage's 503 themselves (inference.middleware.V2ErrorMiddleware).
+# Surfaces that format a dependency outage's 503 themselves (`inference.protocols.oip_errors`).
 OUTAGE_SELF_FORMATTED_PREFIXES = ["/v2"]
 MIDDLEWARE += ["portal.middleware.RateLimitHeadersMiddleware"]
 # A program's API requests (no cookie: `portal.wsgi`) skip what only a browser's need; the user is anonymous

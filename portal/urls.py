@@ -37,9 +37,9 @@ settings_pages = [
 
 # The prediction routes come first: Django tries patterns in order, and they are most of the traffic.
 urlpatterns = [
-    path("", include("inference.v2_urls")),  # /v2 and /v2/…
-    path("v1/", include("inference.openai_urls")),  # the OpenAI-compatible API
-    path("api/v1/", include("inference.api_urls")),
+    path("", include("inference.protocols.oip_urls")),  # /v2 and /v2/…
+    path("v1/", include("inference.protocols.openai_urls")),  # the OpenAI-compatible API
+    path("api/v1/", include("inference.protocols.rest_urls")),
     path("api/v1/", include("portal.api_urls")),
     path("api/v1/", include("marketplace.api_urls")),
     path("metrics", views.metrics, name="metrics"),

@@ -110,7 +110,7 @@ class PasswordResetView(auth_views.PasswordResetView):
 def api_error(request, status: int, message: str) -> JsonResponse | None:
     """API errors are JSON even where no view matched: DRF's `{"detail"}` on /api/.
 
-    /v2 formats its own (inference.middleware.V2ErrorMiddleware turns these pages into `{"error"}`).
+    /v2 formats its own (inference.protocols.oip_errors.V2ErrorMiddleware turns these pages into `{"error"}`).
     """
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=status)

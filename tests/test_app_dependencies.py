@@ -51,13 +51,13 @@ def test_the_check_sees_imports_however_they_are_written(tmp_path):
         "from marketplace import services\n"
         "from . import quotas\n"
         "def late():\n"
-        "    from inference.v2 import error\n"
+        "    from inference.protocols.oip import error\n"
         "    importlib.import_module('marketplace.selectors')\n"
     )
     assert [module for _, module in imported_modules(source)] == [
         "inference.models",
         "marketplace",
-        "inference.v2",
+        "inference.protocols.oip",
         "marketplace.selectors",
     ]
 

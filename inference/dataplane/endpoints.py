@@ -33,7 +33,7 @@ from portal.middleware import RateLimitHeadersMiddleware
 from portal.quotas import RequestQuotaState, current_request_state
 from portal.security import ContentSecurityPolicyMiddleware
 
-from ..v2 import Answer
+from ..protocols.oip import Answer
 from .bridge import read_whole_body
 
 _rate_limit_headers = RateLimitHeadersMiddleware(get_response=None)

@@ -1,9 +1,9 @@
-"""`/v2/…/infer` answered on the event loop: the view's own steps (`inference.v2`: `infer_read`,
+"""`/v2/…/infer` answered on the event loop: the view's own steps (`inference.protocols.oip`: `infer_read`,
 `infer_submit`, `infer_answer`) without Django's request cycle, which cost as much CPU as the rest of a call.
 
 The checks and the admission run in a thread (`endpoints.py`); the wait for a runner pool on this host
 (`runners.link`) holds no thread; the answer is encoded on the loop, in the protocol's `{"error"}` shapes for
-quota refusals and outages as `inference.middleware` gives them to the view.
+quota refusals and outages as `inference.protocols.oip_errors` gives them to the view.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ import logging
 from types import SimpleNamespace
 
 from .. import services
-from ..middleware import V2ErrorMiddleware, v2_error
+from ..protocols.oip import (
+    Answer,
+    InferCall,
+    V2Error,
+    infer_answer,
+    infer_read,
+    infer_submit,
+    infer_wait_seconds,
+)
+from ..protocols.oip_errors import V2ErrorMiddleware, v2_error
 from ..runners.link import BUSY, LinkLost
-from ..v2 import Answer, InferCall, V2Error, infer_answer, infer_read, infer_submit, infer_wait_seconds
 from .endpoints import Endpoint, Exchange, answer_of, database_request_ended, header
 
 logger = logging.getLogger(__name__)

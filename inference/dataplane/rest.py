@@ -11,7 +11,7 @@ from django.http import JsonResponse
 
 from portal import throttles
 
-from ..v2 import Answer
+from ..protocols.oip import Answer
 from .bridge import PreReadBody, wsgi_environ
 from .endpoints import Endpoint, Exchange, answer_of, database_request_ended
 

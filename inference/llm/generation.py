@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from inference import ledger
 from inference.models import Prediction
-from inference.queue import RequestHeader
+from inference.scheduling.queue import RequestHeader
 from marketplace import files
 from marketplace.models import ModelVersion
 from portal import metrics

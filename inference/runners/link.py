@@ -5,7 +5,7 @@ plane, gunicorn) keeps one connection to each supervisor it finds there and send
 as one frame (`protocol.py`: the request header and its tensors), answered out of order by id. No Redis on
 the way: the call goes into the pool's scheduler as a job's does, and its answer comes back on the same
 connection, after its record is queued for the recorder. A call for a pool no local supervisor serves still
-goes through the Redis request queue (`queue.py`), where a supervisor on another host takes it.
+goes through the Redis request queue (`scheduling/queue.py`), where a supervisor on another host takes it.
 
 A supervisor's hello names the pools it serves. A connection that breaks fails the calls it carries
 (`LinkLost`): their callers get a 503 and record them, unless the supervisor already did (same id, written
@@ -30,7 +30,7 @@ import numpy as np
 from django.conf import settings
 
 from ..codec import pack_tensors, unpack_tensors
-from ..pools import default_pool
+from ..scheduling.pools import default_pool
 from .protocol import ChannelClosed, receive_message
 
 logger = logging.getLogger(__name__)

@@ -21,12 +21,13 @@ from django.conf import settings
 from marketplace.sandbox.validation import confinement
 from portal.metrics import metrics_dir_prune
 
-from .. import queue
 from ..codec import pack_tensors, unpack_tensors
-from ..pools import default_pool
 from ..runtimes import local_model_path
+from ..scheduling import queue
+from ..scheduling.pools import default_pool
+from ..scheduling.scheduler import ModelRef, Request, Result, Source, Waiter
 from .link import BUSY, link_dir, receive_frame, send_frame
-from .pool import ModelRef, PoolObserver, Request, Result, RunnerPool, RunnerSettings, Source, Waiter
+from .pool import PoolObserver, RunnerPool, RunnerSettings
 from .protocol import ChannelClosed, receive_message, send_message
 from .telemetry import SupervisorTelemetry
 

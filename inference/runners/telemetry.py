@@ -17,9 +17,10 @@ from collections import deque
 
 from portal import metrics
 
-from .. import queue
+from ..scheduling import queue
+from ..scheduling.scheduler import Request, Result
 from ..statistics import StatisticsBuffer
-from .pool import PoolObserver, Request, Result, RunnerPool, RunnerSlot
+from .pool import PoolObserver, RunnerPool, RunnerSlot
 
 logger = logging.getLogger("modelport.predictions")
 

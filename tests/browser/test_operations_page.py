@@ -75,7 +75,7 @@ def test_the_admin_index_links_to_the_operations_page(client, django_user_model)
 def test_without_redis_or_with_redis_down_the_page_says_it_cannot_know_the_workers(
     client, django_user_model, settings
 ):
-    from inference import queue
+    from inference.scheduling import queue
     from tests.portal.test_outages import closed_redis_url
 
     staff = django_user_model.objects.create_user("operator", "op@example.com", PASSWORD, is_staff=True)

@@ -9,9 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from inference import queue
-from inference.runners.pool import Request, RunnerProcess, Source
+from inference.runners.pool import RunnerProcess
 from inference.runners.supervisor import pool_from_settings
+from inference.scheduling import queue
+from inference.scheduling.scheduler import Request, Source
 from inference.services import target_find
 
 from . import builders

@@ -16,8 +16,8 @@ import requests
 from django.conf import settings
 from django.db.models import Sum
 
-from inference import queue
 from inference.models import Prediction
+from inference.scheduling import queue
 from portal.models import UsageDay
 from portal.quotas import invalidate_limits, quota_for
 

@@ -22,8 +22,8 @@ import requests
 from django.conf import settings as django_settings
 from django.db.models import Sum
 
-from inference import queue
 from inference.models import Prediction
+from inference.scheduling import queue
 from portal.models import UsageDay
 from portal.quotas import current_windows
 from portal.services import quota_set

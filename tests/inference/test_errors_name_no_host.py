@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
 
-from inference import queue
 from inference.models import Prediction
+from inference.scheduling import queue
 from marketplace import files
 from portal import quotas
 from tests.conftest import free_port

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inference import ledger
 from inference.models import Prediction
-from inference.queue import RequestHeader
+from inference.scheduling.queue import RequestHeader
 from portal.models import UsageDay
 from portal.quotas import compute_used_ms
 

@@ -78,7 +78,7 @@ def test_a_host_that_is_busy_is_a_503_with_retry_after_for_the_caller(rf):
     from django.views.decorators.http import require_POST
 
     from inference.llm.generation import GenerationUnavailable, _tokens_of
-    from inference.openai_api import openai_view
+    from inference.protocols.openai_api import openai_view
 
     waiting = "16 calls are waiting for this model, as many as it may queue"
     busy = {"error": {"kind": "busy", "message": waiting}}

@@ -17,9 +17,9 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from inference import queue
 from inference.models import Prediction
 from inference.recorder import BATCH
+from inference.scheduling import queue
 from marketplace.models import Model
 from portal.models import UsageDay
 from tests.conftest import ChildProcess

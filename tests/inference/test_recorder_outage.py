@@ -11,9 +11,9 @@ import uuid
 import numpy as np
 import pytest
 
-from inference import queue
 from inference.models import Prediction
 from inference.recorder import record_finished
+from inference.scheduling import queue
 from portal.models import UsageDay
 from tests.portal.test_outages import database_down
 

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from inference.runners.pool import AFFINITY_WAIT, ModelRef, Request, RunnerPool, RunnerSettings, Scheduler
+from inference.runners.pool import RunnerPool, RunnerSettings
 from inference.runners.supervisor import pool_from_settings
+from inference.scheduling.scheduler import AFFINITY_WAIT, ModelRef, Request, Scheduler
 from marketplace.sandbox.validation import confinement
 
 from . import builders

@@ -234,7 +234,7 @@ def test_a_job_nobody_ran_in_time_is_failed_with_its_503_and_not_run_later(
 
     from django.db.models import Sum
 
-    from inference import queue
+    from inference.scheduling import queue
     from inference.services import prediction_execute
     from portal.models import UsageDay
 

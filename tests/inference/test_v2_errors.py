@@ -1,4 +1,4 @@
-"""Every /v2 error is `{"error": …}`, also those raised outside the views (inference.middleware)."""
+"""Every /v2 error is `{"error": …}`, also those raised outside the views (inference.protocols.oip_errors)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ def test_live(client):
 def test_ready_checks_database_broker_and_a_serving_worker(client, celery_worker_process):
     import time
 
-    from inference import queue
+    from inference.scheduling import queue
 
     deadline = time.monotonic() + 30
     while not queue.serving() and time.monotonic() < deadline:

@@ -178,7 +178,7 @@ def test_with_the_database_down_pages_show_the_temporarily_unavailable_page(clie
 def test_readiness_turns_503_while_the_database_is_down_and_200_after(client, celery_worker_process):
     import time
 
-    from inference import queue
+    from inference.scheduling import queue
 
     deadline = time.monotonic() + 30
     while not queue.serving() and time.monotonic() < deadline:
@@ -242,7 +242,7 @@ def test_with_the_database_down_grpc_answers_unavailable_with_retry_after_and_re
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from inference.grpc_server import server_create
+    from inference.protocols.grpc_service import server_create
 
     # The server's threads close their connections after each call: none is left open at the teardown.
     shared_settings = connections["default"].settings_dict

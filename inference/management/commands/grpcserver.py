@@ -6,7 +6,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from inference.grpc_server import server_create
+from inference.protocols.grpc_service import server_create
 from portal.metrics import metrics_dir_prune
 
 

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from marketplace import files
 
-from .models import Prediction
+from ..models import Prediction
 
 
 class TensorSerializer(serializers.Serializer):

@@ -16,11 +16,11 @@ from portal.celery import app as celery_app
 from portal.logs import request_note
 from portal.outages import RETRY_AFTER_SECONDS
 
-from . import queue
-from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
-from .models import Prediction
-from .runtimes import platform_of
-from .services import (
+from ..codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
+from ..models import Prediction
+from ..runtimes import platform_of
+from ..scheduling import queue
+from ..services import (
     GateClosed,
     Outcome,
     Submission,
@@ -31,8 +31,8 @@ from .services import (
     prediction_wait,
     target_find,
 )
-from .statistics import model_stats
-from .text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
+from ..statistics import model_stats
+from ..text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
 
 
 @require_GET
@@ -365,7 +365,7 @@ def oip_output_names(target, text) -> list[str]:
 def _arrays_from_json(outputs: list[dict]):
     import numpy as np
 
-    from .codec import DATATYPES
+    from ..codec import DATATYPES
 
     arrays = {}
     for output in outputs:

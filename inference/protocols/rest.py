@@ -21,12 +21,11 @@ from rest_framework.views import APIView
 
 from portal.logs import request_note
 
-from . import ledger, webhooks
-from .codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
-from .models import Prediction
-from .queue import ModelBusy, Unavailable
-from .serializers import PredictionSerializer, TensorSerializer
-from .services import (
+from .. import ledger, webhooks
+from ..codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
+from ..models import Prediction
+from ..scheduling.queue import ModelBusy, Unavailable
+from ..services import (
     GateClosed,
     VersionNotFound,
     VersionValidating,
@@ -36,7 +35,8 @@ from .services import (
     prediction_wait,
     target_find,
 )
-from .text import TextError, outcome_arrays, text_request, text_results
+from ..text import TextError, outcome_arrays, text_request, text_results
+from .serializers import PredictionSerializer, TensorSerializer
 
 # --- serializers --------------------------------------------------------------------------------------------
 

@@ -25,11 +25,10 @@ from marketplace.models import Format, Task
 from portal.authentication import authenticate_bearer
 from portal.models import ApiKey
 
-from . import openai_requests as checks
-from .llm.generation import GenerationRefused, GenerationUnavailable, generation_start
-from .models import Prediction
-from .queue import ModelBusy, Unavailable
-from .services import (
+from ..llm.generation import GenerationRefused, GenerationUnavailable, generation_start
+from ..models import Prediction
+from ..scheduling.queue import ModelBusy, Unavailable
+from ..services import (
     GateClosed,
     VersionNotFound,
     VersionValidating,
@@ -37,7 +36,8 @@ from .services import (
     prediction_wait,
     target_find,
 )
-from .text import TextError, outcome_arrays, text_request, text_results
+from ..text import TextError, outcome_arrays, text_request, text_results
+from . import openai_requests as checks
 
 ERROR_TYPES = {
     400: "invalid_request_error",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .llm.generation import GenerationRequest
+from ..llm.generation import GenerationRequest
 
 SAMPLING_FIELDS = {
     "max_tokens",

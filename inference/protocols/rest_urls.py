@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from . import api, webhooks_api
+from . import rest as api
+from . import webhooks_api
 
 urlpatterns = [
     path("models/<str:owner>/<str:name>/predict", api.PredictView.as_view(), name="model-predict"),

@@ -30,11 +30,11 @@ from portal.logs import (
 from portal.outages import log_outage, outage_of
 from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, current_request_state
 
-from . import queue
-from .codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
-from .models import Prediction
-from .runtimes import platform_of
-from .services import (
+from ..codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
+from ..models import Prediction
+from ..runtimes import platform_of
+from ..scheduling import queue
+from ..services import (
     GateClosed,
     VersionNotFound,
     VersionValidating,
@@ -42,8 +42,8 @@ from .services import (
     prediction_wait,
     target_find,
 )
-from .text import TextError, oip_text_request, with_text_outputs
-from .v2 import (
+from ..text import TextError, oip_text_request, with_text_outputs
+from .oip import (
     SERVER_NAME,
     SERVER_VERSION,
     _arrays_from_json,

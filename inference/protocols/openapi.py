@@ -1,14 +1,14 @@
 """The Open Inference Protocol's paths in the OpenAPI document (`/api/schema/`).
 
-`/v2` is served by plain Django views (`v2.py`), which drf-spectacular does not see; this post-processing hook
-(settings.SPECTACULAR_SETTINGS) adds them as API.md describes them, so Swagger UI and generated clients know
-them too. The request example is a body the infer path takes as it is for a model with one FP32 input `x` of
-shape [-1, 3]; a model's own signature is on its metadata path and its page.
+`/v2` is served by plain Django views (`oip.py`), which drf-spectacular does not see; this post-processing
+hook (settings.SPECTACULAR_SETTINGS) adds them as API.md describes them, so Swagger UI and generated clients
+know them too. The request example is a body the infer path takes as it is for a model with one FP32 input `x`
+of shape [-1, 3]; a model's own signature is on its metadata path and its page.
 """
 
 from __future__ import annotations
 
-from .codec import DATATYPES
+from ..codec import DATATYPES
 
 ERROR = {
     "type": "object",

@@ -21,7 +21,7 @@ import numpy as np
 import redis
 from django.conf import settings
 
-from .codec import pack_tensors, unpack_tensors
+from ..codec import pack_tensors, unpack_tensors
 from .pools import default_pool
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from rest_framework.views import APIView
 
 from portal.authentication import HasScope
 
-from . import webhooks
-from .models import WebhookDelivery, WebhookSecret
+from .. import webhooks
+from ..models import WebhookDelivery, WebhookSecret
 
 RECENT_DELIVERIES = 100
 

@@ -58,9 +58,7 @@ def link_dir() -> Path:
 def _link_dir(data_dir: str, redis_url: str, prefix: str) -> Path:
     identity = "\n".join([str(Path(data_dir).resolve()), redis_url, prefix])
     deployment = hashlib.sha256(identity.encode()).hexdigest()[:16]  # short: socket paths hold 108 bytes
-    folder = Path(tempfile.gettempdir()) / f"modelport-link-{os.geteuid()}-{deployment}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder
+    return Path(tempfile.gettempdir()) / f"modelport-link-{os.geteuid()}-{deployment}"
 
 
 def send_frame(sock: socket.socket, header: dict, tensors: dict[str, np.ndarray] | None = None) -> None:

@@ -269,7 +269,16 @@ class Supervisor:
         except OSError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.link_path)
+        for _attempt in range(3):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                listener.bind(self.link_path)
+                break
+            except FileNotFoundError:  # the last supervisor of this deployment removed the folder just now
+                continue
+        else:
+            listener.close()
+            raise RuntimeError(f"could not listen on {self.link_path}")
         os.chmod(self.link_path, 0o600)
         listener.listen(64)
         self.link_listener = listener
@@ -321,6 +330,7 @@ class Supervisor:
             self.link_listener = None
             try:
                 os.unlink(self.link_path)
+                os.rmdir(os.path.dirname(self.link_path))  # when it was the deployment's last supervisor
             except OSError:
                 pass
 

@@ -106,6 +106,20 @@ def failed_create(header: RequestHeader, error: str) -> None:
         _account([header.id])
 
 
+def canceled_create(header: RequestHeader, error: str) -> None:
+    """An interactive call whose caller left before its answer (a gRPC deadline or cancel). A record the
+    runner pool pushes for it later (it was already running) finds it ended and leaves it so."""
+    with transaction.atomic():
+        Prediction.objects.bulk_create(
+            [_row(header, status=Status.CANCELED, error=error, finished_at=timezone.now())],
+            ignore_conflicts=True,
+        )
+        Prediction.objects.filter(id=header.id, status__in=ACTIVE).update(
+            status=Status.CANCELED, error=error, finished_at=timezone.now()
+        )
+        _account([header.id])
+
+
 def job_start(prediction_id) -> Prediction | None:
     """Claim a job to run (a redelivered one too); None if it already ended. It stays as it was (queued)
     until a runner takes it (`job_running`): a job waiting for a busy model's runner is not running yet, and
@@ -203,12 +217,18 @@ def fail(prediction_id, error: str) -> bool:
     return bool(updated)
 
 
-def cancel(prediction: Prediction) -> Prediction:
+def cancel_if_active(prediction_id, error: str) -> bool:
+    """Cancel a queued or running prediction; False if it had ended already."""
     with transaction.atomic():
-        updated = Prediction.objects.filter(id=prediction.id, status__in=ACTIVE).update(
-            status=Status.CANCELED, finished_at=timezone.now(), error="Canceled by the user."
+        updated = Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
+            status=Status.CANCELED, finished_at=timezone.now(), error=error
         )
-        _account([prediction.id])
+        _account([prediction_id])
+    return bool(updated)
+
+
+def cancel(prediction: Prediction) -> Prediction:
+    updated = cancel_if_active(prediction.id, "Canceled by the user.")
     prediction.refresh_from_db()
     if not updated:
         raise NotCancelable(

@@ -25,6 +25,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from marketplace import files, selectors
 from marketplace.models import Model, ModelVersion
@@ -45,6 +46,8 @@ from .scheduling.scheduler import ModelRef
 from .task_names import RUN_PREDICTION
 
 logger = logging.getLogger(__name__)
+
+CALLER_GONE = "Canceled: the caller's deadline passed before the answer."
 
 
 class VersionNotFound(LookupError):
@@ -340,7 +343,7 @@ def prediction_submit(
     )
     submission.webhook = webhook
     if asynchronous or webhook is not None or not queue.enabled():
-        admit_prediction(user=user, api_key=api_key)
+        submission.admission = admit_prediction(user=user, api_key=api_key)
         submission.prediction = _job_create(submission)
         return submission
     link = link_for(target.queue)
@@ -359,6 +362,7 @@ def prediction_submit(
     admission = admit_prediction(
         user=user, api_key=api_key, then=queue.pushes(call, target.sha256, target.queue)
     )
+    submission.admission = admission
     try:
         queue.accept(call, admission.pushed[0], model=target.slug, pool=target.queue)
         submission.call = call
@@ -411,16 +415,25 @@ class Outcome:
 
 
 def prediction_wait(
-    *, submission: Submission, timeout: float, fall_back_to_job: bool, user, api_key
+    *,
+    submission: Submission,
+    timeout: float,
+    fall_back_to_job: bool,
+    user,
+    api_key,
+    caller_gone_at_timeout: bool = False,
 ) -> Outcome:
     """Wait up to `timeout` s for the result.
 
     Not done by then: `pending` if `fall_back_to_job` (the record then exists, as a job or as a running row
-    the worker completes), else a failed, `unavailable` outcome (a 503) that is recorded too."""
+    the worker completes), else a failed, `unavailable` outcome (a 503) that is recorded too; or, when the
+    timeout is the caller's own deadline (`caller_gone_at_timeout`), the call is abandoned: canceled, free."""
     if submission.reply is not None:
-        return _wait_link(submission, timeout, fall_back_to_job)
+        return _wait_link(submission, timeout, fall_back_to_job, caller_gone_at_timeout)
     if submission.call is None:
         outcome = _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
+        if outcome.status == "pending" and caller_gone_at_timeout:
+            return prediction_abandon(submission, CALLER_GONE)
         if outcome.status == "pending" and not fall_back_to_job:
             return _job_given_up(submission.prediction.id)
         return outcome
@@ -437,6 +450,8 @@ def prediction_wait(
         return Outcome(
             status=status["status"], error=status["error"], unavailable=status.get("unavailable", False)
         )
+    if caller_gone_at_timeout:
+        return prediction_abandon(submission, CALLER_GONE)
     try:
         taken = not queue.withdraw(submission.call)
         if taken:
@@ -463,10 +478,14 @@ def prediction_wait(
         return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
 
 
-def _wait_link(submission: Submission, timeout: float, fall_back_to_job: bool) -> Outcome:
+def _wait_link(
+    submission: Submission, timeout: float, fall_back_to_job: bool, caller_gone_at_timeout: bool
+) -> Outcome:
     try:
         reply, outputs = submission.reply.result(timeout)
     except TimeoutError:
+        if caller_gone_at_timeout:
+            return prediction_abandon(submission, CALLER_GONE)
         return link_gave_up(submission, fall_back_to_job)
     except LinkLost as exc:
         return link_lost(submission, exc)
@@ -498,6 +517,26 @@ def link_gave_up(submission: Submission, fall_back_to_job: bool) -> Outcome:
     if fall_back_to_job:
         return Outcome(status="pending")
     return Outcome(status="pending", unavailable=True, error="No answer within the time limit; retry later.")
+
+
+def prediction_abandon(submission: Submission, reason: str) -> Outcome:
+    """The caller left before its answer (its deadline passed, or it canceled): the call is canceled, and
+    costs no quota. One no runner has taken yet is not run; one that is running finishes unrecorded (its
+    canceled record stands) and is not charged for compute."""
+    if submission.link is not None:
+        submission.link.cancel(submission.header.id)
+    elif submission.call is not None:
+        try:
+            queue.withdraw(submission.call)
+        except RedisError:  # Redis is gone: a runner that takes the call after all finds its record ended
+            pass
+    if submission.prediction is not None:
+        ledger.cancel_if_active(submission.prediction.id, reason)
+    else:
+        ledger.canceled_create(submission.header, reason)
+    if submission.admission is not None:
+        admission_refund(submission.admission)
+    return Outcome(status=Prediction.Status.CANCELED, error=reason)
 
 
 def link_lost(submission: Submission, exc: Exception) -> Outcome:

@@ -300,7 +300,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             source=Prediction.Source.GRPC,
             bytes_in=request.ByteSize(),
         )
-        # Not past the client's own deadline: nobody would be there to take the answer.
+        # Not past the client's own deadline: nobody would be there to take the answer. A call still
+        # unanswered then is canceled and costs nothing (a queued one is not run).
         remaining = context.time_remaining()
         timeout = settings.PREDICTION_TIME_LIMIT + 5
         outcome = prediction_wait(
@@ -309,8 +310,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             fall_back_to_job=False,
             user=user,
             api_key=key,
+            caller_gone_at_timeout=remaining is not None and remaining < timeout,
         )
         request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
+        if outcome.status == Prediction.Status.CANCELED:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, outcome.error)
         if outcome.unavailable or outcome.status == "pending":
             raise RpcError(
                 grpc.StatusCode.UNAVAILABLE, outcome.error or "No worker answered in time; retry later."

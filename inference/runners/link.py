@@ -117,6 +117,18 @@ class SupervisorLink:
         with self.lock:
             self.pending.pop(call_id, None)
 
+    def cancel(self, call_id: str) -> None:
+        """The caller is gone: a call no runner has taken yet is dropped from the queue, not run; one that is
+        running finishes. Its answer, if it comes, is dropped."""
+        with self.lock:
+            self.pending.pop(call_id, None)
+            if not self.alive:
+                return
+            try:
+                send_frame(self.sock, {"id": call_id, "cancel": True})
+            except OSError:
+                self._close()
+
     def _read_replies(self) -> None:
         try:
             while True:

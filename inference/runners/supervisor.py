@@ -25,7 +25,7 @@ from ..codec import pack_tensors, unpack_tensors
 from ..runtimes import local_model_path
 from ..scheduling import queue
 from ..scheduling.pools import default_pool
-from ..scheduling.scheduler import ModelRef, Request, Result, Source, Waiter
+from ..scheduling.scheduler import ModelRef, Request, Result, Scheduler, Source, Waiter
 from .link import BUSY, link_dir, receive_frame, send_frame
 from .pool import PoolObserver, RunnerPool, RunnerSettings
 from .protocol import ChannelClosed, receive_message, send_message
@@ -126,12 +126,28 @@ class LinkSource(Source):
         self.connection = connection
         self.redis = queue.client()
         self.lock = threading.Lock()
+        self.sha_of: dict[str, str] = {}  # calls not answered yet: id -> their model
+
+    def put(self, scheduler: Scheduler, request: Request) -> None:
+        with self.lock:
+            self.sha_of[request.id] = request.model.sha256
+        scheduler.put(request)
+
+    def cancel(self, scheduler: Scheduler, call_id: str) -> None:
+        """The caller is gone (it recorded the call as canceled): not run if no runner has it yet."""
+        with self.lock:
+            sha = self.sha_of.pop(call_id, None)
+        if sha is not None and scheduler.withdraw(sha, call_id) is not None:
+            logger.info("call %s canceled before it ran", call_id)
 
     def deliver(self, requests: list[Request], results: list[Result]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for request, result in zip(requests, results, strict=True):
             queue.record_push(pipe, finished_record(request, result), result.outputs)
         pipe.execute()
+        with self.lock:
+            for request in requests:
+                self.sha_of.pop(request.id, None)
         for request, result in zip(requests, results, strict=True):
             self.answer({"id": request.id, **reply_header(result)}, result.outputs)
 
@@ -309,6 +325,9 @@ class Supervisor:
         try:
             while not self.stopping.is_set():
                 header, tensors = receive_frame(connection)
+                if header.get("cancel"):
+                    source.cancel(scheduler, header["id"])
+                    continue
                 waiting = scheduler.waiting(header["sha256"])
                 if waiting >= header.pop("queue_max", settings.INFERENCE_MODEL_QUEUE_MAX):
                     source.answer({"id": header["id"], "status": BUSY, "depth": waiting})
@@ -316,7 +335,7 @@ class Supervisor:
                 request = Request(
                     id=header["id"], model=model_ref(header), tensors=tensors, source=source, header=header
                 )
-                scheduler.put(request)
+                source.put(scheduler, request)
         except (ChannelClosed, OSError, ValueError):
             pass
         finally:

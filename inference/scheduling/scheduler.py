@@ -104,6 +104,20 @@ class Scheduler:
             self._line_up(request.model.sha256)
             self.cond.notify()
 
+    def withdraw(self, sha: str, request_id: str) -> Request | None:
+        """Take back a request no runner has taken yet (its caller is gone); None if a runner has it."""
+        with self.cond:
+            queue = self.local.get(sha)
+            for request in queue or ():
+                if request.id == request_id:
+                    queue.remove(request)
+                    if not queue:
+                        del self.local[sha]
+                        if sha not in self.remote:
+                            self._leave(sha)
+                    return request
+            return None
+
     def wake(self, source: Source, shas) -> None:
         """`shas`: one per request queued. As many runners wake as there are requests, not all of them: idle
         runners racing to fetch one request each cost the call that won a quarter of a millisecond."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -377,3 +378,64 @@ def test_the_benchmark_command_adds_grpc_rows_or_says_why_it_could_not(
     assert reason.startswith(f"nothing answers gRPC at {command.grpc_url}")
     assert reason.endswith("start `python manage.py grpcserver` or pass --grpc-url")
     assert format_table(absent)[-1] == f"{GRPC} (tiny): not measured: {reason}"
+
+
+def slow_inputs(trips: int) -> list:
+    """The slow model's inputs: about a microsecond a trip."""
+    x = grpcclient.InferInput("x", [1], "FP32")
+    x.set_data_from_numpy(np.zeros(1, dtype=np.float32))
+    n = grpcclient.InferInput("n", [1], "INT64")
+    n.set_data_from_numpy(np.array([trips], dtype=np.int64))
+    return [x, n]
+
+
+def test_a_call_past_the_clients_deadline_is_canceled_and_costs_nothing(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    from django.db.models import Sum
+
+    from portal.models import UsageDay
+    from portal.quotas import current_windows
+
+    name = builders.publish(owner=alice, name=unique("slow"), data=builders.slow_onnx()).model.slug
+    client = grpcclient.InferenceServerClient(url=grpc_server.address)
+    assert client.infer(name, slow_inputs(3), headers=bearer(alice_key)).as_numpy("y").tolist() == [3.0]
+    counted = {w.redis_key: w.used for w in current_windows(alice)}
+
+    # Two calls ask for seconds of work with half a second to wait: the clients give up, and so does the
+    # server (a call no runner has taken yet is not run at all: test_scheduler).
+    late = []
+
+    def call_with_deadline():
+        try:
+            client.infer(name, slow_inputs(4_000_000), headers=bearer(alice_key), client_timeout=0.5)
+        except InferenceServerException as exc:
+            late.append(exc.status())
+
+    threads = [threading.Thread(target=call_with_deadline) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert late == ["StatusCode.DEADLINE_EXCEEDED"] * 2
+
+    def settled():
+        calls = Prediction.objects.filter(user=alice, version__model__name=name.split("/")[1])
+        return calls.count() == 3 and not calls.filter(status__in=["queued", "running"]).exists()
+
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, "the canceled calls were never recorded"
+        time.sleep(0.2)
+    calls = Prediction.objects.filter(user=alice, version__model__name=name.split("/")[1])
+    assert sorted(calls.values_list("status", flat=True)) == ["canceled", "canceled", "succeeded"]
+    assert all("deadline" in p.error for p in calls.filter(status="canceled"))
+    # Not charged: the quota windows count what they counted before, the usage ledger has three records of
+    # which one succeeded (the only one whose compute counts).
+    assert {w.redis_key: w.used for w in current_windows(alice)} == counted
+    usage = UsageDay.objects.filter(user=alice).aggregate(
+        requests=Sum("requests"), succeeded=Sum("succeeded")
+    )
+    assert usage == {"requests": 3, "succeeded": 1}
+    # The runner is free again for the next call.
+    assert client.infer(name, slow_inputs(5), headers=bearer(alice_key)).as_numpy("y").tolist() == [5.0]

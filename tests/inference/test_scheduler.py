@@ -57,6 +57,18 @@ def test_without_a_tenant_the_scheduler_is_round_robin():
     assert taken == ["a", "b", "a", "b"]
 
 
+def test_a_withdrawn_request_is_never_taken_and_one_already_taken_cannot_be_withdrawn():
+    scheduler = Scheduler(model_concurrency=2, max_batch=1)
+    first, second, third = (Request(id=name, model=ref("m", "t"), tensors={}, source=None) for name in "123")
+    for call in (first, second, third):
+        scheduler.put(call)
+    assert scheduler.take()[1] == [first]
+    assert scheduler.withdraw("m", "2") is second
+    assert scheduler.withdraw("m", "1") is None  # a runner has it
+    assert scheduler.take()[1] == [third]
+    assert scheduler.withdraw("m", "3") is None and scheduler.waiting("m") == 0
+
+
 @pytest.mark.django_db
 def test_a_runner_is_replaced_before_it_runs_another_tenants_model(alice, bob):
     pool = RunnerPool(

@@ -51,6 +51,7 @@ from .oip import (
     _database_reachable,
     oip_output_names,
 )
+from .outcomes import GRPC_CODE, Ending, ending_of, message_of, retry_headers
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ GRPC_OUTCOMES = {
     grpc.StatusCode.INVALID_ARGUMENT: "invalid",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "refused",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "canceled",
 }
 
 
@@ -312,17 +314,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             api_key=key,
             caller_gone_at_timeout=remaining is not None and remaining < timeout,
         )
-        request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
-        if outcome.status == Prediction.Status.CANCELED:
-            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, outcome.error)
-        if outcome.unavailable or outcome.status == "pending":
-            raise RpcError(
-                grpc.StatusCode.UNAVAILABLE, outcome.error or "No worker answered in time; retry later."
-            )
-        if outcome.status != Prediction.Status.SUCCEEDED:
-            raise RpcError(
-                grpc.StatusCode.INVALID_ARGUMENT, outcome.error or f"The prediction {outcome.status}."
-            )
+        ending = ending_of(outcome)
+        request_note(outcome=ending.value)
+        if ending is not Ending.SUCCEEDED:
+            trailers = tuple((name.lower(), value) for name, value in retry_headers(ending).items())
+            raise RpcError(GRPC_CODE[ending], message_of(outcome), trailers)
         outputs = outcome.outputs if outcome.outputs is not None else _arrays_from_json(outcome.outputs_json)
         if text is not None:
             outputs = with_text_outputs(target, text, outputs)

@@ -33,6 +33,7 @@ from ..services import (
 )
 from ..statistics import model_stats
 from ..text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
+from .outcomes import HTTP_STATUS, Ending, ending_of, message_of, retry_headers
 
 
 @require_GET
@@ -289,12 +290,10 @@ def infer_wait_seconds() -> float:
 
 
 def infer_answer(call: InferCall, submission: Submission, outcome: Outcome) -> Answer:
-    request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
-    if outcome.unavailable or outcome.status == "pending":
-        message = outcome.error or "No worker answered in time; retry later."
-        raise V2Error(message, 503, {"Retry-After": "1"})
-    if outcome.status != Prediction.Status.SUCCEEDED:
-        raise V2Error(outcome.error or f"The prediction {outcome.status}.", 400)
+    ending = ending_of(outcome)
+    request_note(outcome=ending.value)
+    if ending is not Ending.SUCCEEDED:
+        raise V2Error(message_of(outcome), HTTP_STATUS[ending], retry_headers(ending))
     outputs = outcome.outputs
     if outputs is None:  # the job path stored JSON
         outputs = _arrays_from_json(outcome.outputs_json)

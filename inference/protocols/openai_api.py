@@ -38,17 +38,8 @@ from ..services import (
 )
 from ..text import TextError, outcome_arrays, text_request, text_results
 from . import openai_requests as checks
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable",
-}
+from .outcomes import HTTP_STATUS, Ending, ending_of, message_of, retry_headers
+from .outcomes import OPENAI_TYPE as ERROR_TYPES
 
 
 class OpenAIError(Exception):
@@ -310,12 +301,13 @@ def embeddings(request):
     outcome = prediction_wait(
         submission=submission, timeout=30, fall_back_to_job=False, user=user, api_key=key
     )
-    if outcome.unavailable or outcome.status != Prediction.Status.SUCCEEDED:
-        if outcome.unavailable:
-            raise OpenAIError(
-                503, outcome.error or "No worker answered in time.", headers={"Retry-After": "5"}
-            )
-        raise OpenAIError(400, f"The model failed on this input: {outcome.error}", param="input")
+    ending = ending_of(outcome)
+    if ending is not Ending.SUCCEEDED:
+        if HTTP_STATUS[ending] == 503:
+            raise OpenAIError(503, message_of(outcome), headers=retry_headers(ending))
+        raise OpenAIError(
+            HTTP_STATUS[ending], f"The model failed on this input: {outcome.error}", param="input"
+        )
     vectors = text_results(target, text, outcome_arrays(outcome.outputs, outcome.outputs_json)).get(
         "embeddings"
     )

@@ -36,6 +36,7 @@ from ..services import (
     target_find,
 )
 from ..text import TextError, outcome_arrays, text_request, text_results
+from .outcomes import Ending, ending_of, message_of, retry_headers
 from .serializers import PredictionSerializer, TensorSerializer
 
 # --- serializers --------------------------------------------------------------------------------------------
@@ -215,7 +216,9 @@ class PredictAcceptedSerializer(serializers.Serializer):
 
 def unavailable(message: str) -> Response:
     return Response(
-        {"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}
+        {"detail": message},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers=retry_headers(Ending.UNAVAILABLE),
     )
 
 
@@ -368,10 +371,11 @@ class PredictView(APIView):
                 user=request.user,
                 api_key=api_key,
             )
-            request_note(outcome="unavailable" if outcome.unavailable else outcome.status)
-            if outcome.unavailable and outcome.status != "pending":
-                return unavailable(outcome.error)
-            if outcome.status != "pending":
+            ending = ending_of(outcome)
+            request_note(outcome=ending.value)
+            if ending is Ending.UNAVAILABLE:
+                return unavailable(message_of(outcome))
+            if ending is not Ending.PENDING:
                 return self.result(submission, outcome, text)
         url = request.build_absolute_uri(reverse("prediction-detail", kwargs={"id": submission.id}))
         return Response(
@@ -381,8 +385,8 @@ class PredictView(APIView):
     def result(self, submission, outcome, text=None) -> Response:
         import time
 
-        if outcome.unavailable:
-            return Response({"detail": outcome.error}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        if ending_of(outcome) is Ending.UNAVAILABLE:
+            return unavailable(message_of(outcome))
         body = {
             "id": submission.id,
             "model": submission.target.slug,

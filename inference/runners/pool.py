@@ -225,7 +225,8 @@ class RunnerProcess:
         if self.cgroup and self.cgroup.oom_kills() > self.oom_kills_at_start:
             return RunnerFailed(
                 f"The model needed more memory than a runner may use ({self.config.memory_mb} MB).",
-                server_fault=False,
+                # A batch's memory is not one caller's doing: the same call alone may pass (a 503).
+                server_fault=True,
                 restart_cause="memory",
             )
         return RunnerFailed(

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +47,7 @@ from .task_names import RUN_PREDICTION
 
 logger = logging.getLogger(__name__)
 
-CALLER_GONE = "Canceled: the caller's deadline passed before the answer."
+CALLER_GONE = "Canceled: the caller hung up, or its deadline passed, before the answer."
 
 
 class VersionNotFound(LookupError):
@@ -487,6 +487,8 @@ def _wait_link(
         if caller_gone_at_timeout:
             return prediction_abandon(submission, CALLER_GONE)
         return link_gave_up(submission, fall_back_to_job)
+    except CancelledError:  # `caller_left`
+        return prediction_abandon(submission, CALLER_GONE)
     except LinkLost as exc:
         return link_lost(submission, exc)
     return link_outcome(submission, reply, outputs)
@@ -517,6 +519,13 @@ def link_gave_up(submission: Submission, fall_back_to_job: bool) -> Outcome:
     if fall_back_to_job:
         return Outcome(status="pending")
     return Outcome(status="pending", unavailable=True, error="No answer within the time limit; retry later.")
+
+
+def caller_left(submission: Submission) -> None:
+    """The caller hung up (from any thread): a wait on the runner pool's answer ends now, abandoned. (A call
+    queued in Redis or a job is abandoned when its caller's deadline ends the wait.)"""
+    if submission.reply is not None:
+        submission.reply.cancel()
 
 
 def prediction_abandon(submission: Submission, reason: str) -> Outcome:

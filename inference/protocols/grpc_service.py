@@ -9,6 +9,7 @@ published proto and ship with `tritonclient[grpc]`; nothing here is hand-written
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent import futures
 
@@ -38,6 +39,7 @@ from ..services import (
     GateClosed,
     VersionNotFound,
     VersionValidating,
+    caller_left,
     prediction_submit,
     prediction_wait,
     target_find,
@@ -302,8 +304,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             source=Prediction.Source.GRPC,
             bytes_in=request.ByteSize(),
         )
-        # Not past the client's own deadline: nobody would be there to take the answer. A call still
-        # unanswered then is canceled and costs nothing (a queued one is not run).
+        # Not past the client's own deadline, nor after it cancels: nobody would be there to take the
+        # answer. A call still unanswered then is canceled and costs nothing (a queued one is not run).
+        context.add_callback(functools.partial(caller_left, submission))
         remaining = context.time_remaining()
         timeout = settings.PREDICTION_TIME_LIMIT + 5
         outcome = prediction_wait(

@@ -469,3 +469,25 @@ def test_a_model_failure_is_answered_as_the_outcome_table_says_on_every_protocol
     client = grpcclient.InferenceServerClient(url=grpc_server.address)
     code, message = status_of(lambda: client.infer(slug, [x], headers=bearer(alice_key)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message == error
+
+
+def test_a_call_the_client_cancels_is_canceled_at_once_and_costs_nothing(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    from portal.quotas import current_windows
+
+    name = builders.publish(owner=alice, name=unique("slow"), data=builders.slow_onnx()).model.slug
+    client = grpcclient.InferenceServerClient(url=grpc_server.address)
+    assert client.infer(name, slow_inputs(3), headers=bearer(alice_key)).as_numpy("y").tolist() == [3.0]
+    counted = {w.redis_key: w.used for w in current_windows(alice)}
+    call = client.async_infer(name, slow_inputs(4_000_000), lambda result, error: None, headers=bearer(alice_key))
+    model = name.split("/")[1]
+    time.sleep(1)  # the call is on a runner now: it would run for seconds more
+    call.cancel()
+    canceled_at = time.monotonic()
+    while not Prediction.objects.filter(user=alice, version__model__name=model, status="canceled").exists():
+        assert time.monotonic() < canceled_at + 3, "the server did not cancel the call when the client did"
+        time.sleep(0.05)
+    record = Prediction.objects.get(user=alice, version__model__name=model, status="canceled")
+    assert "hung up" in record.error
+    assert {w.redis_key: w.used for w in current_windows(alice)} == counted

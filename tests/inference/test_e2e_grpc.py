@@ -480,7 +480,9 @@ def test_a_call_the_client_cancels_is_canceled_at_once_and_costs_nothing(
     client = grpcclient.InferenceServerClient(url=grpc_server.address)
     assert client.infer(name, slow_inputs(3), headers=bearer(alice_key)).as_numpy("y").tolist() == [3.0]
     counted = {w.redis_key: w.used for w in current_windows(alice)}
-    call = client.async_infer(name, slow_inputs(4_000_000), lambda result, error: None, headers=bearer(alice_key))
+    call = client.async_infer(
+        name, slow_inputs(4_000_000), lambda result, error: None, headers=bearer(alice_key)
+    )
     model = name.split("/")[1]
     time.sleep(1)  # the call is on a runner now: it would run for seconds more
     call.cancel()

@@ -33,6 +33,7 @@ from portal.usage import Usage, usage_record
 from . import webhooks
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes
 from .models import Prediction
+from .outcomes import Kind
 from .scheduling.queue import RequestHeader
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Ended:
     header: RequestHeader | None = None
     outputs: dict[str, np.ndarray] | None = None
     error: str = ""
+    failure: str = ""  # a failed one's kind (`outcomes.Kind`)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     queue_ms: float | None = None
@@ -96,12 +98,16 @@ def running_create(header: RequestHeader) -> None:
     )
 
 
-def failed_create(header: RequestHeader, error: str) -> None:
-    """An admitted request that never ran (nobody took it in time, or the queue went away)."""
+def failed_create(header: RequestHeader, error: str, kind: Kind = Kind.UNAVAILABLE) -> None:
+    """An admitted interactive call that failed before its runner pool recorded it (nobody took it in time,
+    the queue or the pool went away): a record the pool pushes for it later finds it ended."""
     with transaction.atomic():
         Prediction.objects.bulk_create(
-            [_row(header, status=Status.FAILED, error=error, finished_at=timezone.now())],
+            [_row(header, status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now())],
             ignore_conflicts=True,
+        )
+        Prediction.objects.filter(id=header.id, status__in=ACTIVE).update(
+            status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now()
         )
         _account([header.id])
 
@@ -156,6 +162,7 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]) -> Ended:
         header=RequestHeader.from_dict(record),
         outputs=outputs if record["status"] == "succeeded" else None,
         error=record["error"],
+        failure=record.get("failure", ""),
         started_at=datetime.fromtimestamp(record["started_at"], tz=UTC) if record["started_at"] else None,
         finished_at=datetime.fromtimestamp(record["finished_at"], tz=UTC) if record["finished_at"] else None,
         queue_ms=record["queue_ms"],
@@ -176,6 +183,7 @@ def finish(ended: list[Ended]) -> None:
             "outputs": outputs_json,
             "outputs_file": outputs_file,
             "error": item.error,
+            "failure": item.failure if item.status == Status.FAILED else "",
             "started_at": item.started_at,
             "finished_at": item.finished_at or timezone.now(),
             "queue_ms": item.queue_ms,
@@ -207,11 +215,12 @@ def finish(ended: list[Ended]) -> None:
         models_record_runs(runs=runs)
 
 
-def fail(prediction_id, error: str) -> bool:
-    """End a queued or running prediction as failed; False if it had already ended."""
+def fail(prediction_id, error: str, kind: Kind = Kind.UNAVAILABLE) -> bool:
+    """End a queued or running prediction as failed (by default: not run, or its worker lost); False if it had
+    already ended."""
     with transaction.atomic():
         updated = Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
-            status=Status.FAILED, error=error, finished_at=timezone.now()
+            status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now()
         )
         _account([prediction_id])
     return bool(updated)
@@ -263,7 +272,7 @@ def reap() -> int:
             if not ids:
                 continue
             count += Prediction.objects.filter(id__in=ids, status__in=ACTIVE).update(
-                status=Status.FAILED, finished_at=now, error=error
+                status=Status.FAILED, finished_at=now, error=error, failure=Kind.UNAVAILABLE
             )
             _account(ids)
     if count:

@@ -33,6 +33,7 @@ from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, cu
 
 from ..codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from ..models import Prediction
+from ..outcomes import Kind, message_of, retry_headers
 from ..runtimes import platform_of
 from ..scheduling import queue
 from ..services import (
@@ -53,7 +54,6 @@ from .oip import (
     _database_reachable,
     oip_output_names,
 )
-from .outcomes import GRPC_CODE, Ending, ending_of, message_of, retry_headers
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ class RpcError(Exception):
         self.code = code
         self.trailers = trailers
 
+    @classmethod
+    def of(cls, kind: Kind, message: str) -> RpcError:
+        """An outcome's answer, as the outcome table gives it (Retry-After as `retry-after` trailers)."""
+        trailers = tuple((name.lower(), value) for name, value in retry_headers(kind).items())
+        return cls(getattr(grpc.StatusCode, kind.answer.grpc), message, trailers)
+
 
 # A call's outcome label by its status code (as `portal.logs.outcome_of` does for HTTP).
 GRPC_OUTCOMES = {
@@ -93,6 +99,7 @@ GRPC_OUTCOMES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "refused",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "canceled",
+    grpc.StatusCode.CANCELLED: "canceled",
 }
 
 
@@ -123,9 +130,10 @@ def rpc(method):
             context.set_trailing_metadata((("retry-after", "5"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc.detail))
         except (queue.Unavailable, queue.ModelBusy) as exc:
-            code = grpc.StatusCode.UNAVAILABLE
-            context.set_trailing_metadata((("retry-after", "1"),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            refused = RpcError.of(Kind.UNAVAILABLE, str(exc))
+            code = refused.code
+            context.set_trailing_metadata(refused.trailers)
+            context.abort(refused.code, str(refused))
         except Exception as exc:
             outage = outage_of(exc)
             if outage is None:
@@ -295,7 +303,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             tensors = text.tensors if text else decode_oip_tensors(described, target.signature, binary)
             requested = requested_outputs(request, oip_output_names(target, text))
         except (TensorError, TextError) as exc:
-            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            raise RpcError.of(Kind.INVALID_INPUT, str(exc)) from None
         submission = prediction_submit(
             user=user,
             api_key=key,
@@ -317,11 +325,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             api_key=key,
             caller_gone_at_timeout=remaining is not None and remaining < timeout,
         )
-        ending = ending_of(outcome)
-        request_note(outcome=ending.value)
-        if ending is not Ending.SUCCEEDED:
-            trailers = tuple((name.lower(), value) for name, value in retry_headers(ending).items())
-            raise RpcError(GRPC_CODE[ending], message_of(outcome), trailers)
+        request_note(outcome=outcome.kind.value)
+        if outcome.kind is Kind.CANCELED and remaining is not None and context.time_remaining() <= 0:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, message_of(outcome))  # as the client says
+        if outcome.kind is not Kind.SUCCEEDED:
+            raise RpcError.of(outcome.kind, message_of(outcome))
         outputs = outcome.outputs if outcome.outputs is not None else _arrays_from_json(outcome.outputs_json)
         if text is not None:
             outputs = with_text_outputs(target, text, outputs)

@@ -441,36 +441,6 @@ def test_a_call_past_the_clients_deadline_is_canceled_and_costs_nothing(
     assert client.infer(name, slow_inputs(5), headers=bearer(alice_key)).as_numpy("y").tolist() == [5.0]
 
 
-def test_a_model_failure_is_answered_as_the_outcome_table_says_on_every_protocol(
-    grpc_server, celery_worker_process, alice, alice_key
-):
-    """inference.protocols.outcomes: the prediction `failed` on /api/v1, 400 on /v2, INVALID_ARGUMENT."""
-    from django.test import Client
-
-    signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}], "outputs": []}
-    name = builders.publish(owner=alice, name=unique("broken"), data=b"not a model", signature=signature)
-    slug = name.model.slug
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {alice_key}"}
-    rest = Client().post(
-        f"/api/v1/models/{slug}/predict", {"inputs": {"x": [1.0]}}, content_type="application/json", **auth
-    )
-    assert rest.status_code == 200 and rest.json()["status"] == "failed"
-    error = rest.json()["error"]
-    assert "could not open the model" in error
-    v2 = Client().post(
-        f"/v2/models/{slug}/infer",
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
-        content_type="application/json",
-        **auth,
-    )
-    assert v2.status_code == 400 and v2.json()["error"] == error
-    x = grpcclient.InferInput("x", [1], "FP32")
-    x.set_data_from_numpy(np.ones(1, dtype=np.float32))
-    client = grpcclient.InferenceServerClient(url=grpc_server.address)
-    code, message = status_of(lambda: client.infer(slug, [x], headers=bearer(alice_key)))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and message == error
-
-
 def test_a_call_the_client_cancels_is_canceled_at_once_and_costs_nothing(
     grpc_server, celery_worker_process, alice, alice_key
 ):

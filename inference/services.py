@@ -376,8 +376,8 @@ def prediction_submit(
         submission.call = call
     except queue.ModelBusy:
         # Refused, not served: it is recorded (every admitted request is), as unavailable.
-        ledger.failed_create(header, QUEUE_FULL)
         _settled(submission, Outcome(kind=Kind.UNAVAILABLE))
+        ledger.failed_create(header, QUEUE_FULL)
         raise
     except queue.NoConsumer:  # no worker is serving the queue now: the job path waits for one
         submission.prediction = _job_create(submission)
@@ -539,9 +539,10 @@ def _answered(submission: Submission, reply: dict, outputs: dict[str, np.ndarray
 
 def link_refused(submission: Submission, depth: int) -> Outcome:
     """The model's queue was full: refused, not served; recorded (every admitted request is)."""
-    ledger.failed_create(submission.header, QUEUE_FULL)
     busy = queue.ModelBusy(submission.target.slug, depth)
-    return _settled(submission, Outcome(kind=Kind.UNAVAILABLE, error=str(busy)))
+    outcome = _settled(submission, Outcome(kind=Kind.UNAVAILABLE, error=str(busy)))
+    ledger.failed_create(submission.header, QUEUE_FULL)
+    return outcome
 
 
 def link_gave_up(submission: Submission) -> Outcome:
@@ -577,19 +578,23 @@ def prediction_give_up(submission: Submission, *, kind: Kind = Kind.UNAVAILABLE,
             queue.withdraw(submission.call)
         except RedisError:  # Redis is gone: a runner that takes the call after all finds its record ended
             pass
+    outcome = Outcome(kind=kind, error=error)
     if submission.prediction is not None:
         prediction_id = submission.prediction.id
         if kind is Kind.CANCELED:
             ended_here = ledger.cancel_if_active(prediction_id, error)
         else:
             ended_here = ledger.fail(prediction_id, error, kind)
-        if not ended_here:
-            return _settled(submission, _poll_job(prediction_id=prediction_id, timeout=0))
-    elif kind is Kind.CANCELED:
+        if not ended_here:  # it ended meanwhile
+            outcome = _poll_job(prediction_id=prediction_id, timeout=0)
+        return _settled(submission, outcome)
+    # Settled before the record says how it ended: whoever reads the record finds the quota settled too.
+    _settled(submission, outcome)
+    if kind is Kind.CANCELED:
         ledger.canceled_create(submission.header, error)
     else:
         ledger.failed_create(submission.header, error, kind)
-    return _settled(submission, Outcome(kind=kind, error=error))
+    return outcome
 
 
 _settle_lock = threading.Lock()

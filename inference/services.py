@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,6 +302,7 @@ class Submission:
     link: SupervisorLink | None = None
     reply: Future | None = None  # (reply header, outputs) from the linked runner pool
     admission: Admission | None = None
+    caller_left: bool = False  # its caller went away while a thread waited for it (`prediction_wait_async`)
 
 
 def prediction_submit(
@@ -446,24 +447,25 @@ def prediction_wait(
 
     Not done by then: `pending` if `fall_back_to_job` (the record then exists, as a job or as a running row
     the worker completes), else the call is given up (`prediction_give_up`): `unavailable` (a 503), or
-    `canceled` when the timeout was the caller's own deadline (`caller_gone_at_timeout`)."""
-    given_up = Kind.CANCELED if caller_gone_at_timeout else Kind.UNAVAILABLE
+    `canceled` when the timeout was the caller's own deadline (`caller_gone_at_timeout`) or it went away."""
+
+    def given_up() -> Kind:
+        return Kind.CANCELED if caller_gone_at_timeout or submission.caller_left else Kind.UNAVAILABLE
+
     if submission.reply is not None:
         try:
             reply, outputs = submission.reply.result(timeout)
         except TimeoutError:
             if fall_back_to_job:
                 return link_gave_up(submission)
-            return prediction_give_up(submission, kind=given_up)
-        except CancelledError:  # `caller_left`
-            return prediction_give_up(submission, kind=Kind.CANCELED)
+            return prediction_give_up(submission, kind=given_up())
         except LinkLost as exc:
             return link_lost(submission, exc)
         return link_outcome(submission, reply, outputs)
     if submission.call is None:
         outcome = _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
         if outcome.kind is Kind.PENDING and not fall_back_to_job:
-            return prediction_give_up(submission, kind=given_up)
+            return prediction_give_up(submission, kind=given_up())
         return _settled(submission, outcome)
     try:
         reply = queue.wait(submission.call, timeout)
@@ -472,7 +474,7 @@ def prediction_wait(
     if reply is not None:
         return _answered(submission, *reply)
     if not fall_back_to_job:
-        return prediction_give_up(submission, kind=given_up)
+        return prediction_give_up(submission, kind=given_up())
     try:
         if queue.withdraw(submission.call):
             submission.prediction = _job_create(submission)
@@ -504,7 +506,13 @@ async def prediction_wait_async(
             fall_back_to_job=False,
             caller_gone_at_timeout=caller_gone_at_timeout,
         )
-        return await in_thread(wait)
+        try:
+            return await in_thread(wait)
+        except asyncio.CancelledError:
+            # The thread's wait goes on to its timeout (the caller's deadline, if it set one); the call is
+            # given up then, as canceled. An answer that comes first is recorded as it ended.
+            submission.caller_left = True
+            raise
     reply = asyncio.wrap_future(submission.reply)
     try:
         done, _ = await asyncio.wait({reply}, timeout=timeout)
@@ -551,13 +559,6 @@ def link_gave_up(submission: Submission) -> Outcome:
     submission.link.forget(submission.header.id)
     ledger.running_create(submission.header)
     return Outcome(kind=Kind.PENDING)
-
-
-def caller_left(submission: Submission) -> None:
-    """The caller hung up (from any thread): a wait on the runner pool's answer ends now, given up. (A call
-    queued in Redis or a job is given up when its caller's deadline ends the wait.)"""
-    if submission.reply is not None:
-        submission.reply.cancel()
 
 
 def link_lost(submission: Submission, exc: Exception) -> Outcome:

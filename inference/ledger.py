@@ -6,10 +6,9 @@
 Every status write goes through a function here. Each ends in a conditional UPDATE (`WHERE status IN (queued,
 running)`) or an insert that yields to an existing row, so a prediction ends once, whoever races to end it
 (worker, reaper, a cancel). Whatever ended, `_account` then claims the ended rows not yet counted
-(`charged`; an interactive call's row that `finish` inserts is claimed as it is inserted) and hands them to
-portal's usage ledger: every admitted request is one record, counted once; only a succeeded one costs
-compute. The same claim tells a prediction's webhook, if it has one, that it ended (once); `job_running`
-tells it that it started (`webhooks.events_enqueue`).
+(`charged`) and hands them to portal's usage ledger: every admitted request is one record, counted once;
+only a succeeded one costs compute. The same claim tells a prediction's webhook, if it has one, that it
+ended (once); `job_running` tells it that it started (`webhooks.events_enqueue`).
 """
 
 from __future__ import annotations
@@ -17,26 +16,23 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import operator
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from marketplace import files
 from marketplace.services import models_record_runs
-from portal import fastjson
 from portal.usage import Usage, usage_record
 
 from . import webhooks
 from .codec import datatype_of, encode_outputs_json, tensor_from_bytes, tensor_to_bytes
 from .models import Prediction
-from .outcomes import Kind
 from .scheduling.queue import RequestHeader
 
 logger = logging.getLogger(__name__)
@@ -60,7 +56,6 @@ class Ended:
     header: RequestHeader | None = None
     outputs: dict[str, np.ndarray] | None = None
     error: str = ""
-    failure: str = ""  # a failed one's kind (`outcomes.Kind`)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     queue_ms: float | None = None
@@ -74,19 +69,16 @@ class Ended:
 
 
 def _row(header: RequestHeader, **fields) -> Prediction:
-    return Prediction(**_header_fields(header), **fields)
-
-
-def _header_fields(header: RequestHeader) -> dict:
-    return {
-        "id": header.id,
-        "user_id": header.user_id,
-        "api_key_id": header.api_key_id,
-        "version_id": header.version_id,
-        "source": header.source,
-        "created_at": datetime.fromtimestamp(header.created_at, tz=UTC),
-        "bytes_in": header.bytes_in,
-    }
+    return Prediction(
+        id=header.id,
+        user_id=header.user_id,
+        api_key_id=header.api_key_id,
+        version_id=header.version_id,
+        source=header.source,
+        created_at=datetime.fromtimestamp(header.created_at, tz=UTC),
+        bytes_in=header.bytes_in,
+        **fields,
+    )
 
 
 def job_create(*, header: RequestHeader, tensors: dict[str, np.ndarray], webhook=None) -> Prediction:
@@ -104,16 +96,12 @@ def running_create(header: RequestHeader) -> None:
     )
 
 
-def failed_create(header: RequestHeader, error: str, kind: Kind = Kind.UNAVAILABLE) -> None:
-    """An admitted interactive call that failed before its runner pool recorded it (nobody took it in time,
-    the queue or the pool went away): a record the pool pushes for it later finds it ended."""
+def failed_create(header: RequestHeader, error: str) -> None:
+    """An admitted request that never ran (nobody took it in time, or the queue went away)."""
     with transaction.atomic():
         Prediction.objects.bulk_create(
-            [_row(header, status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now())],
+            [_row(header, status=Status.FAILED, error=error, finished_at=timezone.now())],
             ignore_conflicts=True,
-        )
-        Prediction.objects.filter(id=header.id, status__in=ACTIVE).update(
-            status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now()
         )
         _account([header.id])
 
@@ -168,7 +156,6 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]) -> Ended:
         header=RequestHeader.from_dict(record),
         outputs=outputs if record["status"] == "succeeded" else None,
         error=record["error"],
-        failure=record.get("failure", ""),
         started_at=datetime.fromtimestamp(record["started_at"], tz=UTC) if record["started_at"] else None,
         finished_at=datetime.fromtimestamp(record["finished_at"], tz=UTC) if record["finished_at"] else None,
         queue_ms=record["queue_ms"],
@@ -178,21 +165,17 @@ def ended_from_record(record: dict, outputs: dict[str, np.ndarray]) -> Ended:
 
 def finish(ended: list[Ended]) -> None:
     """Record how predictions ended, in bulk: interactive calls are inserted, or complete their running row;
-    jobs complete their row. A prediction that already ended (canceled, reaped) keeps its ending.
-
-    The recorder's batches: one INSERT for the interactive calls (`_insert_ended`), and the counters each
-    updated once for what it inserted, so a batch written again after a crash inserts and counts nothing."""
+    jobs complete their row. A prediction that already ended (canceled, reaped) keeps its ending."""
     if not ended:
         return
-    fields_by_id, outputs_text = {}, {}
+    fields_by_id = {}
     for item in ended:
-        outputs_json, outputs_text[item.id], outputs_file, bytes_out = _stored_outputs(item)
+        outputs_json, outputs_file, bytes_out = _stored_outputs(item)
         fields_by_id[item.id] = {
             "status": item.status,
             "outputs": outputs_json,
             "outputs_file": outputs_file,
             "error": item.error,
-            "failure": item.failure if item.status == Status.FAILED else "",
             "started_at": item.started_at,
             "finished_at": item.finished_at or timezone.now(),
             "queue_ms": item.queue_ms,
@@ -203,33 +186,19 @@ def finish(ended: list[Ended]) -> None:
         }
     model_of = {item.id: item.model_id for item in ended}
     with transaction.atomic():
-        # Inserted as claimed (`charged`): counted below with the rows `_account` claims.
-        inserted = _insert_ended(
-            [
-                {
-                    **_header_fields(item.header),
-                    **fields_by_id[item.id],
-                    "outputs": outputs_text[item.id],
-                    "attempts": 1,
-                    "charged": True,
-                }
-                for item in ended
-                if item.header
-            ]
+        inserts = [_row(item.header, attempts=1, **fields_by_id[item.id]) for item in ended if item.header]
+        if inserts:
+            Prediction.objects.bulk_create(inserts, ignore_conflicts=True)
+        # Rows that existed before (jobs, interactive calls whose caller stopped waiting) and are still
+        # active.
+        active = Prediction.objects.filter(id__in=list(fields_by_id), status__in=ACTIVE).values_list(
+            "id", flat=True
         )
-        inserted_ids = {_id_text(row[0]) for row in inserted}
-        # The others existed before: jobs, interactive calls whose caller stopped waiting (completed here if
-        # still active), and whatever a batch written again inserted the first time.
-        existing = [prediction_id for prediction_id in fields_by_id if prediction_id not in inserted_ids]
-        if existing:
-            active = Prediction.objects.filter(id__in=existing, status__in=ACTIVE).values_list(
-                "id", flat=True
+        for prediction_id in active:
+            Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
+                **fields_by_id[str(prediction_id)]
             )
-            for prediction_id in active:
-                Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
-                    **fields_by_id[str(prediction_id)]
-                )
-        accounted = _count([*inserted, *_claim(existing)])
+        accounted = _account(list(fields_by_id))
         runs: dict[int, int] = {}
         for prediction_id, status in accounted:
             if status == Status.SUCCEEDED:
@@ -238,12 +207,11 @@ def finish(ended: list[Ended]) -> None:
         models_record_runs(runs=runs)
 
 
-def fail(prediction_id, error: str, kind: Kind = Kind.UNAVAILABLE) -> bool:
-    """End a queued or running prediction as failed (by default: not run, or its worker lost); False if it had
-    already ended."""
+def fail(prediction_id, error: str) -> bool:
+    """End a queued or running prediction as failed; False if it had already ended."""
     with transaction.atomic():
         updated = Prediction.objects.filter(id=prediction_id, status__in=ACTIVE).update(
-            status=Status.FAILED, error=error, failure=kind, finished_at=timezone.now()
+            status=Status.FAILED, error=error, finished_at=timezone.now()
         )
         _account([prediction_id])
     return bool(updated)
@@ -295,7 +263,7 @@ def reap() -> int:
             if not ids:
                 continue
             count += Prediction.objects.filter(id__in=ids, status__in=ACTIVE).update(
-                status=Status.FAILED, finished_at=now, error=error, failure=Kind.UNAVAILABLE
+                status=Status.FAILED, finished_at=now, error=error
             )
             _account(ids)
     if count:
@@ -303,36 +271,10 @@ def reap() -> int:
     return count
 
 
-# What the usage ledger and webhooks need of a claimed row, as `_claim` and `_insert_ended` return it.
-ACCOUNTED = [
-    "id",
-    "status",
-    "user_id",
-    "api_key_id",
-    "version_id",
-    "created_at",
-    "compute_ms",
-    "bytes_in",
-    "bytes_out",
-    "prompt_tokens",
-    "completion_tokens",
-    "webhook",
-    "webhook_events_filter",
-]
-
-
 def _account(ids: list) -> list[tuple]:
-    """Claim the ended, not yet counted rows among `ids` and add them to the usage ledger, once each."""
-    return _count(_claim(ids))
+    """Claim the ended, not yet counted rows among `ids` and add them to the usage ledger, once each.
 
-
-def _returning() -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(quote(Prediction._meta.get_field(name).column) for name in ACCOUNTED)
-
-
-def _claim(ids: list) -> list[tuple]:
-    """One `UPDATE … SET charged = true WHERE NOT charged AND status IN (ended) … RETURNING …`: whoever ends a
+    One `UPDATE … SET charged = true WHERE NOT charged AND status IN (ended) … RETURNING …`: whoever ends a
     prediction claims it, and a redelivered or repeated ending claims nothing."""
     if not ids:
         return []
@@ -340,83 +282,25 @@ def _claim(ids: list) -> list[tuple]:
     pk = Prediction._meta.pk
     id_values = [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
     table = quote(Prediction._meta.db_table)
+    columns = ["id", "status", "user_id", "api_key_id", "version_id", "created_at", "compute_ms"]
+    columns += [
+        "bytes_in",
+        "bytes_out",
+        "prompt_tokens",
+        "completion_tokens",
+        "webhook",
+        "webhook_events_filter",
+    ]
+    returning = ", ".join(quote(column) for column in columns)
     id_list, status_list = ", ".join(["%s"] * len(id_values)), ", ".join(["%s"] * len(ENDED))
     # Table and column names come from the model; every value is a parameter.
     sql = (
         f"UPDATE {table} SET {quote('charged')} = %s WHERE {quote('id')} IN ({id_list}) "  # noqa: S608
-        f"AND {quote('charged')} = %s AND {quote('status')} IN ({status_list}) RETURNING {_returning()}"
+        f"AND {quote('charged')} = %s AND {quote('status')} IN ({status_list}) RETURNING {returning}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [True, *id_values, False, *ENDED])
-        return cursor.fetchall()
-
-
-def _insert_ended(rows: list[dict]) -> list[tuple]:
-    """Insert these rows (values by attname, JSON columns as JSON text, a column not given its field's
-    default), each unless its id exists: `INSERT … ON CONFLICT DO NOTHING RETURNING`, the `ACCOUNTED`
-    columns of those inserted.
-
-    Not bulk_create: its compilation of every value through its field was half of the recorder's CPU. On
-    PostgreSQL one statement takes the columns as arrays (`unnest`), which psycopg2 adapts in C; elsewhere
-    (SQLite) rows of values, each prepared by its field."""
-    if not rows:
-        return []
-    quote = connection.ops.quote_name
-    fields = Prediction._meta.concrete_fields
-    defaults = {}
-    for field in fields:
-        default = field.get_default()
-        json_column = isinstance(field, models.JSONField) and default is not None
-        defaults[field.attname] = json.dumps(default) if json_column else default
-    in_order = operator.itemgetter(*(field.attname for field in fields))
-    values = [in_order({**defaults, **row}) for row in rows]
-    # Table and column names come from the model; every value is a parameter.
-    table, columns = quote(Prediction._meta.db_table), ", ".join(quote(field.column) for field in fields)
-    insert = f"INSERT INTO {table} ({columns})"
-    conflict = f"ON CONFLICT DO NOTHING RETURNING {_returning()}"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Each column as an array, or as one value if it is the same in every row (most are).
-            selected, constants, arrays, aliases, varying = [], [], [], [], []
-            for position, (field, column) in enumerate(zip(fields, zip(*values, strict=True), strict=True)):
-                db_type = field.db_type(connection)
-                # Not a float column's: 0.0 == -0.0, which it keeps apart.
-                if len(set(column)) == 1 and not isinstance(field, models.FloatField):
-                    selected.append(f"%s::{db_type}")
-                    constants.append(column[0])
-                else:
-                    selected.append(f"given.c{position}")
-                    arrays.append(f"%s::{db_type}[]")
-                    aliases.append(f"c{position}")
-                    if isinstance(field, models.DateTimeField):
-                        # The text psycopg2 writes for a datetime, at a fifth of its cost.
-                        column = [None if value is None else value.isoformat() for value in column]
-                    varying.append(list(column))
-            # One row alone has no array: its values are selected as they are.
-            source = f"FROM unnest({', '.join(arrays)}) AS given({', '.join(aliases)})" if arrays else ""
-            cursor.execute(
-                f"{insert} SELECT {', '.join(selected)} {source} {conflict}",  # noqa: S608
-                [*constants, *varying],
-            )
-            return cursor.fetchall()
-        inserted = []
-        size = connection.ops.bulk_batch_size(fields, values)
-        for start in range(0, len(values), size):
-            chunk = values[start : start + size]
-            params = [
-                value if isinstance(field, models.JSONField) else field.get_db_prep_save(value, connection)
-                for row in chunk
-                for field, value in zip(fields, row, strict=True)
-            ]
-            placeholders = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * len(chunk))
-            cursor.execute(f"{insert} VALUES {placeholders} {conflict}", params)
-            inserted += cursor.fetchall()
-        return inserted
-
-
-def _count(rows: list[tuple]) -> list[tuple]:
-    """Add claimed rows (their `ACCOUNTED` columns) to the usage ledger and tell their webhooks how they
-    ended: (id, status) of each."""
+        rows = cursor.fetchall()
     usages = []
     for row in rows:
         _id, status, user_id, api_key_id, version_id, created_at, compute_ms, bytes_in, bytes_out = row[:9]
@@ -442,12 +326,8 @@ def _count(rows: list[tuple]) -> list[tuple]:
             )
         )
     usage_record(usages)
-    return [(_id_text(row[0]), row[1]) for row in rows]
-
-
-def _id_text(value) -> str:
     # As str(UUID): PostgreSQL returns UUIDs, SQLite (make run) the 32 hex digits it stores.
-    return str(value) if isinstance(value, uuid.UUID) else str(uuid.UUID(value))
+    return [(str(uuid.UUID(str(row[0]))), row[1]) for row in rows]
 
 
 def _webhook_ended(prediction_id, status: str, events) -> None:
@@ -461,19 +341,15 @@ def _webhook_ended(prediction_id, status: str, events) -> None:
 # --- tensors at rest ----------------------------------------------------------------------------------------
 
 
-def _stored_outputs(item: Ended) -> tuple[list | None, str | None, str, int]:
-    """(outputs, the same as the JSON text stored, outputs file, bytes out)."""
+def _stored_outputs(item: Ended) -> tuple[list | None, str, int]:
     if item.outputs is None or item.status != Status.SUCCEEDED:
-        return None, None, "", 0
+        return None, "", 0
     encoded = encode_outputs_json(item.outputs)
-    text = fastjson.dumps_as_stdlib(encoded)
-    raw = text.encode()
-    if "NaN" in text or "Infinity" in text:  # stored as the field stores them, as strings
-        text = json.dumps(Prediction._meta.get_field("outputs").get_prep_value(encoded))
+    raw = json.dumps(encoded, separators=(",", ":")).encode()
     if len(raw) <= settings.PREDICTION_INLINE_OUTPUT_BYTES:
-        return encoded, text, "", len(raw)
+        return encoded, "", len(raw)
     name = files.save_bytes(f"predictions/{item.id}.json", raw)
-    return None, None, name, len(raw)
+    return None, name, len(raw)
 
 
 def inputs_to_json(tensors: dict[str, np.ndarray]) -> list[dict]:

@@ -80,9 +80,6 @@ class Prediction(models.Model):
     outputs = TensorListField(null=True, blank=True)
     outputs_file = models.FileField(upload_to="predictions/", blank=True)
     error = models.TextField(blank=True)
-    # How a failed prediction failed (`inference.outcomes.Kind`: model_error, over_limits, unavailable): what
-    # a caller waiting on its record is answered, as the kind, not the message, decides.
-    failure = models.CharField(max_length=16, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

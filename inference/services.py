@@ -3,9 +3,7 @@
     admit (key, scope, quota) → look up the ready version → queue → runner → result → ledger
 
 Protocols (`protocols/`: `rest.py` for /api/v1, `oip.py` for the Open Inference Protocol…) only parse, call
-`prediction_submit` and `prediction_wait` (`prediction_wait_async` on an event loop), and answer the `Outcome`
-as the outcome table (`outcomes.py`) says for its kind; what a call costs is settled here, by that table
-(`_settled`). Interactive calls travel through the
+`prediction_submit` and `prediction_wait`, and render the `Outcome`. Interactive calls travel through the
 Redis request queue (`scheduling/queue.py`) when it is configured; jobs, and every call without Redis, are
 `Prediction` rows run by a Celery task, which hands them to the same runner pool. Every status write is the
 ledger's (`ledger.py`).
@@ -13,8 +11,6 @@ ledger's (`ledger.py`).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 import threading
@@ -22,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +38,6 @@ from portal.quotas import Admission, admission_refund, admit_prediction
 from . import ledger
 from .codec import encode_outputs_json, top_classes
 from .models import Prediction
-from .outcomes import Kind, failure_kind
 from .runners.link import BUSY, LinkLost, SupervisorLink, link_for
 from .scheduling import queue
 from .scheduling.pools import pool_of
@@ -53,9 +48,6 @@ from .task_names import RUN_PREDICTION
 logger = logging.getLogger(__name__)
 
 CALLER_GONE = "Canceled: the caller hung up, or its deadline passed, before the answer."
-NO_ANSWER = "No worker answered in time; retry later."
-NOT_RUN = "No worker answered in time; not run. Retry later."
-QUEUE_FULL = "Refused: the model's queue was full."
 
 
 class VersionNotFound(LookupError):
@@ -302,7 +294,6 @@ class Submission:
     link: SupervisorLink | None = None
     reply: Future | None = None  # (reply header, outputs) from the linked runner pool
     admission: Admission | None = None
-    caller_left: bool = False  # its caller went away while a thread waited for it (`prediction_wait_async`)
 
 
 def prediction_submit(
@@ -376,9 +367,9 @@ def prediction_submit(
         queue.accept(call, admission.pushed[0], model=target.slug, pool=target.queue)
         submission.call = call
     except queue.ModelBusy:
-        # Refused, not served: it is recorded (every admitted request is), as unavailable.
-        _settled(submission, Outcome(kind=Kind.UNAVAILABLE))
-        ledger.failed_create(header, QUEUE_FULL)
+        # Refused, not served: it is recorded (every admitted request is) but costs no quota.
+        admission_refund(admission)
+        ledger.failed_create(header, "Refused: the model's queue was full.")
         raise
     except queue.NoConsumer:  # no worker is serving the queue now: the job path waits for one
         submission.prediction = _job_create(submission)
@@ -390,15 +381,7 @@ def _job_create(submission: Submission) -> Prediction:
         header=submission.header, tensors=submission.tensors, webhook=submission.webhook
     )
     pool = submission.target.queue
-
-    def enqueue() -> None:
-        try:
-            job_enqueue(prediction_id=prediction.id, pool=pool)
-        except queue.Unavailable:  # not run (failed by `job_enqueue`): its caller is answered 503
-            _settled(submission, Outcome(kind=Kind.UNAVAILABLE))
-            raise
-
-    transaction.on_commit(enqueue)
+    transaction.on_commit(lambda: job_enqueue(prediction_id=prediction.id, pool=pool))
     return prediction
 
 
@@ -419,19 +402,16 @@ def job_enqueue(*, prediction_id, pool: str = "") -> None:
 
 @dataclass
 class Outcome:
-    """What a caller waiting on a submission gets: how its prediction ended (`outcomes.Kind`, which alone says
-    how each protocol answers it), with its outputs or its error."""
+    """What a caller waiting on a submission gets: a finished prediction's fields, or `pending`.
 
-    kind: Kind
+    `unavailable` means the server could not give an answer (503): a time-out, a lost runner, Redis gone."""
+
+    status: str
     outputs: dict[str, np.ndarray] | None = None
     outputs_json: list | None = None
     error: str = ""
+    unavailable: bool = False
     compute_ms: float | None = None
-
-    @property
-    def status(self) -> str:
-        """The prediction's status, as its record says it (or `pending`)."""
-        return self.kind.status
 
 
 def prediction_wait(
@@ -439,139 +419,119 @@ def prediction_wait(
     submission: Submission,
     timeout: float,
     fall_back_to_job: bool,
-    user=None,
-    api_key=None,
+    user,
+    api_key,
     caller_gone_at_timeout: bool = False,
 ) -> Outcome:
     """Wait up to `timeout` s for the result.
 
     Not done by then: `pending` if `fall_back_to_job` (the record then exists, as a job or as a running row
-    the worker completes), else the call is given up (`prediction_give_up`): `unavailable` (a 503), or
-    `canceled` when the timeout was the caller's own deadline (`caller_gone_at_timeout`) or it went away."""
-
-    def given_up() -> Kind:
-        return Kind.CANCELED if caller_gone_at_timeout or submission.caller_left else Kind.UNAVAILABLE
-
+    the worker completes), else a failed, `unavailable` outcome (a 503) that is recorded too; or, when the
+    timeout is the caller's own deadline (`caller_gone_at_timeout`), the call is abandoned: canceled, free."""
     if submission.reply is not None:
-        try:
-            reply, outputs = submission.reply.result(timeout)
-        except TimeoutError:
-            if fall_back_to_job:
-                return link_gave_up(submission)
-            return prediction_give_up(submission, kind=given_up())
-        except LinkLost as exc:
-            return link_lost(submission, exc)
-        return link_outcome(submission, reply, outputs)
+        return _wait_link(submission, timeout, fall_back_to_job, caller_gone_at_timeout)
     if submission.call is None:
         outcome = _poll_job(prediction_id=submission.prediction.id, timeout=timeout)
-        if outcome.kind is Kind.PENDING and not fall_back_to_job:
-            return prediction_give_up(submission, kind=given_up())
-        return _settled(submission, outcome)
+        if outcome.status == "pending" and caller_gone_at_timeout:
+            return prediction_abandon(submission, CALLER_GONE)
+        if outcome.status == "pending" and not fall_back_to_job:
+            return _job_given_up(submission.prediction.id)
+        return outcome
+    header = submission.header
     try:
         reply = queue.wait(submission.call, timeout)
     except queue.Unavailable as exc:
-        return prediction_give_up(submission, error=str(exc))
+        ledger.failed_create(header, str(exc))
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(exc))
     if reply is not None:
-        return _answered(submission, *reply)
-    if not fall_back_to_job:
-        return prediction_give_up(submission, kind=given_up())
+        status, outputs = reply
+        if status["status"] == Prediction.Status.SUCCEEDED:
+            return Outcome(status=status["status"], outputs=outputs, compute_ms=status.get("compute_ms"))
+        return Outcome(
+            status=status["status"], error=status["error"], unavailable=status.get("unavailable", False)
+        )
+    if caller_gone_at_timeout:
+        return prediction_abandon(submission, CALLER_GONE)
     try:
-        if queue.withdraw(submission.call):
-            submission.prediction = _job_create(submission)
-        else:
+        taken = not queue.withdraw(submission.call)
+        if taken:
             # A runner holds it: a running row its record completes (or the reaper fails).
-            ledger.running_create(submission.header)
-        return Outcome(kind=Kind.PENDING)
+            ledger.running_create(header)
+            if not fall_back_to_job:
+                return Outcome(
+                    status="pending", unavailable=True, error="No answer within the time limit; retry later."
+                )
+            return Outcome(status="pending")
+        if not fall_back_to_job:
+            error = "No worker answered in time; retry later."
+            ledger.failed_create(header, error)
+            return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
+        submission.prediction = _job_create(submission)
+        return Outcome(status="pending")
     except Exception as exc:  # Redis or the broker went away mid-call
         if isinstance(exc, queue.Unavailable):
             error = str(exc)
         else:
-            logger.exception("could not hand prediction %s over", submission.header.id)
+            logger.exception("could not hand prediction %s over", header.id)
             error = "The request queue is unavailable; retry."
-        return prediction_give_up(submission, error=error)
+        ledger.failed_create(header, error)
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
 
 
-async def prediction_wait_async(
-    *, submission: Submission, timeout: float, in_thread, caller_gone_at_timeout: bool = False
+def _wait_link(
+    submission: Submission, timeout: float, fall_back_to_job: bool, caller_gone_at_timeout: bool
 ) -> Outcome:
-    """`prediction_wait` for a caller on an event loop, who has nothing to come back to (no job to fall back
-    to): the wait for a runner pool on this host holds no thread; what may touch the database or Redis runs
-    through `in_thread(function, *args)` (an awaitable). A caller that leaves first (this coroutine is
-    canceled: a gRPC client's cancel or deadline) gives its call up at once: canceled, and free."""
-    if submission.reply is None:  # the Redis queue (another host's pool) or the job path: a thread waits
-        wait = functools.partial(
-            prediction_wait,
-            submission=submission,
-            timeout=timeout,
-            fall_back_to_job=False,
-            caller_gone_at_timeout=caller_gone_at_timeout,
-        )
-        try:
-            return await in_thread(wait)
-        except asyncio.CancelledError:
-            # The thread's wait goes on to its timeout (the caller's deadline, if it set one); the call is
-            # given up then, as canceled. An answer that comes first is recorded as it ended.
-            submission.caller_left = True
-            raise
-    reply = asyncio.wrap_future(submission.reply)
     try:
-        done, _ = await asyncio.wait({reply}, timeout=timeout)
-    except asyncio.CancelledError:
-        await in_thread(functools.partial(prediction_give_up, submission, kind=Kind.CANCELED))
-        raise
-    if not done:
-        given_up = Kind.CANCELED if caller_gone_at_timeout else Kind.UNAVAILABLE
-        return await in_thread(functools.partial(prediction_give_up, submission, kind=given_up))
-    try:
-        answer, outputs = reply.result()
+        reply, outputs = submission.reply.result(timeout)
+    except TimeoutError:
+        if caller_gone_at_timeout:
+            return prediction_abandon(submission, CALLER_GONE)
+        return link_gave_up(submission, fall_back_to_job)
+    except CancelledError:  # `caller_left`
+        return prediction_abandon(submission, CALLER_GONE)
     except LinkLost as exc:
-        return await in_thread(link_lost, submission, exc)
-    if answer["status"] == Prediction.Status.SUCCEEDED:  # nothing to write: the pool records it
-        return link_outcome(submission, answer, outputs)
-    return await in_thread(link_outcome, submission, answer, outputs)
+        return link_lost(submission, exc)
+    return link_outcome(submission, reply, outputs)
 
 
 def link_outcome(submission: Submission, reply: dict, outputs: dict[str, np.ndarray]) -> Outcome:
     """The outcome of a call answered by a linked runner pool (whose record is the supervisor's to queue)."""
     if reply["status"] == BUSY:
         return link_refused(submission, reply["depth"])
-    return _answered(submission, reply, outputs)
-
-
-def _answered(submission: Submission, reply: dict, outputs: dict[str, np.ndarray]) -> Outcome:
-    """A runner pool's answer (the supervisor's `reply_header`): how it ended is the kind it names."""
     if reply["status"] == Prediction.Status.SUCCEEDED:
-        return Outcome(kind=Kind.SUCCEEDED, outputs=outputs, compute_ms=reply.get("compute_ms"))
-    return _settled(submission, Outcome(kind=failure_kind(reply.get("kind")), error=reply["error"]))
+        return Outcome(status=reply["status"], outputs=outputs, compute_ms=reply.get("compute_ms"))
+    return Outcome(status=reply["status"], error=reply["error"], unavailable=reply.get("unavailable", False))
 
 
 def link_refused(submission: Submission, depth: int) -> Outcome:
-    """The model's queue was full: refused, not served; recorded (every admitted request is)."""
+    """The model's queue was full: refused, not served; recorded (every admitted request is), free."""
+    admission_refund(submission.admission)
+    ledger.failed_create(submission.header, "Refused: the model's queue was full.")
     busy = queue.ModelBusy(submission.target.slug, depth)
-    outcome = _settled(submission, Outcome(kind=Kind.UNAVAILABLE, error=str(busy)))
-    ledger.failed_create(submission.header, QUEUE_FULL)
-    return outcome
+    return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(busy))
 
 
-def link_gave_up(submission: Submission) -> Outcome:
-    """No answer within the wait of a caller who comes back for it (a 202): the pool holds the call and will
-    record it; until then a running row stands for it (the reaper fails it if the pool never does)."""
+def link_gave_up(submission: Submission, fall_back_to_job: bool) -> Outcome:
+    """No answer in time: the pool holds the call and will record it; until then a running row stands for it
+    (the reaper fails it if the pool never does)."""
     submission.link.forget(submission.header.id)
     ledger.running_create(submission.header)
-    return Outcome(kind=Kind.PENDING)
+    if fall_back_to_job:
+        return Outcome(status="pending")
+    return Outcome(status="pending", unavailable=True, error="No answer within the time limit; retry later.")
 
 
-def link_lost(submission: Submission, exc: Exception) -> Outcome:
-    return prediction_give_up(submission, error=str(exc))
+def caller_left(submission: Submission) -> None:
+    """The caller hung up (from any thread): a wait on the runner pool's answer ends now, abandoned. (A call
+    queued in Redis or a job is abandoned when its caller's deadline ends the wait.)"""
+    if submission.reply is not None:
+        submission.reply.cancel()
 
 
-def prediction_give_up(submission: Submission, *, kind: Kind = Kind.UNAVAILABLE, error: str = "") -> Outcome:
-    """End a call whose caller waits no longer: it left (`canceled`: its deadline passed, or it hung up), or
-    it is answered 503 (`unavailable`: no answer in time, or the way to the answer broke). Recorded so now; a
-    call no runner has taken yet is not run, one that is running finishes unrecorded (this record stands) and
-    costs no compute. A job that ended meanwhile is answered as it ended."""
-    if not error:
-        error = CALLER_GONE if kind is Kind.CANCELED else NOT_RUN if submission.prediction else NO_ANSWER
+def prediction_abandon(submission: Submission, reason: str) -> Outcome:
+    """The caller left before its answer (its deadline passed, or it canceled): the call is canceled, and
+    costs no quota. One no runner has taken yet is not run; one that is running finishes unrecorded (its
+    canceled record stands) and is not charged for compute."""
     if submission.link is not None:
         submission.link.cancel(submission.header.id)
     elif submission.call is not None:
@@ -579,37 +539,27 @@ def prediction_give_up(submission: Submission, *, kind: Kind = Kind.UNAVAILABLE,
             queue.withdraw(submission.call)
         except RedisError:  # Redis is gone: a runner that takes the call after all finds its record ended
             pass
-    outcome = Outcome(kind=kind, error=error)
     if submission.prediction is not None:
-        prediction_id = submission.prediction.id
-        if kind is Kind.CANCELED:
-            ended_here = ledger.cancel_if_active(prediction_id, error)
-        else:
-            ended_here = ledger.fail(prediction_id, error, kind)
-        if not ended_here:  # it ended meanwhile
-            outcome = _poll_job(prediction_id=prediction_id, timeout=0)
-        return _settled(submission, outcome)
-    # Settled before the record says how it ended: whoever reads the record finds the quota settled too.
-    _settled(submission, outcome)
-    if kind is Kind.CANCELED:
-        ledger.canceled_create(submission.header, error)
+        ledger.cancel_if_active(submission.prediction.id, reason)
     else:
-        ledger.failed_create(submission.header, error, kind)
-    return outcome
+        ledger.canceled_create(submission.header, reason)
+    if submission.admission is not None:
+        admission_refund(submission.admission)
+    return Outcome(status=Prediction.Status.CANCELED, error=reason)
 
 
-_settle_lock = threading.Lock()
+def link_lost(submission: Submission, exc: Exception) -> Outcome:
+    ledger.failed_create(submission.header, str(exc))
+    return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=str(exc))
 
 
-def _settled(submission: Submission, outcome: Outcome) -> Outcome:
-    """The one place a call's quota is settled: what the outcome table says is not counted (`Answer.counted`)
-    is given back, once."""
-    if not outcome.kind.answer.counted:
-        with _settle_lock:
-            admission, submission.admission = submission.admission, None
-        if admission is not None:
-            admission_refund(admission)
-    return outcome
+def _job_given_up(prediction_id) -> Outcome:
+    """The job of a caller who will not come back for it (answered 503, not 202) is failed, not left to run
+    and be charged when nobody reads its answer. One that ended meanwhile is answered as it ended."""
+    error = "No worker answered in time; not run. Retry later."
+    if ledger.fail(prediction_id, error):
+        return Outcome(status=Prediction.Status.FAILED, unavailable=True, error=error)
+    return _poll_job(prediction_id=prediction_id, timeout=0)
 
 
 def _poll_job(*, prediction_id, timeout: float) -> Outcome:
@@ -618,23 +568,18 @@ def _poll_job(*, prediction_id, timeout: float) -> Outcome:
     while True:
         row = (
             Prediction.objects.filter(id=prediction_id)
-            .values("status", "outputs", "outputs_file", "error", "failure", "compute_ms")
+            .values("status", "outputs", "outputs_file", "error", "compute_ms")
             .first()
         )
         if row and row["status"] in ledger.ENDED:
             outputs = row["outputs"]
             if outputs is None and row["outputs_file"]:
                 outputs = json.loads(files.read_bytes(row["outputs_file"]))
-            status = row["status"]
-            if status == Prediction.Status.SUCCEEDED:
-                kind = Kind.SUCCEEDED
-            elif status == Prediction.Status.CANCELED:
-                kind = Kind.CANCELED
-            else:
-                kind = failure_kind(row["failure"])
-            return Outcome(kind=kind, outputs_json=outputs, error=row["error"], compute_ms=row["compute_ms"])
+            return Outcome(
+                status=row["status"], outputs_json=outputs, error=row["error"], compute_ms=row["compute_ms"]
+            )
         if time.monotonic() >= deadline:
-            return Outcome(kind=Kind.PENDING)
+            return Outcome(status="pending")
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.1)
 
@@ -732,7 +677,6 @@ def prediction_execute(*, prediction_id: str, run=None) -> None:
         ended.compute_ms = reply.get("compute_ms")
     else:
         ended.status, ended.error = Prediction.Status.FAILED, reply["error"]
-        ended.failure = failure_kind(reply.get("kind"))
         ended.compute_ms = (time.perf_counter() - started) * 1000
     ended.finished_at = timezone.now()
     ledger.finish([ended])

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -534,30 +534,8 @@ def version_record_download(*, version: ModelVersion) -> None:
 
 def models_record_runs(*, runs: dict[int, int]) -> None:
     """Add finished runs to models' counters: {model id: runs}. Called by inference's record step."""
-    if not runs:
-        return
-    if connection.vendor != "postgresql":
-        for model_id, count in sorted(runs.items()):
-            Model.objects.filter(pk=model_id).update(runs=F("runs") + count)
-        return
-    # One UPDATE for a recorder's batch of many models, after taking the rows' locks in the order of their ids
-    # (the UPDATE's own order is its plan's), so recorders writing overlapping batches never deadlock.
-    quote = connection.ops.quote_name
-    table, pk = quote(Model._meta.db_table), quote(Model._meta.pk.column)
-    column = quote(Model._meta.get_field("runs").column)
-    ids, counts = (list(values) for values in zip(*sorted(runs.items()), strict=True))
-    # Table and column names come from the model; every value is a parameter.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {table} WHERE {pk} = ANY(%s) ORDER BY {pk} FOR NO KEY UPDATE",  # noqa: S608
-            [ids],
-        )
-        cursor.execute(
-            f"UPDATE {table} SET {column} = {table}.{column} + added.runs "  # noqa: S608
-            f"FROM unnest(%s::{Model._meta.pk.db_type(connection)}[], %s::bigint[]) AS added(id, runs) "
-            f"WHERE {table}.{pk} = added.id",
-            [ids, counts],
-        )
+    for model_id, count in sorted(runs.items()):
+        Model.objects.filter(pk=model_id).update(runs=F("runs") + count)
 
 
 # --- gated models: access requests --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 
 from .models import UsageCounter, UsageDay
@@ -76,18 +76,10 @@ def usage_record(usages: list[Usage]) -> None:
             totals["compute_ms"] += usage.compute_ms
             compute_by_user[usage.user_id] += math.ceil(usage.compute_ms)
     # Rows in a fixed order: workers recording overlapping batches never wait on each other in a cycle.
-    days_in_order = sorted(days.items(), key=lambda item: str(item[0]))
-    computes = [
-        (user_id, compute_ms) for user_id, compute_ms in sorted(compute_by_user.items()) if compute_ms
-    ]
-    if connection.vendor == "postgresql":
-        # One statement each, whatever the number of rows: the recorder's batches touch dozens.
-        _add_usage_days(days_in_order)
-        _add_computes(computes, month)
-    else:
-        for (user_id, api_key_id, version_id, day), totals in days_in_order:
-            _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
-        for user_id, compute_ms in computes:
+    for (user_id, api_key_id, version_id, day), totals in sorted(days.items(), key=lambda item: str(item[0])):
+        _add_usage_day(user_id=user_id, api_key_id=api_key_id, version_id=version_id, day=day, **totals)
+    for user_id, compute_ms in sorted(compute_by_user.items()):
+        if compute_ms:
             _add_compute(user_id=user_id, month=month, compute_ms=compute_ms)
     if quota_backend() == "redis" and any(compute_by_user.values()):
         charges = {user_id: ms for user_id, ms in compute_by_user.items() if ms}
@@ -170,54 +162,6 @@ def _add_compute(*, user_id: int, month: int, compute_ms: int) -> None:
             UsageCounter.objects.create(key=key, window=month, used=compute_ms)
     except IntegrityError:
         UsageCounter.objects.filter(key=key).update(**increment)
-
-
-def _add_usage_days(days: list[tuple[tuple, dict]]) -> None:
-    """`_add_usage_day` for many rows at once, in PostgreSQL (whose constraint finds a row without a key or a
-    version as the others): ((user id, api key id, version id, day), totals) each."""
-    if not days:
-        return
-    unique = next(c for c in UsageDay._meta.constraints if c.name == "one_usage_row_per_day").fields
-    totals = list(days[0][1])
-    rows = [(*key, *(added[name] for name in totals)) for key, added in days]
-    table, column = _names(UsageDay)
-    adds = [f"{column(name)} = {table}.{column(name)} + EXCLUDED.{column(name)}" for name in totals]
-    _upsert(UsageDay, [*unique, *totals], rows, on=unique, update=", ".join(adds))
-
-
-def _add_computes(computes: list[tuple[int, int]], month: int) -> None:
-    """`_add_compute` for many users at once, in PostgreSQL: (user id, compute ms) each."""
-    rows = [(compute_counter_key(user_id), month, compute_ms) for user_id, compute_ms in computes]
-    table, column = _names(UsageCounter)
-    used, window = column("used"), column("window")
-    # A row of an earlier month starts again from this charge.
-    update = (
-        f"{used} = CASE WHEN {table}.{window} = EXCLUDED.{window} THEN {table}.{used} + EXCLUDED.{used} "
-        f"ELSE EXCLUDED.{used} END, {window} = EXCLUDED.{window}"
-    )
-    _upsert(UsageCounter, ["key", "window", "used"], rows, on=["key"], update=update)
-
-
-def _names(model) -> tuple:
-    """(the model's table, a function of a field's name giving its column), quoted for SQL."""
-    quote = connection.ops.quote_name
-    return quote(model._meta.db_table), lambda name: quote(model._meta.get_field(name).column)
-
-
-def _upsert(model, names: list[str], rows: list[tuple], *, on: list[str], update: str) -> None:
-    """PostgreSQL: `rows` (values of the fields `names`) in one `INSERT … ON CONFLICT (on) DO UPDATE SET
-    update`, each column an array (`unnest`). It takes the rows, and their locks, in their order."""
-    if not rows:
-        return
-    table, column = _names(model)
-    arrays = ", ".join(f"%s::{model._meta.get_field(name).db_type(connection)}[]" for name in names)
-    # Table and column names come from the models; every value is a parameter.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(map(column, names))}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        f"ON CONFLICT ({', '.join(map(column, on))}) DO UPDATE SET {update}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(values) for values in zip(*rows, strict=True)])
 
 
 def _charge_redis(charges: dict[int, int], month: int) -> None:

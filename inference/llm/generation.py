@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from inference import ledger
 from inference.models import Prediction
-from inference.outcomes import Kind
 from inference.scheduling.queue import RequestHeader
 from marketplace import files
 from marketplace.models import ModelVersion
@@ -155,8 +154,6 @@ class Generation:
                         model_id=self.target.model_id,
                         header=self.header,
                         error=error,
-                        # Its caller was answered 503 (GenerationUnavailable), whatever stopped it.
-                        failure=Kind.UNAVAILABLE if status == Prediction.Status.FAILED else "",
                         started_at=self.started_at,
                         finished_at=timezone.now(),
                         queue_ms=0.0,

@@ -1,25 +1,17 @@
-"""The Open Inference Protocol over gRPC (KServe's and Triton's `inference.GRPCInferenceService`), served by
-grpcio's asyncio server.
+"""The Open Inference Protocol over gRPC (KServe's and Triton's `inference.GRPCInferenceService`).
 
-A thin adapter, as the data plane's `/v2/…/infer` is for HTTP (`inference.dataplane.oip`): the same look-up
-(`target_find`), admission and pipeline (`prediction_submit`), codec and outcome table, so keys, scopes,
-visibility, quotas, records and the ledger are the same whichever protocol a client speaks. As there, the
-steps that may touch the database run in threads, and the wait for the answer of a runner pool on this host
-holds none (`services.prediction_wait_async`). The client's deadline bounds that wait; a call its client
-cancels, or whose deadline passes, is canceled and costs nothing (grpcio cancels the call's task).
-
-Only the translation to protobuf messages and gRPC status codes lives here. The message classes and the
-servicer base are generated from the published proto and ship with `tritonclient[grpc]`; nothing here is
-hand-written protobuf.
+A thin adapter, as `v2.model_infer` is for HTTP: the same look-up (`target_find`), admission and
+pipeline (`prediction_submit`, `prediction_wait`) and codec, so keys, scopes, visibility, quotas, records
+and the ledger are the same whichever protocol a client speaks. Only the translation to protobuf messages
+and gRPC status codes lives here. The message classes and the servicer base are generated from the
+published proto and ship with `tritonclient[grpc]`; nothing here is hand-written protobuf.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import functools
 import logging
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent import futures
 
 import grpc
 from django.conf import settings
@@ -34,24 +26,22 @@ from portal.logs import (
     key_prefix_of,
     request_finished,
     request_id_from,
+    request_note,
 )
 from portal.outages import log_outage, outage_of
 from portal.quotas import QuotaExceeded, QuotaUnavailable, RequestQuotaState, current_request_state
 
 from ..codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from ..models import Prediction
-from ..outcomes import Kind, message_of, retry_headers
 from ..runtimes import platform_of
 from ..scheduling import queue
 from ..services import (
     GateClosed,
-    Submission,
-    Target,
     VersionNotFound,
     VersionValidating,
-    prediction_give_up,
+    caller_left,
     prediction_submit,
-    prediction_wait_async,
+    prediction_wait,
     target_find,
 )
 from ..text import TextError, oip_text_request, with_text_outputs
@@ -61,9 +51,9 @@ from .oip import (
     _arrays_from_json,
     _broker_reachable,
     _database_reachable,
-    infer_wait_seconds,
     oip_output_names,
 )
+from .outcomes import GRPC_CODE, Ending, ending_of, message_of, retry_headers
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +82,6 @@ class RpcError(Exception):
         self.code = code
         self.trailers = trailers
 
-    @classmethod
-    def of(cls, kind: Kind, message: str) -> RpcError:
-        """An outcome's answer, as the outcome table gives it (Retry-After as `retry-after` trailers)."""
-        trailers = tuple((name.lower(), value) for name, value in retry_headers(kind).items())
-        return cls(getattr(grpc.StatusCode, kind.answer.grpc), message, trailers)
-
 
 # A call's outcome label by its status code (as `portal.logs.outcome_of` does for HTTP).
 GRPC_OUTCOMES = {
@@ -109,70 +93,39 @@ GRPC_OUTCOMES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "refused",
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "canceled",
-    grpc.StatusCode.CANCELLED: "canceled",
 }
 
 
-class Call:
-    """One RPC on its way: its request id and log record, its quota state, and the threads in which its steps
-    that may touch the database run, in the call's context (as the data plane's `Exchange`)."""
-
-    def __init__(self, threads: Executor, context: grpc.aio.ServicerContext):
-        self.threads = threads
-        self.metadata = dict(context.invocation_metadata() or ())
-        self.record = RequestRecord(id=request_id_from(self.metadata.get("x-request-id")))
-        self.context = contextvars.copy_context()
-        self.context.run(current_request.set, self.record)
-        self.context.run(current_request_state.set, RequestQuotaState())
-
-    @property
-    def authorization(self) -> str:
-        return self.metadata.get("authorization", "")
-
-    def in_thread(self, function, *args):
-        """Run `function(*args)` in a thread, in this call's context; an awaitable of its result."""
-        # A copy each time: a step the caller stopped awaiting (it left) may still be running in the first.
-        return asyncio.get_running_loop().run_in_executor(
-            self.threads, self.context.copy().run, _with_connections, function, *args
-        )
-
-
-def _with_connections(function, *args):
-    """What Django does around each request: connections that broke or outlived CONN_MAX_AGE are closed."""
-    close_old_connections()
-    try:
-        return function(*args)
-    finally:
-        close_old_connections()
-
-
 def rpc(method):
-    """Runs one call the way Django runs a request (`Call`): quota state, errors mapped to status codes, a
-    request id and one log line (and, for ModelInfer, the request metrics). `method(self, request, context,
-    call)` is a coroutine."""
+    """Runs one call the way Django runs a request: fresh database connections, quota state, errors mapped,
+    a request id and one log line (and, for ModelInfer, the request metrics)."""
 
-    async def handler(self, request, context):
-        call = Call(self.threads, context)
+    def handler(self, request, context):
+        close_old_connections()
+        token = current_request_state.set(RequestQuotaState())
+        metadata = dict(context.invocation_metadata())
+        record = RequestRecord(id=request_id_from(metadata.get("x-request-id")))
+        record_token = current_request.set(record)
         code = grpc.StatusCode.OK
         try:
-            return await method(self, request, context, call)
+            return method(self, request, context)
         except RpcError as exc:
             code = exc.code
-            await context.abort(exc.code, str(exc), exc.trailers)
+            if exc.trailers:
+                context.set_trailing_metadata(exc.trailers)
+            context.abort(exc.code, str(exc))
         except QuotaExceeded as exc:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
-            await context.abort(code, exc.message, (("retry-after", str(exc.retry_after)),))
+            context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
         except QuotaUnavailable as exc:
             code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, str(exc.detail), (("retry-after", "5"),))
+            context.set_trailing_metadata((("retry-after", "5"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc.detail))
         except (queue.Unavailable, queue.ModelBusy) as exc:
-            refused = RpcError.of(Kind.UNAVAILABLE, str(exc))
-            code = refused.code
-            await context.abort(refused.code, str(refused), refused.trailers)
-        except asyncio.CancelledError:
-            # The client canceled, or its deadline passed: grpcio cancels the call's task.
-            code = deadline_or_cancel(context)
-            raise
+            code = grpc.StatusCode.UNAVAILABLE
+            context.set_trailing_metadata((("retry-after", "1"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             outage = outage_of(exc)
             if outage is None:
@@ -181,37 +134,34 @@ def rpc(method):
             # PostgreSQL, Redis or the broker is down: retryable, as the HTTP APIs' 503 + Retry-After.
             log_outage(outage, exc, method.__name__)
             code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, outage.message, (("retry-after", str(outage.retry_after)),))
+            context.set_trailing_metadata((("retry-after", str(outage.retry_after)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, outage.message)
         finally:
+            current_request_state.reset(token)
+            current_request.reset(record_token)
             extra = {"method": method.__name__}
-            prefix = key_prefix_of(call.authorization)
+            prefix = key_prefix_of(metadata.get("authorization", ""))
             if prefix:
                 extra["key_prefix"] = prefix
-            call.record.fields.setdefault("outcome", GRPC_OUTCOMES.get(code, "error"))
+            record.fields.setdefault("outcome", GRPC_OUTCOMES.get(code, "error"))
             request_finished(
-                record=call.record,
+                record=record,
                 protocol="grpc" if method.__name__ == "ModelInfer" else None,
                 status=code.name,
                 extra=extra,
             )
+            close_old_connections()
 
     handler.__name__ = method.__name__
     handler.__doc__ = method.__doc__
     return handler
 
 
-def deadline_or_cancel(context) -> grpc.StatusCode:
-    """What the client saw when it left: its deadline passed, or it canceled."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
-
-
-def caller(authorization: str, *, scope: str, key_required: bool):
+def caller(context, *, scope: str, key_required: bool):
     """The key's user and key from `authorization: Bearer …` metadata; (None, None) without one, when none is
     required. A key sent must have `scope`."""
-    if not authorization:
+    header = next((value for key, value in context.invocation_metadata() if key == "authorization"), "")
+    if not header:
         if key_required:
             raise RpcError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -219,7 +169,7 @@ def caller(authorization: str, *, scope: str, key_required: bool):
             )
         return None, None
     try:
-        key = authenticate_bearer(authorization)
+        key = authenticate_bearer(header)
     except AuthenticationFailed as exc:
         raise RpcError(grpc.StatusCode.UNAUTHENTICATED, str(exc.detail)) from None
     if not key.has_scope(scope):
@@ -241,11 +191,11 @@ def version_number(version: str) -> int | None:
     return number
 
 
-def find(authorization: str, name: str, version: str, *, to_run: bool = False, infer: bool = False):
+def find(context, name: str, version: str, *, to_run: bool = False, infer: bool = False):
     """The caller, and the ready version of `owner/name` if they may see it (else NOT_FOUND) and, `to_run`,
     run it (else PERMISSION_DENIED, as the 403 of /v2). As on /v2: metadata and ready need no key, but a key
     sent needs `read`; inference needs a key with `predict`."""
-    user, key = caller(authorization, scope="predict" if infer else "read", key_required=infer)
+    user, key = caller(context, scope="predict" if infer else "read", key_required=infer)
     owner, _, model = name.partition("/")
     if not owner or not model or "/" in model:
         raise RpcError(grpc.StatusCode.NOT_FOUND, f"No model {name!r}: model names are <owner>/<name>.")
@@ -302,60 +252,31 @@ def requested_outputs(request, output_names: list[str]) -> list[dict] | None:
     return requested or None
 
 
-def infer_admit(request, authorization: str) -> tuple[Target, object, list | None, Submission]:
-    """Check the caller, the model and the request, and admit and send the call (in a thread: the look-up,
-    the key and the quota may query the database): (target, its text request, the outputs asked for, the
-    submission)."""
-    name, version = request.model_name, request.model_version
-    user, key, target = find(authorization, name, version, to_run=True, infer=True)
-    try:
-        described, binary = request_inputs(request)
-        text = oip_text_request(described, binary, target)
-        tensors = text.tensors if text else decode_oip_tensors(described, target.signature, binary)
-        requested = requested_outputs(request, oip_output_names(target, text))
-    except (TensorError, TextError) as exc:
-        raise RpcError.of(Kind.INVALID_INPUT, str(exc)) from None
-    submission = prediction_submit(
-        user=user,
-        api_key=key,
-        target=target,
-        inputs=tensors,
-        source=Prediction.Source.GRPC,
-        bytes_in=request.ByteSize(),
-    )
-    return target, text, requested, submission
-
-
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, threads: Executor):
-        self.threads = threads
-
     @rpc
-    async def ServerLive(self, request, context, call):
+    def ServerLive(self, request, context):
         return service_pb2.ServerLiveResponse(live=True)
 
     @rpc
-    async def ServerReady(self, request, context, call):
-        ready = await call.in_thread(lambda: _database_reachable() and _broker_reachable())
-        return service_pb2.ServerReadyResponse(ready=ready)
+    def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=_database_reachable() and _broker_reachable())
 
     @rpc
-    async def ServerMetadata(self, request, context, call):
+    def ServerMetadata(self, request, context):
         return service_pb2.ServerMetadataResponse(
             name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"]
         )
 
     @rpc
-    async def ModelReady(self, request, context, call):
-        def ready() -> bool:
-            _, _, target = find(call.authorization, request.name, request.version, to_run=True)
-            return not queue.enabled() or queue.serving(target.queue)
-
-        return service_pb2.ModelReadyResponse(ready=await call.in_thread(ready))
+    def ModelReady(self, request, context):
+        _, _, target = find(context, request.name, request.version, to_run=True)
+        if queue.enabled() and not queue.serving(target.queue):
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=True)
 
     @rpc
-    async def ModelMetadata(self, request, context, call):
-        _, _, target = await call.in_thread(find, call.authorization, request.name, request.version)
+    def ModelMetadata(self, request, context):
+        _, _, target = find(context, request.name, request.version)
         signature = target.signature
         return service_pb2.ModelMetadataResponse(
             name=target.slug,
@@ -366,27 +287,41 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     @rpc
-    async def ModelInfer(self, request, context, call):
-        admitting = call.in_thread(infer_admit, request, call.authorization)
+    def ModelInfer(self, request, context):
+        user, key, target = find(context, request.model_name, request.model_version, to_run=True, infer=True)
         try:
-            target, text, requested, submission = await asyncio.shield(admitting)
-        except asyncio.CancelledError:  # the client left as its call was admitted: given up once it is
-            admitting.add_done_callback(functools.partial(_give_up_admitted, call))
-            raise
-        # Not past the client's own deadline: nobody would be there to take the answer. A call still
-        # unanswered then, or when the client cancels, is canceled and costs nothing.
-        remaining, wait = context.time_remaining(), infer_wait_seconds()
-        outcome = await prediction_wait_async(
-            submission=submission,
-            timeout=wait if remaining is None else max(0.0, min(wait, remaining)),
-            in_thread=call.in_thread,
-            caller_gone_at_timeout=remaining is not None and remaining < wait,
+            described, binary = request_inputs(request)
+            text = oip_text_request(described, binary, target)
+            tensors = text.tensors if text else decode_oip_tensors(described, target.signature, binary)
+            requested = requested_outputs(request, oip_output_names(target, text))
+        except (TensorError, TextError) as exc:
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        submission = prediction_submit(
+            user=user,
+            api_key=key,
+            target=target,
+            inputs=tensors,
+            source=Prediction.Source.GRPC,
+            bytes_in=request.ByteSize(),
         )
-        call.record.fields["outcome"] = outcome.kind.value
-        if outcome.kind is Kind.CANCELED:
-            raise RpcError(deadline_or_cancel(context), message_of(outcome))  # as the client saw it
-        if outcome.kind is not Kind.SUCCEEDED:
-            raise RpcError.of(outcome.kind, message_of(outcome))
+        # Not past the client's own deadline, nor after it cancels: nobody would be there to take the
+        # answer. A call still unanswered then is canceled and costs nothing (a queued one is not run).
+        context.add_callback(functools.partial(caller_left, submission))
+        remaining = context.time_remaining()
+        timeout = settings.PREDICTION_TIME_LIMIT + 5
+        outcome = prediction_wait(
+            submission=submission,
+            timeout=timeout if remaining is None else max(0.0, min(timeout, remaining)),
+            fall_back_to_job=False,
+            user=user,
+            api_key=key,
+            caller_gone_at_timeout=remaining is not None and remaining < timeout,
+        )
+        ending = ending_of(outcome)
+        request_note(outcome=ending.value)
+        if ending is not Ending.SUCCEEDED:
+            trailers = tuple((name.lower(), value) for name, value in retry_headers(ending).items())
+            raise RpcError(GRPC_CODE[ending], message_of(outcome), trailers)
         outputs = outcome.outputs if outcome.outputs is not None else _arrays_from_json(outcome.outputs_json)
         if text is not None:
             outputs = with_text_outputs(target, text, outputs)
@@ -408,24 +343,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
 
-def _give_up_admitted(call: Call, admitting: asyncio.Future) -> None:
-    if not admitting.cancelled() and admitting.exception() is None:
-        submission = admitting.result()[3]
-        call.in_thread(functools.partial(prediction_give_up, submission, kind=Kind.CANCELED))
-
-
-async def server_start(*, address: str, threads: int) -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with the servicer on the running event loop, bound to `address` (host:port; port 0
-    picks one): (server, port). `threads` run the calls' steps that may touch the database; the waits for
-    answers hold none."""
-    server = grpc.aio.server(
+def server_create(*, address: str, threads: int) -> tuple[grpc.Server, int]:
+    """A gRPC server with the servicer, bound to `address` (host:port; port 0 picks one): (server, port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[
             ("grpc.max_receive_message_length", settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
             ("grpc.max_send_message_length", -1),
         ],
     )
-    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc")
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(executor), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(), server)
     port = server.add_insecure_port(address)
-    await server.start()
     return server, port

@@ -18,7 +18,6 @@ from portal.outages import RETRY_AFTER_SECONDS
 
 from ..codec import BinaryBody, TensorError, decode_oip_tensors, encode_outputs_oip
 from ..models import Prediction
-from ..outcomes import Kind, message_of, retry_headers
 from ..runtimes import platform_of
 from ..scheduling import queue
 from ..services import (
@@ -34,6 +33,7 @@ from ..services import (
 )
 from ..statistics import model_stats
 from ..text import OIP_EMBEDDINGS_OUTPUT, TextError, oip_text_request, with_text_outputs
+from .outcomes import HTTP_STATUS, Ending, ending_of, message_of, retry_headers
 
 
 @require_GET
@@ -117,11 +117,6 @@ class V2Error(Exception):
         super().__init__(message)
         self.status = status
         self.headers = headers
-
-    @classmethod
-    def of(cls, kind: Kind, message: str) -> "V2Error":
-        """An outcome's answer, as the outcome table gives it."""
-        return cls(message, kind.answer.v2, retry_headers(kind))
 
 
 def _caller(authorization: str, *, scope: str, key_required: bool):
@@ -249,7 +244,7 @@ def infer_read(
     try:
         text = oip_text_request(request_json["inputs"], binary, target)
     except TextError as exc:
-        raise V2Error.of(Kind.INVALID_INPUT, str(exc)) from None
+        raise V2Error(str(exc), 400) from None
     output_names = oip_output_names(target, text)
     for output in requested or []:
         if not isinstance(output, dict) or output.get("name") not in output_names:
@@ -261,7 +256,7 @@ def infer_read(
             else decode_oip_tensors(request_json["inputs"], target.signature, binary)
         )
     except TensorError as exc:
-        raise V2Error.of(Kind.INVALID_INPUT, str(exc)) from None
+        raise V2Error(str(exc), 400) from None
     return InferCall(
         user=user,
         key=key,
@@ -286,7 +281,7 @@ def infer_submit(call: InferCall) -> Submission:
             bytes_in=call.bytes_in,
         )
     except (queue.Unavailable, queue.ModelBusy) as exc:
-        raise V2Error.of(Kind.UNAVAILABLE, str(exc)) from None
+        raise V2Error(str(exc), 503, {"Retry-After": "1"}) from None
 
 
 def infer_wait_seconds() -> float:
@@ -295,9 +290,10 @@ def infer_wait_seconds() -> float:
 
 
 def infer_answer(call: InferCall, submission: Submission, outcome: Outcome) -> Answer:
-    request_note(outcome=outcome.kind.value)
-    if outcome.kind is not Kind.SUCCEEDED:
-        raise V2Error.of(outcome.kind, message_of(outcome))
+    ending = ending_of(outcome)
+    request_note(outcome=ending.value)
+    if ending is not Ending.SUCCEEDED:
+        raise V2Error(message_of(outcome), HTTP_STATUS[ending], retry_headers(ending))
     outputs = outcome.outputs
     if outputs is None:  # the job path stored JSON
         outputs = _arrays_from_json(outcome.outputs_json)

@@ -27,8 +27,6 @@ from portal.models import ApiKey
 
 from ..llm.generation import GenerationRefused, GenerationUnavailable, generation_start
 from ..models import Prediction
-from ..outcomes import OPENAI_ERROR_TYPES as ERROR_TYPES
-from ..outcomes import RETRY_AFTER_SECONDS, Kind, message_of, retry_headers
 from ..scheduling.queue import ModelBusy, Unavailable
 from ..services import (
     GateClosed,
@@ -40,9 +38,8 @@ from ..services import (
 )
 from ..text import TextError, outcome_arrays, text_request, text_results
 from . import openai_requests as checks
-
-# Seconds a chat model's 503 asks for: its host starts, or frees a slot, in seconds, not a runner's one.
-HOST_RETRY_AFTER_SECONDS = 5
+from .outcomes import HTTP_STATUS, Ending, ending_of, message_of, retry_headers
+from .outcomes import OPENAI_TYPE as ERROR_TYPES
 
 
 class OpenAIError(Exception):
@@ -50,11 +47,6 @@ class OpenAIError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
-
-    @classmethod
-    def of(cls, kind: Kind, message: str, *, retry_after: int = RETRY_AFTER_SECONDS, **fields) -> OpenAIError:
-        """An outcome's answer, as the outcome table gives it."""
-        return cls(kind.answer.openai, message, headers=retry_headers(kind, retry_after), **fields)
 
     def response(self) -> JsonResponse:
         body = {"error": {"message": self.message, "type": ERROR_TYPES[self.status], "param": self.param}}
@@ -76,15 +68,11 @@ def openai_view(methods):
             except OpenAIError as error:
                 return error.response()
             except checks.InvalidRequest as error:
-                return OpenAIError.of(Kind.INVALID_INPUT, str(error), param=error.param).response()
+                return OpenAIError(400, str(error), param=error.param).response()
             except GenerationRefused as error:
-                invalid = OpenAIError.of(Kind.INVALID_INPUT, str(error), param=error.param, code=error.code)
-                return invalid.response()
-            except GenerationUnavailable as error:
-                wait = HOST_RETRY_AFTER_SECONDS
-                return OpenAIError.of(Kind.UNAVAILABLE, str(error), retry_after=wait).response()
-            except (Unavailable, ModelBusy) as error:
-                return OpenAIError.of(Kind.UNAVAILABLE, str(error)).response()
+                return OpenAIError(400, str(error), param=error.param, code=error.code).response()
+            except (GenerationUnavailable, Unavailable, ModelBusy) as error:
+                return OpenAIError(503, str(error), headers={"Retry-After": "5"}).response()
             except AuthenticationFailed as error:
                 return OpenAIError(401, str(error.detail), code="invalid_api_key").response()
             except APIException as error:  # QuotaExceeded and the rate limiter's own refusals
@@ -278,8 +266,7 @@ def _events(generation, *, chat: bool, answer_id: str, created: int, include_usa
             for text in generation.pieces():
                 yield piece(text)
         except GenerationUnavailable as exc:
-            kind = ERROR_TYPES[Kind.UNAVAILABLE.answer.openai]
-            error = {"message": str(exc), "type": kind, "param": None, "code": None}
+            error = {"message": str(exc), "type": ERROR_TYPES[503], "param": None, "code": None}
             yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
             return
         yield piece(None, generation.finish_reason)
@@ -314,10 +301,13 @@ def embeddings(request):
     outcome = prediction_wait(
         submission=submission, timeout=30, fall_back_to_job=False, user=user, api_key=key
     )
-    if outcome.kind is Kind.MODEL_ERROR:
-        raise OpenAIError.of(outcome.kind, f"The model failed on this input: {outcome.error}", param="input")
-    if outcome.kind is not Kind.SUCCEEDED:
-        raise OpenAIError.of(outcome.kind, message_of(outcome))
+    ending = ending_of(outcome)
+    if ending is not Ending.SUCCEEDED:
+        if HTTP_STATUS[ending] == 503:
+            raise OpenAIError(503, message_of(outcome), headers=retry_headers(ending))
+        raise OpenAIError(
+            HTTP_STATUS[ending], f"The model failed on this input: {outcome.error}", param="input"
+        )
     vectors = text_results(target, text, outcome_arrays(outcome.outputs, outcome.outputs_json)).get(
         "embeddings"
     )

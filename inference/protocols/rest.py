@@ -24,7 +24,6 @@ from portal.logs import request_note
 from .. import ledger, webhooks
 from ..codec import DATATYPES, TensorError, decode_image, decode_named_lists, decode_oip_tensors
 from ..models import Prediction
-from ..outcomes import Kind, message_of, retry_headers
 from ..scheduling.queue import ModelBusy, Unavailable
 from ..services import (
     GateClosed,
@@ -37,6 +36,7 @@ from ..services import (
     target_find,
 )
 from ..text import TextError, outcome_arrays, text_request, text_results
+from .outcomes import Ending, ending_of, message_of, retry_headers
 from .serializers import PredictionSerializer, TensorSerializer
 
 # --- serializers --------------------------------------------------------------------------------------------
@@ -214,9 +214,12 @@ class PredictAcceptedSerializer(serializers.Serializer):
 # --- views --------------------------------------------------------------------------------------------------
 
 
-def refusal(kind: Kind, message: str) -> Response:
-    """An outcome answered with `{"detail"}` instead of the prediction, as the outcome table says."""
-    return Response({"detail": message}, status=kind.answer.rest, headers=retry_headers(kind))
+def unavailable(message: str) -> Response:
+    return Response(
+        {"detail": message},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers=retry_headers(Ending.UNAVAILABLE),
+    )
 
 
 def wait_seconds(request) -> float:
@@ -310,11 +313,7 @@ class PredictView(APIView):
             ),
             413: OpenApiResponse(ERROR_SCHEMA, description="A request body over the limit."),
             429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit or quota exhausted; see Retry-After."),
-            503: OpenApiResponse(
-                ERROR_SCHEMA,
-                description="No worker answered in time, or the model's runner was stopped at its memory or "
-                "time limit; see Retry-After.",
-            ),
+            503: OpenApiResponse(ERROR_SCHEMA, description="No worker answered in time; retry."),
         },
     )
     def post(self, request, owner: str, name: str):
@@ -363,7 +362,7 @@ class PredictView(APIView):
                 webhook=webhook,
             )
         except (Unavailable, ModelBusy) as exc:
-            return refusal(Kind.UNAVAILABLE, str(exc))
+            return unavailable(str(exc))
         if not asynchronous:
             outcome = prediction_wait(
                 submission=submission,
@@ -372,8 +371,11 @@ class PredictView(APIView):
                 user=request.user,
                 api_key=api_key,
             )
-            request_note(outcome=outcome.kind.value)
-            if outcome.kind is not Kind.PENDING:
+            ending = ending_of(outcome)
+            request_note(outcome=ending.value)
+            if ending is Ending.UNAVAILABLE:
+                return unavailable(message_of(outcome))
+            if ending is not Ending.PENDING:
                 return self.result(submission, outcome, text)
         url = request.build_absolute_uri(reverse("prediction-detail", kwargs={"id": submission.id}))
         return Response(
@@ -383,8 +385,8 @@ class PredictView(APIView):
     def result(self, submission, outcome, text=None) -> Response:
         import time
 
-        if outcome.kind.answer.rest != status.HTTP_200_OK:
-            return refusal(outcome.kind, message_of(outcome))
+        if ending_of(outcome) is Ending.UNAVAILABLE:
+            return unavailable(message_of(outcome))
         body = {
             "id": submission.id,
             "model": submission.target.slug,

@@ -29,7 +29,6 @@ from marketplace.files import FileUnavailable
 from marketplace.sandbox import confine
 from marketplace.sandbox.confine import Confinement
 
-from ..outcomes import Kind
 from ..scheduling.scheduler import ModelRef, Request, Result, Scheduler, Source, Waiter
 from .limits import MemoryCgroup
 from .protocol import ChannelClosed, FrameTooLarge, read_frame, write_frame
@@ -58,11 +57,9 @@ class PoolObserver:
 
 
 class RunnerFailed(Exception):
-    """The runner could not answer: `kind` says how (`inference.outcomes`), `restart_cause` why it goes."""
-
-    def __init__(self, message: str, *, kind: Kind, restart_cause: str):
+    def __init__(self, message: str, *, server_fault: bool, restart_cause: str):
         super().__init__(message)
-        self.kind = kind
+        self.server_fault = server_fault
         self.restart_cause = restart_cause
 
 
@@ -75,11 +72,6 @@ class RunnerSettings:
     confinement: Confinement = field(default_factory=Confinement)
     start_timeout: float = 60.0
     max_output_mb: int = 256  # the largest answer read from a runner
-
-    @property
-    def memory_message(self) -> str:
-        limit = self.memory_mb
-        return f"The model exceeded its memory limit: it needed more than the {limit} MB a runner may use."
 
 
 class RunnerProcess:
@@ -205,35 +197,41 @@ class RunnerProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise self._died()
             if remaining <= 0.5:
-                raise self._timed_out()
+                raise RunnerFailed(
+                    f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
+                    server_fault=True,
+                    restart_cause="time",
+                )
         try:
             return read_frame(self.from_runner, limit=self.config.max_output_mb << 20, deadline=deadline)
         except TimeoutError:
-            raise self._timed_out() from None
+            raise RunnerFailed(
+                f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
+                server_fault=True,
+                restart_cause="time",
+            ) from None
         except FrameTooLarge as exc:
             raise RunnerFailed(
                 f"The model's answer ({exc.size >> 20} MB) is larger than the {self.config.max_output_mb} MB "
                 "a prediction may return (INFERENCE_MAX_OUTPUT_MB).",
-                kind=Kind.MODEL_ERROR,
+                server_fault=False,
                 restart_cause="output",
             ) from None
         except (ChannelClosed, OSError):
             raise self._died() from None
 
-    def _timed_out(self) -> RunnerFailed:
-        return RunnerFailed(
-            f"Timed out: the model ran past the {self.config.time_limit:g} s time limit.",
-            kind=Kind.OVER_LIMITS,
-            restart_cause="time",
-        )
-
     def _died(self) -> RunnerFailed:
         code = self.process.wait() if self.process else None
         if self.cgroup and self.cgroup.oom_kills() > self.oom_kills_at_start:
-            return RunnerFailed(self.config.memory_message, kind=Kind.OVER_LIMITS, restart_cause="memory")
+            return RunnerFailed(
+                f"The model needed more memory than a runner may use ({self.config.memory_mb} MB).",
+                # A batch's memory is not one caller's doing: the same call alone may pass (a 503).
+                server_fault=True,
+                restart_cause="memory",
+            )
         return RunnerFailed(
             f"The runner running this model died (exit status {code}); the request can be retried.",
-            kind=Kind.OVER_LIMITS,
+            server_fault=True,
             restart_cause="crash",
         )
 
@@ -313,8 +311,12 @@ class RunnerSlot(threading.Thread):
                 Exception
             ):  # never lose a caller: whatever broke, they get an answer (the detail is logged)
                 logger.exception("runner slot %s", self.index)
-                error = "The server could not run this request; it can be retried."
-                results = [Result(error=error, kind=Kind.UNAVAILABLE)] * len(requests)
+                results = [
+                    Result(
+                        error="The server could not run this request; it can be retried.", server_fault=True
+                    )
+                ]
+                results *= len(requests)
             finally:
                 self.pool.scheduler.release(sha)
             self.deliver(requests, results)
@@ -364,13 +366,13 @@ class RunnerSlot(threading.Thread):
             try:
                 path = self.pool.resolve_path(model)
             except FileUnavailable as exc:  # its message is written for callers: it names no path or host
-                return [Result(error=str(exc), kind=Kind.UNAVAILABLE)] * len(requests)
+                return [Result(error=str(exc), server_fault=True)] * len(requests)
             except Exception:
                 logger.exception(
                     "runner slot %s could not have the file of %s", self.index, model.sha256[:12]
                 )
                 error = "The model's file could not be had on this worker; the request can be retried."
-                return [Result(error=error, kind=Kind.UNAVAILABLE)] * len(requests)
+                return [Result(error=error, server_fault=True)] * len(requests)
         header = {
             "sha256": model.sha256,
             "path": path,
@@ -400,7 +402,7 @@ class RunnerSlot(threading.Thread):
             results = self._run(runner, header, requests, deadline)
         except RunnerFailed as exc:
             self.replace(exc.restart_cause)
-            results = [Result(error=str(exc), kind=exc.kind)] * len(requests)
+            results = [Result(error=str(exc), server_fault=exc.server_fault)] * len(requests)
         self.warm.add(model.sha256)
         finished_at = time.time()
         compute_ms = (time.monotonic() - started) * 1000 / len(requests)
@@ -435,12 +437,7 @@ class RunnerSlot(threading.Thread):
         results = []
         for tensors in batch:
             reply, outputs = runner.call(header, tensors, deadline)
-            if reply["ok"]:
-                results.append(Result(outputs))
-            elif reply.get("memory"):  # an allocation failed under the address-space limit (no cgroup)
-                results.append(Result(error=self.pool.config.memory_message, kind=Kind.OVER_LIMITS))
-            else:
-                results.append(Result(error=reply["error"]))
+            results.append(Result(outputs) if reply["ok"] else Result(error=reply["error"]))
         return results
 
 

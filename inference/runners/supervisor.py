@@ -53,8 +53,8 @@ def model_ref(header: dict) -> ModelRef:
 def reply_header(result: Result) -> dict:
     if result.succeeded:
         return {"status": "succeeded", "compute_ms": result.compute_ms}
-    # The kind, not the message, says how each protocol answers it (`inference.outcomes`).
-    return {"status": "failed", "error": result.error, "kind": result.kind.value}
+    # A runner's time limit, crash or a missing file is the server's fault, not the caller's: 503 on /v2.
+    return {"status": "failed", "error": result.error, "unavailable": result.server_fault}
 
 
 def pool_from_settings(name: str, observer: PoolObserver | None = None) -> RunnerPool:
@@ -111,7 +111,6 @@ def finished_record(request: Request, result: Result) -> dict:
         **request.header,
         "status": "succeeded" if result.succeeded else "failed",
         "error": result.error,
-        "failure": "" if result.succeeded else result.kind.value,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "queue_ms": max(0.0, (result.started_at - request.header["created_at"]) * 1000),

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..outcomes import Kind
-
 logger = logging.getLogger(__name__)
 
 # How long the model first in line may wait while a runner takes its own tenant's work instead: about what
@@ -54,8 +52,7 @@ class Request:
 class Result:
     outputs: dict[str, np.ndarray] | None = None
     error: str = ""
-    # How it failed (`inference.outcomes`): the model's error, or the server's (a limit, a crash, no runner).
-    kind: Kind = Kind.MODEL_ERROR
+    server_fault: bool = False  # the server's limit or failure, not the request's: 503 where it matters
     started_at: float = 0.0
     finished_at: float = 0.0
     compute_ms: float = 0.0

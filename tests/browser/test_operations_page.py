@@ -50,12 +50,12 @@ def test_staff_see_a_runner_restarted_for_memory(page, memory_limited_stack, dja
         headers={"Authorization": f"Bearer {key}"},
         timeout=120,
     )
-    # The runner's memory limit is the server's 503 (inference/outcomes.py), recorded as failed.
-    assert response.status_code == 503 and "exceeded its memory limit" in response.json()["detail"]
+    # The runner's memory limit is the server's 503 (inference/protocols/outcomes.py), recorded as failed.
+    assert response.status_code == 503 and "more memory" in response.json()["detail"], response.text
 
     # No reload: the page's own polling brings the restart, and the failure with its reason.
     expect(runners).to_contain_text("memory: 1", timeout=20_000)
-    expect(page.locator("#ops-failures")).to_contain_text("exceeded its memory limit", timeout=20_000)
+    expect(page.locator("#ops-failures")).to_contain_text("more memory than a runner may use", timeout=20_000)
     assert page.errors == []
 
 

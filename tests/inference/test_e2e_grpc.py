@@ -24,15 +24,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 class GrpcServer(ChildProcess):
-    def __init__(self, log_path, threads: int | None = None):
+    def __init__(self, log_path):
         super().__init__(log_path)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.threads = threads
 
     def start(self) -> None:
-        threads = ["--threads", str(self.threads)] if self.threads else []
-        self.spawn(["manage", "grpcserver", "--host", "127.0.0.1", "--port", str(self.port), *threads])
+        self.spawn(["manage", "grpcserver", "--host", "127.0.0.1", "--port", str(self.port)])
         client = grpcclient.InferenceServerClient(url=self.address)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -443,6 +441,36 @@ def test_a_call_past_the_clients_deadline_is_canceled_and_costs_nothing(
     assert client.infer(name, slow_inputs(5), headers=bearer(alice_key)).as_numpy("y").tolist() == [5.0]
 
 
+def test_a_model_failure_is_answered_as_the_outcome_table_says_on_every_protocol(
+    grpc_server, celery_worker_process, alice, alice_key
+):
+    """inference.protocols.outcomes: the prediction `failed` on /api/v1, 400 on /v2, INVALID_ARGUMENT."""
+    from django.test import Client
+
+    signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}], "outputs": []}
+    name = builders.publish(owner=alice, name=unique("broken"), data=b"not a model", signature=signature)
+    slug = name.model.slug
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {alice_key}"}
+    rest = Client().post(
+        f"/api/v1/models/{slug}/predict", {"inputs": {"x": [1.0]}}, content_type="application/json", **auth
+    )
+    assert rest.status_code == 200 and rest.json()["status"] == "failed"
+    error = rest.json()["error"]
+    assert "could not open the model" in error
+    v2 = Client().post(
+        f"/v2/models/{slug}/infer",
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+        content_type="application/json",
+        **auth,
+    )
+    assert v2.status_code == 400 and v2.json()["error"] == error
+    x = grpcclient.InferInput("x", [1], "FP32")
+    x.set_data_from_numpy(np.ones(1, dtype=np.float32))
+    client = grpcclient.InferenceServerClient(url=grpc_server.address)
+    code, message = status_of(lambda: client.infer(slug, [x], headers=bearer(alice_key)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and message == error
+
+
 def test_a_call_the_client_cancels_is_canceled_at_once_and_costs_nothing(
     grpc_server, celery_worker_process, alice, alice_key
 ):
@@ -465,36 +493,3 @@ def test_a_call_the_client_cancels_is_canceled_at_once_and_costs_nothing(
     record = Prediction.objects.get(user=alice, version__model__name=model, status="canceled")
     assert "hung up" in record.error
     assert {w.redis_key: w.used for w in current_windows(alice)} == counted
-
-
-def test_a_call_waiting_for_its_answer_holds_no_thread(celery_worker_process, alice, alice_key, tmp_path):
-    """grpcio's asyncio server: with a single thread for the steps that touch the database, a quick call is
-    answered while slow calls wait for their runners (a threaded server's one thread would be theirs)."""
-    server = GrpcServer(tmp_path / "grpcserver.log", threads=1)
-    server.start()
-    try:
-        slow = builders.publish(owner=alice, name=unique("slow"), data=builders.slow_onnx()).model.slug
-        quick = builders.publish(owner=alice, name=unique("plus"), data=builders.plus_one_onnx()).model.slug
-        client = grpcclient.InferenceServerClient(url=server.address)
-        client.infer(quick, plus_one_input(), headers=bearer(alice_key))
-        answers = []
-        for _ in range(2):  # seconds each, on the two runners the slow model may take
-            client.async_infer(
-                slow,
-                slow_inputs(3_000_000),
-                lambda result, error: answers.append(error),
-                headers=bearer(alice_key),
-            )
-        time.sleep(0.5)
-        started = time.monotonic()
-        result = client.infer(quick, plus_one_input(), headers=bearer(alice_key))
-        took = time.monotonic() - started
-        np.testing.assert_array_equal(result.as_numpy("y"), [[1.0, 2.0, 3.0]])
-        assert took < 1.5 and not answers, (took, answers)
-        deadline = time.monotonic() + 30
-        while len(answers) < 2:
-            assert time.monotonic() < deadline, "the slow calls never ended"
-            time.sleep(0.1)
-        assert answers == [None, None]
-    finally:
-        server.stop()

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from portal.models import UsageCounter, UsageDay
-from portal.quotas import QuotaExceeded, admit_prediction, compute_counter_key, compute_used_ms, month_number
+from portal.models import UsageDay
+from portal.quotas import QuotaExceeded, admit_prediction, compute_used_ms
 from portal.usage import Usage, usage_record
 
 from .conftest import issue_key, limit
@@ -91,12 +91,3 @@ def test_a_user_over_the_compute_quota_is_refused_after_the_charge(
     with pytest.raises(QuotaExceeded) as rejected:
         admit_prediction(user=alice, api_key=None)
     assert rejected.value.limit_name == "compute_seconds_per_month"
-
-
-def test_a_new_months_charge_starts_the_counter_again(quota_backend, alice, bob, version):
-    this_month = month_number(timezone.now().timestamp())
-    UsageCounter.objects.create(key=compute_counter_key(alice.pk), window=this_month - 1, used=999_000)
-    UsageCounter.objects.create(key=compute_counter_key(bob.pk), window=this_month, used=700)
-    usage_record([usage(alice, version, compute_ms=250.0), usage(bob, version, compute_ms=300.0)])
-    assert compute_used_ms(alice) == 250 and compute_used_ms(bob) == 1000
-    assert UsageCounter.objects.get(key=compute_counter_key(alice.pk)).window == this_month

@@ -239,22 +239,16 @@ def test_readiness_names_the_cache_when_redis_is_down(client, settings, redis_do
 
 @pytest.mark.django_db(transaction=True)
 def test_with_the_database_down_grpc_answers_unavailable_with_retry_after_and_recovers():
-    import asyncio
-    import threading
-
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from inference.protocols.grpc_service import server_start
+    from inference.protocols.grpc_service import server_create
 
-    # The server's threads close their connections after each step: none is left open at the teardown.
+    # The server's threads close their connections after each call: none is left open at the teardown.
     shared_settings = connections["default"].settings_dict
     saved_max_age, shared_settings["CONN_MAX_AGE"] = shared_settings["CONN_MAX_AGE"], 0
-    loop = asyncio.new_event_loop()  # the server's, in a thread of its own, as `manage.py grpcserver` runs it
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    server, port = asyncio.run_coroutine_threadsafe(
-        server_start(address="127.0.0.1:0", threads=2), loop
-    ).result(10)
+    server, port = server_create(address="127.0.0.1:0", threads=2)
+    server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -264,8 +258,7 @@ def test_with_the_database_down_grpc_answers_unavailable_with_retry_after_and_re
             with pytest.raises(grpc.RpcError) as after:
                 stub.ModelMetadata(request, timeout=20)
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(grace=None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        server.stop(grace=None)
         shared_settings["CONN_MAX_AGE"] = saved_max_age
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "database" in down.value.details()
